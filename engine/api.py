@@ -1,0 +1,155 @@
+"""The engine's Python API: timeline in, frames or files out.
+
+    tl = engine.ops.t2v("a red circle moving left", duration_s=2)
+    backend = load_backend("toy")
+    videos = generate(tl, backend, Settings(steps=20))        # list of (N, H, W, 3) uint8
+    render(tl, backend, Settings(), "out.mp4")               # mp4 + out.json sidecar
+
+Every CLI verb and every studio action ends here.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import plan as plan_mod
+from engine import sampler
+from engine.backends.registry import load_backend  # noqa: F401  (re-exported)
+from engine.params import PARAMS, InputError, check
+from engine.timeline import Timeline, parse_aspect
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Settings:
+    """How to sample; each range is declared once in engine/params.py."""
+    steps: int = PARAMS["steps"].default
+    guidance: float = PARAMS["guidance"].default
+    shift: float = PARAMS["shift"].default     # 0: the backend's choice for the grid
+    solver: str = PARAMS["solver"].default
+
+    def __post_init__(self):
+        for name in ("steps", "guidance", "shift", "solver"):
+            setattr(self, name, check(name, getattr(self, name)))
+
+
+def needs_model(tl: Timeline) -> bool:
+    """False for pure re-cuts: an assembly made only of source clips."""
+    return tl.assemble is None or any(p.source == "generated" for p in tl.assemble)
+
+
+def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
+    """-> (plan, latents (B, C, F, h, w)) with B = tl.variations, variation k seeded with tl.seed + k."""
+    # 1. compile the timeline onto the backend's grid
+    plan = plan_mod.compile(tl, backend)
+    # 2. noise per variation, each reproducible on its own
+    noise = torch.stack([torch.randn(plan.known.shape, generator=torch.Generator().manual_seed(tl.seed + k))
+                         for k in range(tl.variations)])                     # (B, C, F, h, w)
+    # 3. schedule for this grid
+    g = plan.grid
+    shift = settings.shift or backend.shift(g.latent_frames * g.latent_h * g.latent_w)
+    sigmas = sampler.schedule(settings.steps, shift)
+    # 4. sample
+    x = sampler.sample(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
+                       per_token=backend.spec.per_token_timestep, solver=settings.solver,
+                       callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"))
+    return plan, x
+
+
+def decode_frames(backend, latents: torch.Tensor, n_frames: int) -> list[np.ndarray]:
+    """(B, C, F, h, w) -> B clips (N, H, W, 3) uint8."""
+    from engine.video_io import from_tensor
+    with torch.no_grad():
+        pixels = backend.decode(latents)                                       # (B, 3, N, H, W)
+    return [from_tensor(p[:, :n_frames].float().cpu()) for p in pixels]
+
+
+def output_size(tl: Timeline) -> tuple[int, int]:
+    """Frame size of a model-free re-cut: the aspect at the resolution, even sides for H.264."""
+    aw, ah = parse_aspect(tl.aspect)
+    short = tl.resolution - tl.resolution % 2
+    long_ = int(round(short * max(aw, ah) / min(aw, ah) / 2)) * 2
+    return (long_, short) if aw >= ah else (short, long_)
+
+
+def assemble(tl: Timeline, generated: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """Cut the output together from generated time and source clips -> (N, H, W, 3) at tl.fps."""
+    from engine.video_io import fit, read_video
+    if tl.assemble is None:
+        return generated
+    parts = []
+    for p in tl.assemble:
+        if p.source == "generated":
+            a, b = round(p.in_s * tl.fps), round(p.out_s * tl.fps)
+            parts.append(generated[a:min(b, len(generated))])
+        else:
+            clip = read_video(tl.resolve(p.source), fps=tl.fps, start_s=p.in_s, end_s=p.out_s)
+            parts.append(fit(clip, size[0], size[1], tl.fit))
+    return np.concatenate([q for q in parts if len(q)])
+
+
+def generate(tl: Timeline, backend=None, settings: Settings | None = None, callback=None, cancel=None) -> list[np.ndarray]:
+    """Timeline -> tl.variations clips (N, H, W, 3) uint8 at tl.fps, assembled."""
+    settings = settings or Settings()
+    if not needs_model(tl):
+        return [assemble(tl, None, output_size(tl))] * tl.variations
+    _, x = generate_latents(tl, backend, settings, callback, cancel)
+    grid = plan_mod.make_grid(tl, backend.spec)
+    clips = decode_frames(backend, x, grid.out_frames)
+    return [assemble(tl, c, (grid.width, grid.height)) for c in clips]
+
+
+def sidecar(tl: Timeline, backend_name: str, settings: Settings, variation: int, extra: dict | None = None) -> dict:
+    """Everything needed to make the same video again (media paths made absolute)."""
+    story = tl.to_dict()
+    for c in story["cards"]:
+        if "path" in c:
+            c["path"] = str(Path(tl.resolve(c["path"])).resolve())
+    for p in story["assemble"] or []:
+        if p["source"] != "generated":
+            p["source"] = str(Path(tl.resolve(p["source"])).resolve())
+    story["seed"] = tl.seed + variation
+    story["variations"] = 1
+    return {"cinepatch": VERSION, "backend": backend_name, "seed": tl.seed + variation, "variation": variation,
+            "settings": asdict(settings), "storyboard": story, **(extra or {})}
+
+
+def output_paths(out: Path, k: int, n: int) -> Path:
+    """out.mp4, or out_v0.mp4, out_v1.mp4 ... when several variations are made."""
+    return out if n == 1 else out.with_name(f"{out.stem}_v{k}{out.suffix}")
+
+
+def render(tl: Timeline, backend, settings: Settings | None, out: str | Path, overwrite: bool = False,
+           backend_name: str | None = None, callback=None, cancel=None) -> list[Path]:
+    """Generate and write each variation to an mp4 (or gif / png folder) with a `.json` sidecar."""
+    from engine.files import atomic_write_text, check_writable
+    from engine.video_io import write_video
+    settings = settings or Settings()
+    out = Path(out)
+    outs = [output_paths(out, k, tl.variations) for k in range(tl.variations)]
+    for o in outs:  # refuse before spending minutes on the model
+        check_writable(o, overwrite)
+        check_writable(o.with_suffix(".json"), overwrite, "out")
+    t0 = time.perf_counter()
+    clips = generate(tl, backend, settings, callback, cancel)
+    seconds = time.perf_counter() - t0
+    name = backend_name or getattr(backend, "name", "none")
+    for k, (o, clip) in enumerate(zip(outs, clips)):
+        write_video(o, clip, tl.fps, overwrite=overwrite)
+        meta = sidecar(tl, name, settings, k, {"frames": int(len(clip)), "size": [int(clip.shape[2]), int(clip.shape[1])],
+                                               "fps": tl.fps, "seconds_to_make": round(seconds, 2)})
+        atomic_write_text(o.with_suffix(".json"), json.dumps(meta, indent=2) + "\n", overwrite=True)
+    return outs
+
+
+def timeline_from_sidecar(d: dict, base_dir: str = ".") -> tuple[Timeline, dict]:
+    """A sidecar (or a plain storyboard) -> (timeline, sidecar settings or {})."""
+    if "storyboard" in d and "cinepatch" in d:
+        return Timeline.from_dict(d["storyboard"], base_dir), d
+    return Timeline.from_dict(d, base_dir), {}

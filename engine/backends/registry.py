@@ -1,0 +1,45 @@
+"""Backends by name. Factories import lazily: no model is loaded at import."""
+from __future__ import annotations
+
+from engine.params import InputError
+
+
+def _reference(**opts):
+    from engine.backends.reference import ReferenceBackend
+    return ReferenceBackend(**opts)
+
+
+def _toy(**opts):
+    from engine.backends.toy.backend import ToyBackend  # the embedded model (issue 3)
+    return ToyBackend.load(**opts)
+
+
+FACTORIES = {"toy": _toy, "reference": _reference}
+DEFAULT = "toy"
+
+
+def default_backend() -> str:
+    """"toy" once the embedded model is installed; until then the reference backend."""
+    try:
+        from engine.backends.toy.backend import ToyBackend  # noqa: F401
+    except ModuleNotFoundError:
+        return "reference"
+    return DEFAULT
+
+
+def available() -> list[str]:
+    return list(FACTORIES)
+
+
+def load_backend(name: str | None = None, **opts):
+    """A backend object by name; raises InputError for an unknown name."""
+    name = name or default_backend()
+    if name not in FACTORIES:
+        raise InputError(f"backend: unknown backend {name!r}; available: {', '.join(FACTORIES)}")
+    try:
+        return FACTORIES[name](**opts)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("engine."):
+            raise InputError(f"backend: {name!r} is not built into this version yet ({e.name} missing); "
+                             f"use --backend reference") from None
+        raise

@@ -1,0 +1,253 @@
+"""`cinepatch`: every engine operation as a verb.
+
+Bad input exits with code 2 and one line on stderr naming the field; no traceback, no
+partial output file, never an overwrite without --overwrite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.params import PARAMS, InputError
+
+
+# ----------------------------------------------------------------------------- options
+def _opt(p: argparse.ArgumentParser, flag: str, name: str, **kw):
+    """An option whose type, default and help come from the declared parameter."""
+    prm = PARAMS[name]
+    rng = f" [{prm.min:g}..{prm.max:g}]" if prm.min is not None else ""
+    if prm.choices:
+        kw.setdefault("choices", prm.choices)
+    p.add_argument(flag, dest=name, type=prm.kind if prm.kind in (int, float) else str,
+                   default=kw.pop("default", None), help=f"{prm.help}{rng}", **kw)
+
+
+def _timeline_opts(p, duration=True):
+    _opt(p, "--aspect", "aspect")
+    _opt(p, "--resolution", "resolution")
+    if duration:
+        _opt(p, "--duration", "duration_s")
+    _opt(p, "--fps", "fps")
+    _opt(p, "--seed", "seed")
+    _opt(p, "--variations", "variations")
+    p.add_argument("--negative-prompt", default=None, help="what the video should not show")
+
+
+def _sampling_opts(p):
+    p.add_argument("--backend", default=None, help="reference, toy (default: toy when its weights are installed)")
+    _opt(p, "--steps", "steps")
+    _opt(p, "--guidance", "guidance")
+    _opt(p, "--shift", "shift")
+    _opt(p, "--solver", "solver")
+
+
+def _out_opts(p):
+    p.add_argument("--out", required=True, help="output .mp4 (or .gif, or a folder/ for PNG frames)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cinepatch", description="A local video studio: storyboards, remix, blend, loop, extend, re-cut.")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("generate", help="render a storyboard .json (or a sidecar, to make a video again)")
+    p.add_argument("storyboard")
+    _sampling_opts(p); _out_opts(p)
+    _opt(p, "--seed", "seed"); _opt(p, "--variations", "variations")
+
+    p = sub.add_parser("t2v", help="text to video")
+    p.add_argument("prompt")
+    _timeline_opts(p); _sampling_opts(p); _out_opts(p)
+
+    p = sub.add_parser("i2v", help="image to video")
+    p.add_argument("image"); p.add_argument("--prompt", default="")
+    p.add_argument("--at", dest="at_s", type=float, default=0.0, help="moment of the image in seconds")
+    _timeline_opts(p); _sampling_opts(p); _out_opts(p)
+
+    p = sub.add_parser("remix", help="change a video with a prompt")
+    p.add_argument("video"); p.add_argument("--prompt", default="")
+    _opt(p, "--amount", "amount", default=PARAMS["amount"].default)
+    _timeline_opts(p, duration=False); _sampling_opts(p); _out_opts(p)
+
+    p = sub.add_parser("blend", help="blend two videos through a curve")
+    p.add_argument("a"); p.add_argument("b")
+    p.add_argument("--curve", default="0:0,1:1", help="time_fraction:mix points, mix 0 = A, 1 = B, e.g. 0:0,0.4:0,0.6:1,1:1")
+    p.add_argument("--repaint", default=None, help="noise curve time_fraction:level (default peaks where mix = 0.5)")
+    p.add_argument("--prompt-a", default=""); p.add_argument("--prompt-b", default="")
+    _timeline_opts(p); _sampling_opts(p); _out_opts(p)
+
+    p = sub.add_parser("loop", help="make a clip loop seamlessly")
+    p.add_argument("video"); p.add_argument("--prompt", default="")
+    _opt(p, "--bridge", "bridge_s", default=PARAMS["bridge_s"].default)
+    _opt(p, "--context", "context_s", default=PARAMS["context_s"].default)
+    _timeline_opts(p, duration=False); _sampling_opts(p); _out_opts(p)
+
+    p = sub.add_parser("extend", help="continue a clip forward or lead into it backward")
+    p.add_argument("video"); p.add_argument("--prompt", default="")
+    _opt(p, "--seconds", "extend_s", default=PARAMS["extend_s"].default)
+    p.add_argument("--direction", choices=("forward", "backward"), default="forward")
+    _opt(p, "--context", "context_s", default=PARAMS["context_s"].default)
+    _timeline_opts(p, duration=False); _sampling_opts(p); _out_opts(p)
+
+    p = sub.add_parser("recut", help="trim / change fps without the model")
+    p.add_argument("video")
+    p.add_argument("--trim", default=None, help="START:END in seconds")
+    _opt(p, "--fps", "fps")
+    _out_opts(p)
+
+    p = sub.add_parser("plan", help="print what the engine will do with a storyboard")
+    p.add_argument("storyboard")
+    p.add_argument("--backend", default=None)
+
+    p = sub.add_parser("demo", help="render the example storyboard and say where it is")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--out", default=None)
+    return ap
+
+
+# ----------------------------------------------------------------------------- verbs
+def _timeline_kw(a) -> dict:
+    keys = ("aspect", "resolution", "fps", "seed", "variations")
+    kw = {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
+    if getattr(a, "negative_prompt", None):
+        kw["negative_prompt"] = a.negative_prompt
+    return kw
+
+
+def _settings(a, base: dict | None = None):
+    from engine.api import Settings
+    s = dict(base or {})
+    s.update({k: getattr(a, k) for k in ("steps", "guidance", "shift", "solver") if getattr(a, k, None) is not None})
+    return Settings(**s)
+
+
+def _backend(name):
+    from engine.backends.registry import default_backend, load_backend
+    name = name or default_backend()
+    return name, load_backend(name)
+
+
+def _render(a, tl, settings=None):
+    from engine.api import needs_model, render
+    name, backend = _backend(a.backend) if needs_model(tl) else ("none", None)
+    bar = _progress() if sys.stderr.isatty() else None
+    outs = render(tl, backend, settings or _settings(a), a.out, overwrite=a.overwrite, backend_name=name, callback=bar)
+    for o in outs:
+        print(o)
+
+
+def _progress():
+    def cb(d):
+        n = d["steps"]
+        done = int(30 * d["step"] / n)
+        print(f"\r[{'#' * done}{'.' * (30 - done)}] step {d['step']}/{n}", end="\n" if d["step"] == n else "",
+              file=sys.stderr, flush=True)
+    return cb
+
+
+def cmd_generate(a):
+    from engine.api import timeline_from_sidecar
+    path = Path(a.storyboard)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"storyboard: {a.storyboard!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"storyboard: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"storyboard: {a.storyboard!r} cannot be read ({e.__class__.__name__})") from None
+    tl, meta = timeline_from_sidecar(d, str(path.parent.resolve()))
+    if a.seed is not None:
+        tl.seed = a.seed
+    if a.variations is not None:
+        tl.variations = a.variations
+    a.backend = a.backend or meta.get("backend")
+    _render(a, tl, _settings(a, meta.get("settings")))
+
+
+def cmd_t2v(a):
+    from engine import ops
+    _render(a, ops.t2v(a.prompt, a.duration_s or PARAMS["duration_s"].default, **_timeline_kw(a)))
+
+
+def cmd_i2v(a):
+    from engine import ops
+    _render(a, ops.i2v(a.image, a.prompt, a.at_s, a.duration_s or PARAMS["duration_s"].default, **_timeline_kw(a)))
+
+
+def cmd_remix(a):
+    from engine import ops
+    _render(a, ops.remix(a.video, a.prompt, a.amount, **_timeline_kw(a)))
+
+
+def cmd_blend(a):
+    from engine import ops
+    _render(a, ops.blend(a.a, a.b, a.curve, a.prompt_a, a.prompt_b, a.repaint, a.duration_s, **_timeline_kw(a)))
+
+
+def cmd_loop(a):
+    from engine import ops
+    _render(a, ops.loop(a.video, a.bridge_s, a.context_s, a.prompt, **_timeline_kw(a)))
+
+
+def cmd_extend(a):
+    from engine import ops
+    _render(a, ops.extend(a.video, a.extend_s, a.direction, a.prompt, a.context_s, **_timeline_kw(a)))
+
+
+def cmd_recut(a):
+    from engine import ops
+    trim = None
+    if a.trim:
+        try:
+            trim = tuple(float(v) for v in a.trim.split(":"))
+            assert len(trim) == 2
+        except (ValueError, AssertionError):
+            raise InputError(f"trim: {a.trim!r} is not START:END in seconds, e.g. 0.5:2") from None
+    a.backend = None
+    _render(a, ops.recut(a.video, trim, a.fps))
+
+
+def cmd_plan(a):
+    from engine.plan import compile
+    from engine.timeline import load
+    tl = load(a.storyboard)
+    name, backend = _backend(a.backend)
+    print(f"backend {name}")
+    print(compile(tl, backend).explain())
+
+
+def cmd_demo(a):
+    from engine.api import Settings, render
+    from engine.timeline import load
+    root = Path(__file__).resolve().parent.parent
+    tl = load(root / "examples" / "story.json")
+    out = Path(a.out or root / "out" / "demo.mp4")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    name, backend = _backend(a.backend)
+    print(f"rendering examples/story.json on the {name!r} backend ...", file=sys.stderr)
+    render(tl, backend, Settings(steps=12), out, overwrite=True, backend_name=name,
+           callback=_progress() if sys.stderr.isatty() else None)
+    print(f"wrote {out} (and {out.with_suffix('.json')}, the settings that made it)")
+
+
+VERBS = {name[4:]: f for name, f in globals().items() if name.startswith("cmd_")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        VERBS[args.verb](args)
+    except InputError as e:
+        print(f"cinepatch: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cinepatch: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""compile(timeline, backend) -> Plan: what the denoiser is conditioned on, per latent frame.
+
+Rules (each tested in tests/test_plan.py):
+
+Frames. The timeline's `round(duration_s * fps)` pixel frames are rounded up to a count
+the backend's VAE accepts (causal: 1 + k*tf); the decoded clip is trimmed back to the
+frames asked for (`out_frames`). Latent frame f holds the pixel frames
+`spec.pixel_range(f)`; pixel frame n is shown at [n/fps, (n+1)/fps) and sampled at its centre.
+
+Media. An image card fills every pixel frame of the latent frame that holds its moment
+(a still for that latent frame). A video card covers the pixel frames whose start times
+lie in [start_s, end_s), each showing the source frame on screen at the mapped source
+time (retimed when the spans differ); a card that reaches the timeline's end also covers
+the padding frames added by snapping. A latent frame partly covered by a card is kept in
+proportion: its level is `1 - strength * coverage`; its uncovered pixel frames hold the
+nearest covered frame so the VAE sees a still, never black. Each card is encoded on its
+own window of latent frames.
+
+Overlaps. Where media cards overlap, the one that keeps more (the lowest level) wins;
+ties go to the later card. Cards with a `weight` curve (blends) are mixed instead:
+known = sum(w_i * cov_i * z_i) / sum(w_i * cov_i), level = weighted mean of their levels;
+the mixed group then competes with unweighted cards by the same keeps-more rule. A
+timeline `noise` curve, when set, replaces the level of every frame that has media.
+
+Text. Tokens are laid out as [global prompt][card 0][card 1]...[empty prompt]. The global
+prompt's tokens are open to every frame. A card's gate on latent frame f is the mean over
+f's pixel frames of the card's span indicator, whose inner edges ramp linearly over
+`crossfade_s` centred on the edge (0.5 exactly at the boundary; no ramp at the timeline's
+own ends), times its weight curve. The empty prompt's gate is `1 - sum(other gates)`
+(clamped to [0, 1]), so no frame is ever left with nothing to attend to. Token ranges whose gate is zero on every frame are dropped; padding tokens
+(mask False) are closed on every frame. The unconditional branch (CFG) sees the negative
+prompt (or the empty prompt) on every frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine.backends.base import Backend, LatentSpec
+from engine.timeline import ImageCard, Timeline, VideoCard
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The pixel and latent geometry of one timeline on one backend."""
+    width: int
+    height: int
+    fps: float
+    n_frames: int       # pixel frames N (snapped up to what the VAE accepts)
+    latent_frames: int  # F
+    latent_h: int
+    latent_w: int
+    spec: LatentSpec = field(repr=False)
+    out_frames: int = 0  # frames kept after decoding: what the timeline asked for
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_frames / self.fps
+
+    def pixel_times(self) -> np.ndarray:
+        """(N,) centre time of each pixel frame in seconds."""
+        return (np.arange(self.n_frames) + 0.5) / self.fps
+
+    def latent_of_pixel(self) -> np.ndarray:
+        """(N,) latent frame index of each pixel frame."""
+        return np.array([self.spec.latent_index(n) for n in range(self.n_frames)])
+
+    def latent_times(self) -> np.ndarray:
+        """(F,) centre time of each latent frame's pixel frames."""
+        return np.array([np.mean(self.pixel_times()[slice(*self.spec.pixel_range(f))])
+                         for f in range(self.latent_frames)])
+
+
+def make_grid(tl: Timeline, spec: LatentSpec) -> Grid:
+    n = spec.snap_frames(tl.n_frames)
+    w, h = spec.frame_size(tl.aspect_ratio, tl.resolution)
+    return Grid(w, h, float(tl.fps), n, spec.latent_frames(n), h // spec.spatial_factor, w // spec.spatial_factor,
+                spec, out_frames=tl.n_frames)
+
+
+@dataclass
+class Segment:
+    """A run of text tokens: which card they came from and where they sit in `text`."""
+    name: str           # "global", "cards[2]" or "empty"
+    card: int | None
+    text: str
+    start: int
+    end: int
+
+
+@dataclass
+class Plan:
+    grid: Grid
+    known: torch.Tensor        # (C, F, h, w) latents of injected media, zeros where none
+    start_level: torch.Tensor  # (F,) noise level at which each latent frame starts; 0 = frozen
+    text: torch.Tensor         # (L, D) token embeddings of every segment, concatenated
+    gate: torch.Tensor         # (F, L) in [0, 1]: may latent frame f attend to token l
+    segments: list[Segment]
+    uncond_text: torch.Tensor  # (L0, D) negative / empty prompt for classifier-free guidance
+    uncond_gate: torch.Tensor  # (F, L0) every frame open to every (unpadded) token
+    sources: list[str]         # (F,) what each latent frame was injected from, "" where nothing
+
+    @property
+    def inject_mask(self) -> torch.Tensor:
+        """(F,) bool: frames that are frozen (frame injection)."""
+        return self.start_level == 0
+
+    def segment_gates(self) -> np.ndarray:
+        """(F, n_segments) the gate of each segment per frame (max over its tokens)."""
+        return np.stack([self.gate[:, s.start:s.end].amax(1).numpy() for s in self.segments], axis=1)
+
+    def explain(self) -> str:
+        """A table a person can read: per latent frame, its pixel frames, level, source and the text it sees."""
+        g = self.grid
+        lines = [f"grid {g.width}x{g.height} px, {g.n_frames} frames at {g.fps:g} fps ({g.duration_s:.2f} s) "
+                 f"(kept {g.out_frames}) -> {g.latent_frames} latent frames of {g.latent_h}x{g.latent_w}; {self.text.shape[0]} text tokens",
+                 "segments: " + "; ".join(f"{s.name} [{s.start}:{s.end}] {s.text!r}" for s in self.segments),
+                 f"{'f':>4} {'pixels':>9} {'time s':>12} {'level':>6}  {'injected':<22} sees"]
+        sg = self.segment_gates()
+        for f in range(g.latent_frames):
+            a, b = g.spec.pixel_range(f)
+            sees = ", ".join(f"{s.name}" + ("" if sg[f, i] >= 0.999 else f" {sg[f, i]:.2f}")
+                             for i, s in enumerate(self.segments) if sg[f, i] > 0)
+            lines.append(f"{f:>4} {a:>4}-{b - 1:<4} {a / g.fps:5.2f}-{b / g.fps:5.2f} "
+                         f"{float(self.start_level[f]):6.2f}  {self.sources[f]:<22} {sees}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- media
+@dataclass
+class Layer:
+    """One media card on the latent grid."""
+    card: int
+    f0: int
+    latents: torch.Tensor  # (C, nF, h, w) for latent frames f0 .. f0+nF-1
+    coverage: np.ndarray   # (nF,) fraction of each latent frame's pixel frames the card covers
+    level: np.ndarray      # (nF,) 1 - strength * coverage
+    weight: np.ndarray | None  # (nF,) mixing weight (blend), None when the card has no curve
+
+
+def _card_pixels(tl: Timeline, grid: Grid, card, cache: dict) -> dict[int, np.ndarray]:
+    """Pixel frame index -> frame (H, W, 3) uint8 for the frames the card covers."""
+    from engine.video_io import fit, read_image, read_video
+    path = tl.resolve(card.path)
+    if isinstance(card, ImageCard):
+        key = ("image", path)
+        if key not in cache:
+            cache[key] = fit(read_image(path), grid.width, grid.height, tl.fit)
+        n = min(grid.out_frames - 1, round(card.at_s * grid.fps))  # an image "at the end" is the last kept frame
+        a, b = grid.spec.pixel_range(grid.spec.latent_index(n))
+        return {i: cache[key] for i in range(a, min(b, grid.n_frames))}
+    key = ("video", path)
+    if key not in cache:
+        cache[key] = (read_video(path), _probe_fps(path))
+    frames, src_fps = cache[key]
+    starts = np.arange(grid.n_frames) / grid.fps
+    end = np.inf if card.end_s >= grid.out_frames / grid.fps - 1e-9 else card.end_s  # the snap padding too
+    inside = np.nonzero((starts >= card.start_s - 1e-9) & (starts < end - 1e-9))[0]
+    speed = (card.source_end_s - card.source_in_s) / (card.end_s - card.start_s)
+    src_t = card.source_in_s + (starts[inside] - card.start_s) * speed
+    src_i = np.clip(np.floor(src_t * src_fps + 1e-6).astype(int), 0, len(frames) - 1)
+    fitted = {}
+    out = {}
+    for n, i in zip(inside, src_i):
+        if i not in fitted:
+            fitted[i] = fit(frames[i], grid.width, grid.height, tl.fit)
+        out[int(n)] = fitted[i]
+    return out
+
+
+def _probe_fps(path: str) -> float:
+    from engine.video_io import probe
+    return probe(path).fps or 1.0
+
+
+def encode_window(backend: Backend, grid: Grid, frames: dict[int, np.ndarray]) -> tuple[int, torch.Tensor, np.ndarray]:
+    """Encode the latent frames a card touches -> (f0, latents (C, nF, h, w), coverage (nF,))."""
+    from engine.video_io import to_tensor
+    spec = grid.spec
+    lat = sorted({spec.latent_index(n) for n in frames})
+    f0, f1 = lat[0], lat[-1]
+    a, b = spec.pixel_range(f0)[0], spec.pixel_range(f1)[1]
+    covered = np.array(sorted(frames))
+    # Uncovered pixel frames hold the nearest covered frame: the VAE sees a still, not black.
+    nearest = [int(covered[np.abs(covered - n).argmin()]) for n in range(a, b)]
+    clip = np.stack([frames[n] for n in nearest])                          # (b-a, H, W, 3)
+    lead = 1 if spec.causal_first and f0 > 0 else 0  # a window inside the clip needs a "first" frame to drop
+    if lead:
+        clip = np.concatenate([clip[:1], clip])
+    z = backend.encode_video(to_tensor(clip)[None])[0][:, lead:]            # (C, nF, h, w)
+    cov = np.array([np.isin(np.arange(*spec.pixel_range(f)), covered).mean() for f in range(f0, f1 + 1)])
+    return f0, z, cov
+
+
+def media_layers(tl: Timeline, backend: Backend, grid: Grid, cache: dict | None = None) -> list[Layer]:
+    cache = {} if cache is None else cache
+    layers = []
+    times = grid.latent_times()
+    for i, card in enumerate(tl.cards):
+        if not isinstance(card, (ImageCard, VideoCard)) or card.strength <= 0:
+            continue
+        frames = _card_pixels(tl, grid, card, cache)
+        if not frames:
+            continue
+        f0, z, cov = encode_window(backend, grid, frames)
+        level = 1.0 - card.strength * cov
+        weight = None
+        if getattr(card, "weight", None) is not None:
+            frac = (times[f0:f0 + len(cov)] - card.start_s) / (card.end_s - card.start_s)
+            weight = card.weight(np.clip(frac, 0, 1))
+        layers.append(Layer(i, f0, z, cov, level, weight))
+    return layers
+
+
+def combine_layers(layers: list[Layer], grid: Grid, channels: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """-> known (C, F, h, w), start_level (F,), sources (F,) by the overlap rules in the module docstring."""
+    F_ = grid.latent_frames
+    known = torch.zeros(channels, F_, grid.latent_h, grid.latent_w)
+    level = np.ones(F_)
+    sources = [""] * F_
+    for f in range(F_):
+        here = [(L, f - L.f0) for L in layers if 0 <= f - L.f0 < len(L.coverage) and L.coverage[f - L.f0] > 0]
+        mixed = [(L, j) for L, j in here if L.weight is not None]
+        options = [(L.level[j], L.latents[:, j], f"cards[{L.card}]") for L, j in here if L.weight is None]
+        if mixed:
+            w = np.array([L.weight[j] * L.coverage[j] for L, j in mixed])
+            if w.sum() > 0:
+                z = sum(float(wi) * L.latents[:, j] for wi, (L, j) in zip(w, mixed)) / float(w.sum())
+                lv = float(np.dot(w, [L.level[j] for L, j in mixed]) / w.sum())
+                names = "+".join(f"cards[{L.card}] {wi / w.sum():.0%}" for wi, (L, _) in zip(w, mixed))
+                options.append((lv, z, names))
+        best = None
+        for opt in options:  # keeps more wins; ties go to the later card (>=)
+            if best is None or opt[0] <= best[0]:
+                best = opt
+        if best is not None and best[0] < 1.0:
+            level[f], known[:, f], sources[f] = best[0], best[1], best[2]
+    return known, level, sources
+
+
+def apply_noise_curve(tl: Timeline, grid: Grid, level: np.ndarray) -> np.ndarray:
+    """The timeline's noise curve replaces the level of every frame that has media."""
+    if tl.noise is None:
+        return level
+    curve = tl.noise(np.clip(grid.latent_times() / grid.duration_s, 0, 1))
+    return np.where(level < 1.0, curve, level)
+
+
+# ----------------------------------------------------------------------------- text
+def span_gate(grid: Grid, start_s: float, end_s: float, crossfade_s: float) -> np.ndarray:
+    """(F,) mean over each latent frame's pixel frames of the span indicator with soft edges."""
+    t = grid.pixel_times()
+    start_s = -np.inf if start_s <= 1e-9 else start_s            # no fade-in at the timeline's start
+    end_s = np.inf if end_s >= grid.out_frames / grid.fps - 1e-9 else end_s  # nor fade-out at its end
+    if crossfade_s > 0:
+        g = np.clip(np.minimum((t - start_s) / crossfade_s, (end_s - t) / crossfade_s) + 0.5, 0, 1)
+    else:
+        g = ((t >= start_s) & (t < end_s)).astype(float)
+    return np.array([g[slice(*grid.spec.pixel_range(f))].mean() for f in range(grid.latent_frames)])
+
+
+def text_layout(tl: Timeline, grid: Grid) -> list[tuple[str, int | None, str, np.ndarray]]:
+    """[(name, card, text, gate (F,))] before encoding; see the module docstring for the rules."""
+    F_ = grid.latent_frames
+    rows = []
+    if tl.prompt.strip():
+        rows.append(("global", None, tl.prompt, np.ones(F_)))
+    times = grid.latent_times()
+    for i, card in enumerate(tl.cards):
+        if card.kind != "text":
+            continue
+        g = span_gate(grid, card.start_s, card.end_s, tl.crossfade_s)
+        if card.weight is not None:
+            g = g * card.weight(np.clip((times - card.start_s) / (card.end_s - card.start_s), 0, 1))
+        rows.append((f"cards[{i}]", i, card.text, g))
+    total = np.sum([r[3] for r in rows], axis=0) if rows else np.zeros(F_)
+    rows.append(("empty", None, "", np.clip(1.0 - total, 0, 1)))
+    return [r for r in rows if r[3].max() > 0]
+
+
+def compile_text(tl: Timeline, backend: Backend, grid: Grid):
+    """-> text (L, D), gate (F, L), segments, uncond_text (L0, D), uncond_gate (F, L0)."""
+    rows = text_layout(tl, grid)
+    encoded = backend.encode_text([r[2] for r in rows] + [tl.negative_prompt])
+    texts, gates, segments, pos = [], [], [], 0
+    for (name, card, text, g), (tok, mask) in zip(rows, encoded):
+        L = tok.shape[0]
+        texts.append(tok)
+        gates.append(torch.from_numpy(g).float()[:, None] * mask.float().cpu()[None, :])  # (F, L)
+        segments.append(Segment(name, card, text, pos, pos + L))
+        pos += L
+    u_tok, u_mask = encoded[-1]
+    u_gate = u_mask.float().cpu()[None, :].expand(grid.latent_frames, -1).clone()
+    return torch.cat(texts), torch.cat(gates, dim=1), segments, u_tok, u_gate
+
+
+# ----------------------------------------------------------------------------- compile
+def compile(tl: Timeline, backend: Backend, media_cache: dict | None = None) -> Plan:
+    """Timeline -> Plan on the backend's latent grid (see the module docstring)."""
+    # 1. geometry
+    grid = make_grid(tl, backend.spec)
+    # 2. media: each card encoded on its window, then overlaps resolved per latent frame
+    layers = media_layers(tl, backend, grid, media_cache)
+    known, level, sources = combine_layers(layers, grid, backend.spec.channels)
+    level = apply_noise_curve(tl, grid, level)
+    # 3. text: segments, gates and the unconditional branch
+    text, gate, segments, u_text, u_gate = compile_text(tl, backend, grid)
+    return Plan(grid, known, torch.from_numpy(level).float(), text, gate, segments, u_text, u_gate, sources)

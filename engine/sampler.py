@@ -1,0 +1,125 @@
+"""Rectified-flow samplers: pure functions over a denoiser callable and a Plan.
+
+x_t = (1 - t) x0 + t eps; the denoiser returns the velocity v = eps - x0, so a step from
+t to t' is x + (t' - t) v and the denoised estimate is x - t v.
+
+Partial noise. Each latent frame f has a start level s_f (the plan's partial-noise curve):
+
+- per-token mode (the denoiser takes t per frame): frame f lives at level
+  tau_f(t) = min(t, s_f) and is told that level, so kept frames are seen clean
+  (s_f = 0 never moves: frame injection); its step is tau_f(t') - tau_f(t), which is 0
+  while t > s_f: untouched by the model.
+- replacement mode (one t for all frames): while t > s_f frame f is held at
+  (1 - t) known_f + t eps_f, and from the first step that reaches s_f it evolves freely.
+
+Both end with frames of level 0 equal to `known` exactly. Classifier-free guidance runs the
+conditional and unconditional branches as one batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Cancelled(Exception):
+    """Raised between steps when the cancel token is set."""
+
+
+def schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
+    """(steps + 1,) noise levels from 1 to 0; shift > 1 spends more steps at high noise (SD3's time shift)."""
+    t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
+def shift_for_tokens(n_tokens: int, base: float = 1.0, max_shift: float = 3.0, lo: int = 256, hi: int = 4096) -> float:
+    """Linear in log(tokens) between `base` at `lo` tokens and `max_shift` at `hi` tokens (clamped)."""
+    import math
+    a = (math.log(max(n_tokens, 1)) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return base + (max_shift - base) * min(max(a, 0.0), 1.0)
+
+
+@dataclass
+class Conditioning:
+    """The plan's text side, batched for one denoiser call (cond rows first, then uncond)."""
+    text: torch.Tensor   # (B', L, D)
+    gate: torch.Tensor   # (B', F, L)
+    guided: bool
+
+
+def batch_conditioning(plan, batch: int, guided: bool, device, dtype) -> Conditioning:
+    """Pad cond and uncond text to one length (padding closed by a zero gate) and repeat per sample."""
+    rows = [(plan.text, plan.gate)] + ([(plan.uncond_text, plan.uncond_gate)] if guided else [])
+    L = max(t.shape[0] for t, _ in rows)
+    texts, gates = [], []
+    for t, g in rows:
+        pad = L - t.shape[0]
+        texts.append(torch.nn.functional.pad(t.to(device, dtype), (0, 0, 0, pad)).expand(batch, -1, -1))
+        gates.append(torch.nn.functional.pad(g.to(device, dtype), (0, pad)).expand(batch, -1, -1))
+    return Conditioning(torch.cat(texts), torch.cat(gates), guided)
+
+
+def guided_velocity(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float) -> torch.Tensor:
+    """x (B, C, F, h, w), t (B, F) -> guided velocity (B, C, F, h, w); one denoiser call."""
+    if not cond.guided:
+        return denoiser(x, t, cond.text, cond.gate)
+    v = denoiser(torch.cat([x, x]), torch.cat([t, t]), cond.text, cond.gate)
+    v_c, v_u = v.chunk(2)
+    return v_u + guidance * (v_c - v_u)
+
+
+def _frames(v: torch.Tensor) -> torch.Tensor:
+    """(F,) -> (1, 1, F, 1, 1) to broadcast over latents (B, C, F, h, w)."""
+    return v[None, None, :, None, None]
+
+
+def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0,
+           noise: torch.Tensor | None = None, generator: torch.Generator | None = None, batch: int = 1,
+           per_token: bool = True, solver: str = "euler", callback: Callable[[dict], None] | None = None,
+           cancel=None, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Denoise the plan's grid -> latents (B, C, F, h, w) at t = 0.
+
+    noise: (B, C, F, h, w) initial eps (drawn from `generator` when None). cancel: anything
+    with `is_set()` (threading.Event), checked between steps.
+    """
+    # 1. inputs on the device
+    known = plan.known.to(device, dtype)[None]                            # (1, C, F, h, w)
+    s = plan.start_level.to(device, torch.float32)                       # (F,)
+    if noise is None:
+        noise = torch.randn((batch, *plan.known.shape), generator=generator)
+    eps = noise.to(device, dtype)                                          # (B, C, F, h, w)
+    B, F_ = eps.shape[0], s.shape[0]
+    cond = batch_conditioning(plan, B, guidance != 1.0, device, dtype)
+    sigmas = sigmas.to(torch.float32)
+    level = (lambda t: torch.minimum(s, torch.tensor(t))) if per_token else (lambda t: torch.full_like(s, t))
+
+    # 2. start: every frame at its own level (per-token) or all at sigma_0 (replacement)
+    tau = level(float(sigmas[0]))
+    x = (1 - _frames(tau)) * known + _frames(tau) * eps
+
+    # 3. steps
+    n = len(sigmas) - 1
+    for i in range(n):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled at step {i} of {n}")
+        t, t_next = float(sigmas[i]), float(sigmas[i + 1])
+        tau, tau_next = level(t), level(t_next)
+        v = guided_velocity(denoiser, x, tau.to(dtype).expand(B, F_), cond, guidance)
+        dt = _frames(tau_next - tau).to(dtype)
+        x_next = x + dt * v
+        if solver == "heun" and t_next > 0:
+            v2 = guided_velocity(denoiser, x_next, tau_next.to(dtype).expand(B, F_), cond, guidance)
+            x_next = x + dt * (v + v2) / 2
+        moving = _frames(tau_next != tau) if per_token else _frames(torch.ones_like(s, dtype=torch.bool))
+        x_prev, x = x, torch.where(moving, x_next, x)
+        if not per_token:  # replacement: frames still above their level are held on the known path
+            held = _frames((t_next > s) | (s == 0))
+            x = torch.where(held, (1 - t_next) * known + t_next * eps, x)
+        if callback is not None:
+            callback({"step": i + 1, "steps": n, "t": t_next, "x": x, "denoised": x_prev - _frames(tau).to(dtype) * v})
+
+    # 4. injected frames come out exactly as encoded
+    return torch.where(_frames(s == 0), known.expand_as(x), x)

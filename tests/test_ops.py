@@ -1,0 +1,112 @@
+"""Operations build the timelines DESIGN.md §4 describes (read off the compiled plan)."""
+import numpy as np
+import pytest
+
+from engine import ops
+from engine.api import Settings, generate
+from engine.plan import compile
+
+FPS = 12
+
+
+@pytest.fixture
+def clip(make_video):
+    return make_video("clip.mp4", n=24, fps=FPS, w=112, h=64)  # 2 s, 16:9
+
+
+def test_t2v_is_one_text_card_over_the_span(backend):
+    tl = ops.t2v("a red ball moving left", duration_s=2)
+    p = compile(tl, backend)
+    assert [s.name for s in p.segments] == ["cards[0]"] and (p.segment_gates() == 1).all()
+    assert (p.start_level == 1).all()
+
+
+def test_empty_prompt_is_unconditioned(backend):
+    p = compile(ops.t2v("", duration_s=1), backend)
+    assert [s.name for s in p.segments] == ["empty"]
+
+
+def test_i2v_injects_the_first_frame_and_follows_the_image_shape(backend, make_image):
+    img = make_image(w=64, h=112)
+    tl = ops.i2v(img, "a ball", duration_s=1)
+    assert tl.aspect == "9:16"
+    p = compile(tl, backend)
+    assert p.start_level[0] == 0 and (p.start_level[1:] == 1).all()
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.3, 0.8, 1.0])
+def test_remix_keeps_one_minus_amount_everywhere(backend, clip, amount):
+    tl = ops.remix(clip, "a blue box", amount)
+    assert (tl.duration_s, tl.fps, tl.aspect) == (2.0, FPS, "7:4")  # the source's own shape, 112x64
+    p = compile(tl, backend)
+    np.testing.assert_allclose(p.start_level.numpy(), amount, atol=1e-6)
+    assert [s.name for s in p.segments] == ["cards[1]"]
+
+
+def test_blend_curve_drives_levels_latents_and_gates(backend, make_video):
+    a = make_video("a.mp4", seed=1, w=112, h=64)
+    b = make_video("b.mp4", seed=2, w=112, h=64)
+    tl = ops.blend(a, b, "0:0,0.4:0,0.6:1,1:1", "a red ball", "a blue box")
+    p = compile(tl, backend)
+    lv = p.start_level.numpy()
+    assert lv[0] == 0 and lv[-1] == 0 and lv.max() > 0.8              # pure ends kept, the middle repainted
+    assert p.sources[0].startswith("cards[0] 100%") and p.sources[-1].endswith("cards[1] 100%")
+    sg = p.segment_gates()                                            # text: 1 - mix and mix
+    names = [s.name for s in p.segments]
+    ia, ib = names.index("cards[2]"), names.index("cards[3]")
+    assert sg[0, ia] == 1 and sg[0, ib] == 0 and sg[-1, ia] == 0 and sg[-1, ib] == 1
+    np.testing.assert_allclose(sg[:, ia] + sg[:, ib], 1.0, atol=1e-6)
+
+
+def test_loop_plan_and_output(backend, clip):
+    tl = ops.loop(clip, bridge_s=1.0, context_s=0.5)
+    assert tl.duration_s == pytest.approx(2.0)        # 0.5 context + 1 bridge + 0.5 context
+    p = compile(tl, backend)
+    g = p.grid
+    times = g.latent_times()
+    lv = p.start_level.numpy()
+    assert (lv[times < 0.45] == 0).all() and (lv[times > 1.55] == 0).all()
+    assert (lv[(times > 0.6) & (times < 1.4)] == 1).all()
+    out = generate(tl, backend, Settings(steps=2))[0]
+    from engine.video_io import fit, read_video
+    src = fit(read_video(clip), 112, 64)
+    assert len(out) == 24 + 12                                        # clip + bridge: the seam is after the bridge
+    assert np.array_equal(out[:24], src)                              # the clip itself, verbatim
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_extend_injects_the_near_end_and_appends(backend, clip, direction):
+    tl = ops.extend(clip, 1.0, direction, "a ball", context_s=0.5)
+    p = compile(tl, backend)
+    lv, times = p.start_level.numpy(), p.grid.latent_times()
+    kept = times < 0.45 if direction == "forward" else times > 1.05
+    assert (lv[kept] == 0).all() and (lv[(times > 0.55) & (times < 0.95)] == 1).all() if direction == "forward" \
+        else (lv[kept] == 0).all() and (lv[times < 0.95] == 1).all()
+    out = generate(tl, backend, Settings(steps=2))[0]
+    assert len(out) == 24 + 12
+    from engine.video_io import read_video
+    src = read_video(clip)
+    assert np.array_equal(out[:24] if direction == "forward" else out[12:], src)
+
+
+def test_interpolate_pins_each_image(backend, make_image):
+    a, b = make_image("a.png", w=112, h=64), make_image("b.png", w=112, h=64, color=(0, 0, 200))
+    tl = ops.interpolate([(a, 0.0), (b, 1.0)], "a ball")
+    p = compile(tl, backend)
+    lv = p.start_level.numpy()
+    assert lv[0] == 0 and lv[backend.spec.latent_index(11)] == 0 and (lv == 0).sum() == 2
+
+
+def test_recut_trims_and_resamples_without_the_model(clip):
+    from engine.video_io import read_video
+    tl = ops.recut(clip, trim=(0.5, 1.5), fps=6)
+    out = generate(tl, backend=None)[0]
+    src = read_video(clip)
+    assert len(out) == 6 and np.array_equal(out, src[6:18:2])
+
+
+def test_upscale_is_a_low_amount_remix_at_a_higher_resolution(backend, clip):
+    tl = ops.upscale(clip, 128, amount=0.2)
+    p = compile(tl, backend)
+    assert (p.grid.width, p.grid.height) == (224, 128)
+    np.testing.assert_allclose(p.start_level.numpy(), 0.2, atol=1e-6)

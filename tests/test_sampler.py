@@ -1,0 +1,134 @@
+"""Sampler: a perfect denoiser returns its target; injected frames are exact; levels are honoured."""
+import threading
+
+import pytest
+import torch
+
+from engine.plan import compile
+from engine.sampler import Cancelled, schedule, sample, shift_for_tokens
+from engine.timeline import ImageCard, TextCard, Timeline
+
+
+def fake_plan(F=5, C=2, h=3, w=4, levels=None, L=3, D=8):
+    """A Plan-like object with random known latents."""
+    from types import SimpleNamespace
+    g = torch.Generator().manual_seed(1)
+    levels = torch.tensor(levels if levels is not None else [1.0] * F)
+    return SimpleNamespace(known=torch.randn(C, F, h, w, generator=g), start_level=levels,
+                           text=torch.randn(L, D, generator=g), gate=torch.ones(F, L),
+                           uncond_text=torch.randn(2, D, generator=g), uncond_gate=torch.ones(F, 2))
+
+
+def perfect(target):
+    """The exact velocity towards `target`: v = (x - x0) / t per frame."""
+    def den(x, t, text, gate):
+        tt = t[:, None, :, None, None].clamp_min(1e-12)
+        return (x - target) / tt
+    return den
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("per_token", [True, False])
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_perfect_denoiser_returns_its_target(solver, per_token, shift):
+    p = fake_plan()
+    target = torch.randn(1, *p.known.shape, generator=torch.Generator().manual_seed(5))
+    x = sample(perfect(target), p, schedule(6, shift), guidance=1.0, noise=torch.randn_like(target),
+               per_token=per_token, solver=solver)
+    torch.testing.assert_close(x, target, atol=1e-5, rtol=1e-5)
+
+
+def test_perfect_denoiser_with_cfg_returns_its_target():
+    p = fake_plan()
+    target = torch.randn(2, *p.known.shape)
+    den = perfect(torch.cat([target, target]))
+    x = sample(den, p, schedule(8), guidance=5.0, noise=torch.randn_like(target))
+    torch.testing.assert_close(x, target, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+def test_injected_frames_are_exact_and_levels_honoured(per_token):
+    levels = [0.0, 1.0, 0.5, 0.0, 0.25]
+    p = fake_plan(levels=levels)
+    rand = torch.Generator().manual_seed(3)
+    den = lambda x, t, text, gate: torch.randn(x.shape, generator=rand) * 3  # noqa: E731  (anything at all)
+    eps = torch.randn(1, *p.known.shape)
+    seen = []
+    sigmas = schedule(10)
+    x = sample(den, p, sigmas, guidance=2.0, noise=eps, per_token=per_token, callback=lambda d: seen.append(d))
+    for f in (0, 3):
+        assert torch.equal(x[0, :, f], p.known[:, f])  # bit-exact frame injection
+    assert len(seen) == 10 and set(seen[0]) == {"step", "steps", "t", "x", "denoised"}
+    for d in seen:  # while t > s the frame is not touched by the model
+        for f, s in enumerate(levels):
+            if d["t"] > s and s > 0:
+                lvl = s if per_token else d["t"]
+                expected = (1 - lvl) * p.known[:, f] + lvl * eps[0, :, f]
+                torch.testing.assert_close(d["x"][0, :, f], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_per_token_mode_tells_the_model_each_frames_level():
+    p = fake_plan(F=3, levels=[0.0, 1.0, 0.3])
+    calls = []
+
+    def den(x, t, text, gate):
+        calls.append(t.clone())
+        return torch.zeros_like(x)
+    sample(den, p, schedule(4), noise=torch.zeros(1, *p.known.shape))
+    for t, tt in zip(schedule(4)[:-1], calls):
+        torch.testing.assert_close(tt[0], torch.tensor([0.0, float(t), min(float(t), 0.3)]))
+
+
+def test_cfg_combines_one_batched_call():
+    p = fake_plan()
+    calls = []
+
+    def den(x, t, text, gate):
+        calls.append(x.shape[0])
+        # cond rows see 3 open tokens, uncond rows 2: return the count as the velocity
+        return gate.sum(-1)[:, None, :, None, None].expand_as(x).clone()
+    x = sample(den, p, torch.tensor([1.0, 0.0]), guidance=4.0, noise=torch.zeros(1, *p.known.shape))
+    assert calls == [2]
+    # v = 2 + 4 (3 - 2) = 6, x = 0 + (0 - 1) * 6
+    torch.testing.assert_close(x, torch.full_like(x, -6.0))
+
+
+def test_unconditional_branch_is_gated_open_to_the_empty_prompt(backend):
+    tl = Timeline(duration_s=1, fps=8, cards=[TextCard(0, 0.5, "a red ball"), TextCard(0.5, 1, "a blue box")])
+    p = compile(tl, backend)
+    gates = []
+    sample(lambda x, t, text, gate: gates.append(gate) or torch.zeros_like(x), p, schedule(1), guidance=3.0,
+           noise=torch.zeros(1, *p.known.shape))
+    g = gates[0]
+    L0 = p.uncond_text.shape[0]
+    assert (g[1, :, :L0] == 1).all() and (g[1, :, L0:] == 0).all()   # uncond: every frame, its own tokens
+    torch.testing.assert_close(g[0, :, :p.text.shape[0]], p.gate)    # cond: the plan's gate
+
+
+def test_cancel_token_stops_between_steps():
+    p = fake_plan()
+    ev = threading.Event()
+    n = []
+
+    def cb(d):
+        n.append(d["step"])
+        if d["step"] == 2:
+            ev.set()
+    with pytest.raises(Cancelled):
+        sample(lambda x, t, tx, g: torch.zeros_like(x), p, schedule(10), callback=cb, cancel=ev)
+    assert n == [1, 2]
+
+
+def test_same_noise_same_result_and_generator_determinism(backend, make_image):
+    tl = Timeline(duration_s=1, fps=8, cards=[ImageCard(0, make_image(w=112, h=64)), TextCard(0, 1, "a ball")])
+    p = compile(tl, backend)
+    run = lambda: sample(backend.denoise, p, schedule(3), guidance=2.0,  # noqa: E731
+                         generator=torch.Generator().manual_seed(0))
+    assert torch.equal(run(), run())
+
+
+def test_schedule_shape_and_shift():
+    s = schedule(10, 3.0)
+    assert s.shape == (11,) and s[0] == 1 and s[-1] == 0 and (s[1:] < s[:-1]).all()
+    assert (schedule(10, 3.0)[1:-1] > schedule(10, 1.0)[1:-1]).all()
+    assert shift_for_tokens(100) == 1.0 and shift_for_tokens(10**6) == 3.0
