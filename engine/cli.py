@@ -116,6 +116,10 @@ def _timeline_kw(a) -> dict:
     return kw
 
 
+def _duration(a) -> float:
+    return PARAMS["duration_s"].default if a.duration_s is None else a.duration_s
+
+
 def _settings(a, base: dict | None = None):
     from engine.api import Settings
     s = dict(base or {})
@@ -169,12 +173,12 @@ def cmd_generate(a):
 
 def cmd_t2v(a):
     from engine import ops
-    _render(a, ops.t2v(a.prompt, a.duration_s or PARAMS["duration_s"].default, **_timeline_kw(a)))
+    _render(a, ops.t2v(a.prompt, _duration(a), **_timeline_kw(a)))
 
 
 def cmd_i2v(a):
     from engine import ops
-    _render(a, ops.i2v(a.image, a.prompt, a.at_s, a.duration_s or PARAMS["duration_s"].default, **_timeline_kw(a)))
+    _render(a, ops.i2v(a.image, a.prompt, a.at_s, _duration(a), **_timeline_kw(a)))
 
 
 def cmd_remix(a):

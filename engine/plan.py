@@ -34,6 +34,7 @@ prompt (or the empty prompt) on every frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -63,14 +64,19 @@ class Grid:
         """(N,) centre time of each pixel frame in seconds."""
         return (np.arange(self.n_frames) + 0.5) / self.fps
 
-    def latent_of_pixel(self) -> np.ndarray:
-        """(N,) latent frame index of each pixel frame."""
-        return np.array([self.spec.latent_index(n) for n in range(self.n_frames)])
+    @cached_property
+    def _bounds(self) -> np.ndarray:
+        """(F,) first pixel frame of each latent frame."""
+        return np.array([self.spec.pixel_range(f)[0] for f in range(self.latent_frames)])
+
+    def frame_mean(self, values: np.ndarray) -> np.ndarray:
+        """(..., N) per pixel frame -> (..., F) mean over each latent frame's pixel frames."""
+        counts = np.diff(np.append(self._bounds, self.n_frames))
+        return np.add.reduceat(values, self._bounds, axis=-1) / counts
 
     def latent_times(self) -> np.ndarray:
         """(F,) centre time of each latent frame's pixel frames."""
-        return np.array([np.mean(self.pixel_times()[slice(*self.spec.pixel_range(f))])
-                         for f in range(self.latent_frames)])
+        return self.frame_mean(self.pixel_times())
 
 
 def make_grid(tl: Timeline, spec: LatentSpec) -> Grid:
@@ -258,7 +264,7 @@ def span_gate(grid: Grid, start_s: float, end_s: float, crossfade_s: float) -> n
         g = np.clip(np.minimum((t - start_s) / crossfade_s, (end_s - t) / crossfade_s) + 0.5, 0, 1)
     else:
         g = ((t >= start_s) & (t < end_s)).astype(float)
-    return np.array([g[slice(*grid.spec.pixel_range(f))].mean() for f in range(grid.latent_frames)])
+    return grid.frame_mean(g)
 
 
 def text_layout(tl: Timeline, grid: Grid) -> list[tuple[str, int | None, str, np.ndarray]]:

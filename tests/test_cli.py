@@ -1,0 +1,111 @@
+"""The `cinepatch` CLI: real mp4s with sidecars, exact regeneration, and clean refusals of bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.cli import main
+
+FAST = ["--backend", "reference", "--steps", "2"]
+
+
+def run(*args, cwd=None):
+    """The CLI in a fresh process, as a person runs it."""
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+
+
+def test_t2v_writes_mp4_and_sidecar_and_regenerates_exactly(tmp_path):
+    from engine.video_io import probe, read_video
+    out = tmp_path / "a.mp4"
+    assert main(["t2v", "a red ball", "--duration", "1", "--fps", "8", "--out", str(out), *FAST]) == 0
+    info = probe(out)
+    assert (info.width, info.height, info.n_frames, info.fps) == (112, 64, 8, 8)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["backend"] == "reference" and meta["settings"]["steps"] == 2 and meta["seed"] == 0
+    again = tmp_path / "b.mp4"
+    assert main(["generate", str(out.with_suffix(".json")), "--out", str(again)]) == 0
+    assert np.array_equal(read_video(out), read_video(again))
+
+
+def test_variations_get_their_own_files_and_seeds(tmp_path):
+    out = tmp_path / "v.mp4"
+    assert main(["t2v", "a ball", "--duration", "0.5", "--variations", "2", "--seed", "5", "--out", str(out), *FAST]) == 0
+    seeds = [json.loads((tmp_path / f"v_v{k}.json").read_text())["seed"] for k in (0, 1)]
+    assert seeds == [5, 6]
+
+
+def test_every_verb_runs(tmp_path, make_video, make_image):
+    clip, img = make_video("c.mp4", n=12, fps=8, w=112, h=64), make_image("i.png", w=112, h=64)
+    clip2 = make_video("d.mp4", n=12, fps=8, w=112, h=64, seed=3)
+    verbs = [
+        ["i2v", img, "--prompt", "a ball", "--duration", "1", "--fps", "8"],
+        ["remix", clip, "--prompt", "a box", "--amount", "0.5"],
+        ["blend", clip, clip2, "--curve", "0:0,0.4:0,0.6:1,1:1"],
+        ["loop", clip, "--bridge", "0.5", "--context", "0.25"],
+        ["extend", clip, "--seconds", "0.5", "--direction", "backward"],
+    ]
+    for k, v in enumerate(verbs):
+        out = tmp_path / f"o{k}.mp4"
+        assert main([*v, "--out", str(out), *FAST]) == 0, v
+        assert out.exists() and out.with_suffix(".json").exists()
+    assert main(["recut", clip, "--trim", "0.25:1", "--fps", "4", "--out", str(tmp_path / "r.gif")]) == 0
+
+
+def test_plan_prints_the_table(tmp_path):
+    root = Path(__file__).parent.parent
+    r = run("plan", root / "examples" / "story.json", "--backend", "reference")
+    assert r.returncode == 0, r.stderr
+    assert "latent frames" in r.stdout and "cards[2]" in r.stdout
+
+
+BAD = [
+    (["t2v", "x", "--duration", "0"], "duration_s"),
+    (["t2v", "x", "--duration", "36000"], "duration_s"),
+    (["t2v", "x", "--aspect", "wide"], "aspect"),
+    (["t2v", "x", "--backend", "nope"], "backend"),
+    (["i2v", "missing.png"], "image"),
+    (["remix", "missing.mp4", "--amount", "0.5"], "video"),
+    (["remix", "{clip}", "--amount", "1.5"], "amount"),
+    (["blend", "{clip}", "{clip}", "--curve", "0:0,0.5:nan,1:1"], "curve[1]"),
+    (["blend", "{clip}", "{clip}", "--curve", "0:0,2:1"], "curve[1]"),
+    (["recut", "{clip}", "--trim", "3:9"], "trim"),
+    (["generate", "{bad_json}"], "storyboard: not valid JSON"),
+    (["generate", "{bad_kind}"], "cards[0].kind"),
+    (["generate", "{one_px}"], "cards[0].path"),
+    (["generate", "{corrupt}"], "cards[0].path"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[b[1] for b in BAD])
+def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, make_video, args, needle):
+    from PIL import Image
+    clip = make_video("c.mp4", n=12, fps=8)
+    (tmp_path / "bad.json").write_text('{"duration_s": 1,,}')
+    (tmp_path / "kind.json").write_text(json.dumps({"duration_s": 1, "cards": [{"kind": "sound"}]}))
+    Image.new("RGB", (1, 1)).save(tmp_path / "1px.png")
+    (tmp_path / "px.json").write_text(json.dumps({"duration_s": 1, "cards": [{"kind": "image", "at_s": 0, "path": "1px.png"}]}))
+    (tmp_path / "broken.mp4").write_bytes(os.urandom(4000))
+    (tmp_path / "corrupt.json").write_text(json.dumps(
+        {"duration_s": 1, "cards": [{"kind": "video", "start_s": 0, "end_s": 1, "path": "broken.mp4"}]}))
+    subst = {"{clip}": clip, "{bad_json}": tmp_path / "bad.json", "{bad_kind}": tmp_path / "kind.json",
+             "{one_px}": tmp_path / "px.json", "{corrupt}": tmp_path / "corrupt.json"}
+    args = [str(subst.get(a, a)) for a in args]
+    before = sorted(os.listdir(tmp_path))
+    r = run(*args, "--out", tmp_path / "out.mp4", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == before                       # no partial output, nothing else
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    out = tmp_path / "a.mp4"
+    out.write_bytes(b"precious")
+    r = run("t2v", "a ball", "--duration", "0.5", "--out", out, *FAST)
+    assert r.returncode == 2 and "--overwrite" in r.stderr and out.read_bytes() == b"precious"
+    assert main(["t2v", "a ball", "--duration", "0.5", "--out", str(out), "--overwrite", *FAST]) == 0
+    assert out.read_bytes() != b"precious"
