@@ -20,7 +20,7 @@ import torch
 from engine import plan as plan_mod
 from engine import sampler
 from engine.backends.registry import load_backend  # noqa: F401  (re-exported)
-from engine.params import PARAMS, InputError, check
+from engine.params import PARAMS, check
 from engine.timeline import Timeline, parse_aspect
 
 VERSION = "0.1.0"

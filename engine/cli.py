@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("storyboard")
     p.add_argument("--backend", default=None)
 
+    p = sub.add_parser("judge", help="read a clip of the toy world and say what matches a prompt (JSON)")
+    p.add_argument("clip"); p.add_argument("--prompt", default="")
+
+    p = sub.add_parser("eval", help="judge the embedded model on the fixed eval set and print the table")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--quick", action="store_true", help="a small slice (minutes, not an hour)")
+    _opt(p, "--steps", "steps"); _opt(p, "--guidance", "guidance"); _opt(p, "--shift", "shift"); _opt(p, "--solver", "solver")
+
     p = sub.add_parser("demo", help="render the example storyboard and say where it is")
     p.add_argument("--backend", default=None)
     p.add_argument("--out", default=None)
@@ -221,6 +229,23 @@ def cmd_plan(a):
     name, backend = _backend(a.backend)
     print(f"backend {name}")
     print(compile(tl, backend).explain())
+
+
+def cmd_judge(a):
+    from engine import judge
+    from engine.video_io import probe, read_video
+    info = probe(a.clip, field="clip")
+    clip = read_video(a.clip, field="clip")
+    report = judge.match(clip, a.prompt, fps=info.fps) if a.prompt else judge.analyze(clip, fps=info.fps).to_dict()
+    print(json.dumps(report, indent=2))
+
+
+def cmd_eval(a):
+    from engine.evaluate import evaluate, table
+    name, backend = _backend(a.backend)
+    results = evaluate(backend, _settings(a), quick=a.quick, log=lambda m: print(m, file=sys.stderr))
+    print(f"backend {name}, {'quick slice' if a.quick else 'full eval set'}")
+    print(table(results))
 
 
 def cmd_demo(a):

@@ -110,3 +110,15 @@ def test_upscale_is_a_low_amount_remix_at_a_higher_resolution(backend, clip):
     p = compile(tl, backend)
     assert (p.grid.width, p.grid.height) == (224, 128)
     np.testing.assert_allclose(p.start_level.numpy(), 0.2, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["text", "story", "i2v", "loop", "blend", "remix"])
+def test_examples_load_and_compile(backend, name):
+    from pathlib import Path
+
+    from engine.timeline import load
+    tl = load(Path(__file__).parent.parent / "examples" / f"{name}.json")
+    p = compile(tl, backend)
+    assert p.grid.out_frames == tl.n_frames and (p.gate.amax(1) > 0).all()
+    if name in ("i2v", "loop", "blend", "remix"):
+        assert (p.start_level < 1).any()
