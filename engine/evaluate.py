@@ -1,0 +1,192 @@
+"""`cinepatch eval`: the embedded model judged on a fixed eval set (engine/eval_set.json).
+
+Every number is read off generated clips by engine/judge.py (no learned model):
+colour / shape / motion of one-object prompts, both objects right in two-object prompts,
+storyboard segments matching their own card, image-card PSNR and continuation, loop seam
+ratio, blend-curve fidelity. `--quick` runs a small slice.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine import judge, ops
+from engine.api import Settings, generate
+from engine.timeline import TextCard, Timeline
+
+EVAL_SET = Path(__file__).with_name("eval_set.json")
+TARGETS = {"colour": 0.90, "shape": 0.80, "motion": 0.80, "two_objects": 0.60, "storyboard": 0.80,
+           "image_psnr_db": 30.0, "image_continues": None, "loop_seam": 1.5, "blend_error": 0.15}
+
+
+def build_eval_set(seed: int = 123_456) -> dict:
+    """The fixed eval set: canonical captions of held-out scenes (seeds far from training's)."""
+    from engine.backends.toy import world
+    rng = np.random.default_rng(seed)
+    aspects = {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}
+    names = list(aspects)
+
+    def scene(k, n_objects):
+        while True:
+            s = world.sample_scene(rng, aspects[names[k % 3]])
+            if len(s.objects) == n_objects:
+                return s
+
+    out = {"fps": 8, "duration_s": 2.0, "resolution": 64, "single": [], "double": [], "storyboards": [],
+           "images": [], "loops": [], "blends": []}
+    for k in range(48):
+        out["single"].append({"prompt": world.caption(scene(k, 1)), "aspect": names[k % 3], "seed": k})
+    for k in range(24):
+        out["double"].append({"prompt": world.caption(scene(k, 2)), "aspect": names[k % 3], "seed": k})
+    for k in range(12):
+        n = 2 + k % 2
+        out["storyboards"].append({"cards": [world.caption(scene(k, 1)) for _ in range(n)], "aspect": names[k % 3],
+                                   "seed": k})
+    for key, count in (("images", 12), ("loops", 8)):
+        for k in range(count):
+            s = scene(k, 1)
+            out[key].append({"scene": _scene_dict(s), "caption": world.caption(s), "aspect": names[k % 3], "seed": k})
+    for k in range(8):
+        a, b = scene(k, 1), scene(k + 1, 1)
+        out["blends"].append({"a": _scene_dict(a), "b": _scene_dict(b), "prompt_a": world.caption(a),
+                              "prompt_b": world.caption(b), "curve": "0:0,0.35:0,0.65:1,1:1", "aspect": names[k % 3],
+                              "seed": k})
+    return out
+
+
+def _scene_dict(s) -> dict:
+    return {"background": s.background, "objects": [o.__dict__ for o in s.objects]}
+
+
+def _scene(d):
+    from engine.backends.toy import world
+    return world.SceneSpec(d["background"], tuple(world.ObjectSpec(**o) for o in d["objects"]))
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    n: int = 0
+
+    def add(self, flag):
+        if flag is not None:
+            self.ok += bool(flag)
+            self.n += 1
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.n if self.n else float("nan")
+
+
+def _size(aspect: str) -> tuple[int, int]:
+    return {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}[aspect]
+
+
+def evaluate(backend, settings: Settings | None = None, quick: bool = False, workdir: str | Path = "/tmp",
+             eval_set: dict | None = None, log=print) -> dict:
+    """Run the eval set (or a slice of it) -> {metric: value}."""
+    settings = settings or Settings()
+    es = eval_set or json.loads(EVAL_SET.read_text())
+    take = (lambda xs, n: xs[:n]) if quick else (lambda xs, n: xs)
+    fps, dur = es["fps"], es["duration_s"]
+    common = dict(fps=fps, resolution=es["resolution"])
+    out = {}
+    # 1. one- and two-object prompts
+    out.update(evaluate_prompts(backend, settings, es, 6 if quick else None, 3 if quick else None))
+    log(f"prompts: {out}")
+    # 2. storyboards: each segment's frames against its own card
+    seg = Tally()
+    for item in take(es["storyboards"], 2):
+        cards, n = item["cards"], len(item["cards"])
+        span = dur * n / 2                                  # 1 s per card
+        tl = Timeline(duration_s=span, aspect=item["aspect"], seed=item["seed"], **common,
+                      cards=[TextCard(span * i / n, span * (i + 1) / n, c) for i, c in enumerate(cards)])
+        clip = generate(tl, backend, settings)[0]
+        for i, c in enumerate(cards):
+            a, b = round(len(clip) * i / n), round(len(clip) * (i + 1) / n)
+            seg.add(judge.match(clip[a:b], c, fps=fps)["all_ok"])
+    out["storyboard"] = seg.rate
+    out.update(_media_metrics(es, backend, settings, take, Path(workdir), log))
+    return out
+
+
+def evaluate_prompts(backend, settings: Settings, es: dict, n_single: int | None = None,
+                     n_double: int | None = None) -> dict:
+    """Colour / shape / motion of one-object prompts; both objects right in two-object prompts."""
+    fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
+    tallies = {k: Tally() for k in ("colour", "shape", "motion", "two_objects")}
+    for group, n in (("single", n_single), ("double", n_double)):
+        for item in es[group][:n]:
+            tl = ops.t2v(item["prompt"], dur, aspect=item["aspect"], seed=item["seed"], fps=fps, resolution=res)
+            objs = judge.match(generate(tl, backend, settings)[0], item["prompt"], fps=fps)["objects"]
+            if group == "single":
+                for key, attr in (("colour", "color"), ("shape", "shape"), ("motion", "motion")):
+                    tallies[key].add(all(o[attr] for o in objs))
+            else:
+                tallies["two_objects"].add(all(o["color"] and o["shape"] and o["motion"] for o in objs))
+    return {k: t.rate for k, t in tallies.items()}
+
+
+def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
+    from engine.backends.toy import world
+    from engine.video_io import write_image, write_video
+    fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
+    n = int(round(dur * fps))
+    psnrs, cont = [], Tally()
+    for k, item in enumerate(take(es["images"], 2)):
+        w, h = _size(item["aspect"])
+        frame = world.render(_scene(item["scene"]), w, h, fps, 1)[0]
+        path = write_image(workdir / f"eval_img_{k}.png", frame, overwrite=True)
+        tl = ops.i2v(str(path), item["caption"], duration_s=dur, fps=fps, resolution=res, aspect=item["aspect"],
+                     seed=item["seed"])
+        clip = generate(tl, backend, settings)[0]
+        psnrs.append(judge.psnr(clip[0], frame))
+        rep = judge.analyze(clip[1:], fps=fps)
+        want = {(o["color"], o["shape"]) for o in item["scene"]["objects"]}
+        cont.add(want <= {(o.color, o.shape) for o in rep.objects})
+    seams = []
+    for k, item in enumerate(take(es["loops"], 2)):
+        w, h = _size(item["aspect"])
+        src = world.render(_scene(item["scene"]), w, h, fps, n)
+        path = write_video(workdir / f"eval_loop_{k}.mp4", src, fps, overwrite=True)
+        clip = generate(ops.loop(str(path), bridge_s=1.0, context_s=0.5, resolution=res, seed=item["seed"]),
+                        backend, settings)[0]
+        seams.append(judge.loop_seam_ratio(clip))
+    errors = []
+    for k, item in enumerate(take(es["blends"], 2)):
+        w, h = _size(item["aspect"])
+        a, b = (world.render(_scene(item[x]), w, h, fps, n) for x in ("a", "b"))
+        pa = write_video(workdir / f"eval_a_{k}.mp4", a, fps, overwrite=True)
+        pb = write_video(workdir / f"eval_b_{k}.mp4", b, fps, overwrite=True)
+        tl = ops.blend(str(pa), str(pb), item["curve"], item["prompt_a"], item["prompt_b"], resolution=res,
+                       seed=item["seed"])
+        clip = generate(tl, backend, settings)[0]
+        mix = tl.cards[1].weight(np.arange(len(clip)) / max(len(clip) - 1, 1))
+        errors.append(judge.blend_fidelity(clip, a[:len(clip)], b[:len(clip)], mix)[1])
+    res_ = {"image_psnr_db": float(np.mean(psnrs)), "image_continues": cont.rate,
+            "loop_seam": float(np.median(seams)), "blend_error": float(np.mean(errors))}
+    log(f"media: {res_}")
+    return res_
+
+
+def table(results: dict) -> str:
+    """The eval table with targets."""
+    lines = [f"{'metric':<16} {'value':>8} {'target':>10}  ok"]
+    for k, v in results.items():
+        t = TARGETS.get(k)
+        if t is None:
+            ok, ts = "", "-"
+        elif k in ("loop_seam", "blend_error"):
+            ok, ts = ("yes" if v <= t else "no"), f"<= {t}"
+        else:
+            ok, ts = ("yes" if v >= t else "no"), f">= {t}"
+        lines.append(f"{k:<16} {v:>8.3f} {ts:>10}  {ok}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    EVAL_SET.write_text(json.dumps(build_eval_set(), indent=1) + "\n")
+    print(f"wrote {EVAL_SET}")
