@@ -20,7 +20,7 @@ import torch
 from engine import plan as plan_mod
 from engine import sampler
 from engine.backends.registry import load_backend  # noqa: F401  (re-exported)
-from engine.params import PARAMS, check
+from engine.params import PARAMS, InputError, check
 from engine.timeline import Timeline, parse_aspect
 
 VERSION = "0.1.0"
@@ -39,6 +39,20 @@ class Settings:
             setattr(self, name, check(name, getattr(self, name)))
 
 
+def resolve_settings(tl: Timeline, explicit: dict | None = None) -> Settings:
+    """The timeline's preset settings, overridden by explicit ones (CLI flags, studio controls, a sidecar)."""
+    from engine import presets
+    base = dict(presets.load(tl.preset).settings) if tl.preset else {}
+    base.update({k: v for k, v in (explicit or {}).items() if v is not None})
+    return Settings(**base)
+
+
+def with_preset(tl: Timeline) -> Timeline:
+    """The timeline with its preset's style and negative prompt applied (the stored timeline keeps the name)."""
+    from engine import presets
+    return presets.apply(presets.load(tl.preset), tl) if tl.preset else tl
+
+
 def needs_model(tl: Timeline) -> bool:
     """False for pure re-cuts: an assembly made only of source clips."""
     return tl.assemble is None or any(p.source == "generated" for p in tl.assemble)
@@ -46,8 +60,8 @@ def needs_model(tl: Timeline) -> bool:
 
 def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
     """-> (plan, latents (B, C, F, h, w)) with B = tl.variations, variation k seeded with tl.seed + k."""
-    # 1. compile the timeline onto the backend's grid
-    plan = plan_mod.compile(tl, backend)
+    # 1. compile the timeline (its preset applied) onto the backend's grid
+    plan = plan_mod.compile(with_preset(tl), backend)
     # 2. noise per variation, each reproducible on its own
     noise = torch.stack([torch.randn(plan.known.shape, generator=torch.Generator().manual_seed(tl.seed + k))
                          for k in range(tl.variations)])                     # (B, C, F, h, w)
@@ -116,6 +130,9 @@ def sidecar(tl: Timeline, backend_name: str, settings: Settings, variation: int,
             p["source"] = str(Path(tl.resolve(p["source"])).resolve())
     story["seed"] = tl.seed + variation
     story["variations"] = 1
+    if tl.preset:  # what the preset said when this was made, in case the file changes later
+        from engine import presets
+        extra = {"preset": asdict(presets.load(tl.preset)), **(extra or {})}
     return {"cinepatch": VERSION, "backend": backend_name, "seed": tl.seed + variation, "variation": variation,
             "settings": asdict(settings), "storyboard": story, **(extra or {})}
 
@@ -129,11 +146,12 @@ def render(tl: Timeline, backend, settings: Settings | None, out: str | Path, ov
            backend_name: str | None = None, callback=None, cancel=None) -> list[Path]:
     """Generate and write each variation to an mp4 (or gif / png folder) with a `.json` sidecar."""
     from engine.files import atomic_write_text, check_writable
-    from engine.video_io import write_video
+    from engine.video_io import check_output, write_video
     settings = settings or Settings()
     out = Path(out)
     outs = [output_paths(out, k, tl.variations) for k in range(tl.variations)]
     for o in outs:  # refuse before spending minutes on the model
+        check_output(o)
         check_writable(o, overwrite)
         check_writable(o.with_suffix(".json"), overwrite, "out")
     t0 = time.perf_counter()
@@ -150,6 +168,8 @@ def render(tl: Timeline, backend, settings: Settings | None, out: str | Path, ov
 
 def timeline_from_sidecar(d: dict, base_dir: str = ".") -> tuple[Timeline, dict]:
     """A sidecar (or a plain storyboard) -> (timeline, sidecar settings or {})."""
-    if "storyboard" in d and "cinepatch" in d:
+    if isinstance(d, dict) and "storyboard" in d and "cinepatch" in d:
+        if not isinstance(d.get("settings", {}), dict):
+            raise InputError("settings: a sidecar's settings must be an object")
         return Timeline.from_dict(d["storyboard"], base_dir), d
     return Timeline.from_dict(d, base_dir), {}

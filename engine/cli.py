@@ -33,6 +33,7 @@ def _timeline_opts(p, duration=True):
     _opt(p, "--seed", "seed")
     _opt(p, "--variations", "variations")
     p.add_argument("--negative-prompt", default=None, help="what the video should not show")
+    p.add_argument("--preset", default=None, help="a preset from presets/ (style, negative prompt, sampling defaults)")
 
 
 def _sampling_opts(p):
@@ -48,9 +49,16 @@ def _out_opts(p):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cinepatch", description="A local video studio: storyboards, remix, blend, loop, extend, re-cut.")
-    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    ap = _Parser(prog="cinepatch", description="A local video studio: storyboards, remix, blend, loop, extend, re-cut.")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
 
     p = sub.add_parser("generate", help="render a storyboard .json (or a sidecar, to make a video again)")
     p.add_argument("storyboard")
@@ -87,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extend", help="continue a clip forward or lead into it backward")
     p.add_argument("video"); p.add_argument("--prompt", default="")
     _opt(p, "--seconds", "extend_s", default=PARAMS["extend_s"].default)
-    p.add_argument("--direction", choices=("forward", "backward"), default="forward")
+    _opt(p, "--direction", "direction", default=PARAMS["direction"].default)
     _opt(p, "--context", "context_s", default=PARAMS["context_s"].default)
     _timeline_opts(p, duration=False); _sampling_opts(p); _out_opts(p)
 
@@ -111,13 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="render the example storyboard and say where it is")
     p.add_argument("--backend", default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="default out/demo.mp4 (replaced on every run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return ap
 
 
 # ----------------------------------------------------------------------------- verbs
 def _timeline_kw(a) -> dict:
-    keys = ("aspect", "resolution", "fps", "seed", "variations")
+    keys = ("aspect", "resolution", "fps", "seed", "variations", "preset")
     kw = {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
     if getattr(a, "negative_prompt", None):
         kw["negative_prompt"] = a.negative_prompt
@@ -128,15 +137,19 @@ def _duration(a) -> float:
     return PARAMS["duration_s"].default if a.duration_s is None else a.duration_s
 
 
-def _settings(a, base: dict | None = None):
-    from engine.api import Settings
+def _settings(a, tl=None, base: dict | None = None):
+    """Preset defaults < a sidecar's settings < flags given on the command line."""
+    from engine.api import Settings, resolve_settings
     s = dict(base or {})
     s.update({k: getattr(a, k) for k in ("steps", "guidance", "shift", "solver") if getattr(a, k, None) is not None})
-    return Settings(**s)
+    return resolve_settings(tl, s) if tl is not None else Settings(**s)
 
 
 def _backend(name):
     from engine.backends.registry import default_backend, load_backend
+    if not name and default_backend() == "reference":
+        print("cinepatch: note: assets/ has no embedded-model weights; using the reference backend "
+              "(noise-like pictures). Build them with `python -m engine.backends.toy.train`.", file=sys.stderr)
     name = name or default_backend()
     return name, load_backend(name)
 
@@ -145,7 +158,7 @@ def _render(a, tl, settings=None):
     from engine.api import needs_model, render
     name, backend = _backend(a.backend) if needs_model(tl) else ("none", None)
     bar = _progress() if sys.stderr.isatty() else None
-    outs = render(tl, backend, settings or _settings(a), a.out, overwrite=a.overwrite, backend_name=name, callback=bar)
+    outs = render(tl, backend, settings or _settings(a, tl), a.out, overwrite=a.overwrite, backend_name=name, callback=bar)
     for o in outs:
         print(o)
 
@@ -161,22 +174,17 @@ def _progress():
 
 def cmd_generate(a):
     from engine.api import timeline_from_sidecar
+    from engine.timeline import read_json, validate
     path = Path(a.storyboard)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"storyboard: {a.storyboard!r} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"storyboard: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"storyboard: {a.storyboard!r} cannot be read ({e.__class__.__name__})") from None
-    tl, meta = timeline_from_sidecar(d, str(path.parent.resolve()))
-    if a.seed is not None:
-        tl.seed = a.seed
-    if a.variations is not None:
-        tl.variations = a.variations
+    tl, meta = timeline_from_sidecar(read_json(path), str(path.parent.resolve()))
+    if a.seed is not None or a.variations is not None:
+        tl = validate(tl.replace(seed=tl.seed if a.seed is None else a.seed,
+                                 variations=tl.variations if a.variations is None else a.variations))
+    if Path(a.out).with_suffix(".json").resolve() == path.resolve():
+        raise InputError(f"out: its sidecar {Path(a.out).with_suffix('.json')} would replace the storyboard; "
+                         f"choose another --out")
     a.backend = a.backend or meta.get("backend")
-    _render(a, tl, _settings(a, meta.get("settings")))
+    _render(a, tl, _settings(a, tl, meta.get("settings")))
 
 
 def cmd_t2v(a):
@@ -257,15 +265,19 @@ def cmd_demo(a):
     out.parent.mkdir(parents=True, exist_ok=True)
     name, backend = _backend(a.backend)
     print(f"rendering examples/story.json on the {name!r} backend ...", file=sys.stderr)
-    render(tl, backend, Settings(steps=12), out, overwrite=True, backend_name=name,
+    render(tl, backend, Settings(steps=12), out, overwrite=a.overwrite or a.out is None, backend_name=name,
            callback=_progress() if sys.stderr.isatty() else None)
     print(f"wrote {out} (and {out.with_suffix('.json')}, the settings that made it)")
 
 
-VERBS = {name[4:]: f for name, f in globals().items() if name.startswith("cmd_")}
+VERBS = {"generate": cmd_generate, "t2v": cmd_t2v, "i2v": cmd_i2v, "remix": cmd_remix, "blend": cmd_blend,
+         "loop": cmd_loop, "extend": cmd_extend, "recut": cmd_recut, "plan": cmd_plan, "judge": cmd_judge,
+         "eval": cmd_eval, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Arguments that are not valid UTF-8 become replacement characters, not a crash deep inside.
+    argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in (sys.argv[1:] if argv is None else argv)]
     args = build_parser().parse_args(argv)
     try:
         VERBS[args.verb](args)
@@ -275,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cinepatch: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk or a vanished folder: not the input's fault, but still one line
+        print(f"cinepatch: error: {e.strerror or e} ({e.filename or ''})", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,11 +14,16 @@ from engine.params import InputError
 
 
 def check_writable(path: Path, overwrite: bool, field: str = "out") -> Path:
+    """Refuse before any work: an existing file (without overwrite), a folder that is missing or not writable."""
     path = Path(path)
+    if path.is_dir() and path.suffix:
+        raise InputError(f"{field}: {str(path)!r} is a folder, not a file")
     if path.exists() and not overwrite:
         raise InputError(f"{field}: {str(path)!r} exists; pass --overwrite to replace it")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise InputError(f"{field}: folder {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{field}: no permission to write in {str(path.parent)!r}")
     return path
 
 
@@ -30,10 +35,17 @@ def atomic_path(path: Path, overwrite: bool = False, field: str = "out"):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str, overwrite: bool = False, field: str = "out") -> Path:

@@ -99,19 +99,29 @@ def interpolate(images: list[tuple[str, float]], prompt: str = "", duration_s: f
     return _timeline(cards, duration_s, **_common(kw))
 
 
-def _clip_defaults(info, kw: dict, cap_s: float | None = None) -> tuple[dict, float]:
-    """fps and aspect from the source unless given; its duration (capped)."""
+def _video_info(path: str, field: str, verb: str, min_frames: int = 1):
+    """Probe a clip an operation needs to be a video (an image or a too-short clip is refused by name)."""
+    info = _info(path, field)
+    if info.kind != "video" or info.n_frames < min_frames:
+        raise InputError(f"{field}: {verb} needs a video of at least {min_frames} frames; {path!r} is "
+                         + ("an image" if info.kind != "video" else f"{info.n_frames} frame(s)"))
+    return info
+
+
+def _clip_defaults(info, kw: dict) -> tuple[dict, float]:
+    """fps and aspect from the source unless given; its duration (capped at the longest timeline)."""
     kw = dict(kw)
-    kw["fps"] = kw.get("fps") or min(PARAMS["fps"].max, round(info.fps or PARAMS["fps"].default))
-    kw["aspect"] = kw.get("aspect") or aspect_of(info.width, info.height)
-    duration = min(info.duration_s, cap_s or PARAMS["duration_s"].max)
-    return _common(kw), duration
+    if kw.get("fps") is None:
+        kw["fps"] = min(PARAMS["fps"].max, round(info.fps or PARAMS["fps"].default))
+    if kw.get("aspect") is None:
+        kw["aspect"] = aspect_of(info.width, info.height)
+    return _common(kw), min(info.duration_s, PARAMS["duration_s"].max)
 
 
 def remix(video: str, prompt: str, amount: float = PARAMS["amount"].default, **kw) -> Timeline:
     """The clip over the whole span kept by 1 - amount; the prompt says what it should become."""
     amount = check("amount", amount, "amount")
-    info = _info(video, "video")
+    info = _video_info(video, "video", "remix")
     common, duration = _clip_defaults(info, kw)
     duration = _snap(duration, common["fps"]) or 1 / common["fps"]
     cards = [VideoCard(0.0, duration, video, 0.0, None, strength=1.0 - amount)]
@@ -130,10 +140,10 @@ def blend(a: str, b: str, curve, prompt_a: str = "", prompt_b: str = "", repaint
     """Two clips mixed through a drawn curve (0 = A, 1 = B) over the span."""
     mix = curve if isinstance(curve, Curve) else Curve.parse(curve, "curve")
     inv = Curve(tuple((x, 1.0 - y) for x, y in mix.points))
-    ia, ib = _info(a, "a"), _info(b, "b")
+    ia, ib = _video_info(a, "a", "blend"), _video_info(b, "b", "blend")
     common, duration = _clip_defaults(ia, kw)
-    duration = duration_s or min(duration, ib.duration_s if ib.kind == "video" else duration)
-    duration = _snap(check("duration_s", duration), common["fps"])
+    duration = min(duration, ib.duration_s) if duration_s is None else check("duration_s", duration_s)
+    duration = _snap(duration, common["fps"]) or 1 / common["fps"]
     noise = repaint if isinstance(repaint, Curve) else (Curve.parse(repaint, "repaint") if repaint is not None
                                                          else default_repaint(mix))
     cards = [VideoCard(0.0, duration, a, weight=inv), VideoCard(0.0, duration, b, weight=mix)]
@@ -155,9 +165,7 @@ def default_repaint(mix: Curve, samples: int = 33) -> Curve:
 def loop(video: str, bridge_s: float = PARAMS["bridge_s"].default, context_s: float = PARAMS["context_s"].default,
          prompt: str = "", **kw) -> Timeline:
     """Clip + a generated bridge that leads from its last frame back into its first: seamless on repeat."""
-    info = _info(video, "video")
-    if info.kind != "video":
-        raise InputError("video: loop needs a video, got an image")
+    info = _video_info(video, "video", "loop", min_frames=2)
     common, T = _clip_defaults(info, kw)
     fps = common["fps"]
     T = _snap(T, fps)
@@ -173,8 +181,7 @@ def loop(video: str, bridge_s: float = PARAMS["bridge_s"].default, context_s: fl
 def extend(video: str, seconds: float = PARAMS["extend_s"].default, direction: str = "forward", prompt: str = "",
            context_s: float = PARAMS["context_s"].default, **kw) -> Timeline:
     """The clip continued forward (or led into backward) by `seconds` of new video."""
-    if direction not in ("forward", "backward"):
-        raise InputError(f"direction: {direction!r} is not allowed; choose forward or backward")
+    check("direction", direction)
     info = _info(video, "video")
     common, T = _clip_defaults(info, kw)
     fps = common["fps"]
@@ -198,10 +205,9 @@ def extend(video: str, seconds: float = PARAMS["extend_s"].default, direction: s
 def recut(video: str, trim: tuple[float, float] | None = None, fps: float | None = None,
           pieces: list[tuple[float, float]] | None = None, **kw) -> Timeline:
     """Trim / reorder / change fps without the model: an assembly of the source's own pieces."""
-    info = _info(video, "video")
-    if info.kind != "video":
-        raise InputError("video: recut needs a video, got an image")
-    kw = dict(kw, fps=fps, resolution=kw.get("resolution") or min(info.width, info.height))
+    info = _video_info(video, "video", "recut")
+    short = min(info.width, info.height, PARAMS["resolution"].max)  # the source's own size; no model limits apply
+    kw = dict(kw, fps=fps, resolution=short if kw.get("resolution") is None else kw["resolution"])
     common, T = _clip_defaults(info, kw)
     spans = pieces or [trim or (0.0, T)]
     out = []

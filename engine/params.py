@@ -33,13 +33,17 @@ class Param:
                 raise InputError(f"{field}: {value!r} is not allowed; choose one of {allowed}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{field}: expected a number, got {value!r}")
+            raise InputError(f"{field}: expected a number, got {_show(value)}")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite:
+            raise InputError(f"{field}: must be a finite number, got {_show(value)}")
         if self.kind is int and float(value) != int(value):
             raise InputError(f"{field}: expected a whole number, got {value!r}")
-        if not math.isfinite(value):
-            raise InputError(f"{field}: must be a finite number, got {value!r}")
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise InputError(f"{field}: {value!r} is out of range; allowed {self.min} to {self.max}")
+            raise InputError(f"{field}: {_show(value)} is out of range; allowed {self.min:g} to {self.max:g}")
         return self.kind(value)
 
 
@@ -47,6 +51,7 @@ class Param:
 # at 10 minutes because nothing on a laptop renders more in one go.
 PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("duration_s", 4.0, "clip length in seconds", min=0.1, max=600.0, step=0.1),
+    Param("time_s", 0.0, "a moment in seconds", min=0.0, max=36000.0, step=0.05),
     Param("fps", 12.0, "frames per second", min=1.0, max=60.0, step=1.0),
     Param("aspect", "16:9", "frame shape: 16:9, 1:1, 9:16 or W:H", kind=str),
     Param("resolution", 64, "short side in pixels (snapped to what the backend accepts)", min=16, max=2160, step=8, kind=int),
@@ -62,8 +67,15 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("amount", 0.5, "how much a remix changes the clip: 0 none, 1 all", min=0.0, max=1.0, step=0.05),
     Param("bridge_s", 1.0, "length of the generated loop bridge in seconds", min=0.1, max=60.0, step=0.1),
     Param("extend_s", 2.0, "seconds to add", min=0.1, max=600.0, step=0.1),
+    Param("direction", "forward", "extend after the clip or before it", choices=("forward", "backward"), kind=str),
     Param("context_s", 1.0, "seconds of the source clip the model sees when extending or looping", min=0.1, max=30.0, step=0.1),
 ]}
+
+
+def _show(value) -> str:
+    """repr, cut short: an error message stays one readable line."""
+    r = repr(value)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def check(name: str, value, field: str | None = None):

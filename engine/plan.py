@@ -18,8 +18,10 @@ own window of latent frames.
 
 Overlaps. Where media cards overlap, the one that keeps more (the lowest level) wins;
 ties go to the later card. Cards with a `weight` curve (blends) are mixed instead:
-known = sum(w_i * cov_i * z_i) / sum(w_i * cov_i), level = weighted mean of their levels;
-the mixed group then competes with unweighted cards by the same keeps-more rule. A
+known = sum(w_i * cov_i * z_i) / sum(w_i * cov_i), and they keep
+sum(w_i * kept_i) / max(1, sum(w_i)) (a blend keeps what its cards keep; a lone weighted
+card fades with its weight); the mixed group then competes with unweighted cards by the
+same keeps-more rule, ordered as its latest card. A
 timeline `noise` curve, when set, replaces the level of every frame that has media.
 
 Text. Tokens are laid out as [global prompt][card 0][card 1]...[empty prompt]. The global
@@ -148,7 +150,7 @@ class Layer:
 
 def _card_pixels(tl: Timeline, grid: Grid, card, cache: dict) -> dict[int, np.ndarray]:
     """Pixel frame index -> frame (H, W, 3) uint8 for the frames the card covers."""
-    from engine.video_io import fit, read_image, read_video
+    from engine.video_io import fit, probe, read_image, read_video
     path = tl.resolve(card.path)
     if isinstance(card, ImageCard):
         key = ("image", path)
@@ -157,28 +159,26 @@ def _card_pixels(tl: Timeline, grid: Grid, card, cache: dict) -> dict[int, np.nd
         n = min(grid.out_frames - 1, round(card.at_s * grid.fps))  # an image "at the end" is the last kept frame
         a, b = grid.spec.pixel_range(grid.spec.latent_index(n))
         return {i: cache[key] for i in range(a, min(b, grid.n_frames))}
-    key = ("video", path)
-    if key not in cache:
-        cache[key] = (read_video(path), _probe_fps(path))
-    frames, src_fps = cache[key]
+    src_fps = probe(path).fps or grid.fps  # a PNG folder with no stored rate runs at the timeline's
     starts = np.arange(grid.n_frames) / grid.fps
     end = np.inf if card.end_s >= grid.out_frames / grid.fps - 1e-9 else card.end_s  # the snap padding too
     inside = np.nonzero((starts >= card.start_s - 1e-9) & (starts < end - 1e-9))[0]
     speed = (card.source_end_s - card.source_in_s) / (card.end_s - card.start_s)
     src_t = card.source_in_s + (starts[inside] - card.start_s) * speed
-    src_i = np.clip(np.floor(src_t * src_fps + 1e-6).astype(int), 0, len(frames) - 1)
-    fitted = {}
-    out = {}
+    # Only the card's own source span is read; padding frames past it hold its last frame.
+    first = int(np.floor(card.source_in_s * src_fps + 1e-6))
+    last = max(first, int(np.ceil(card.source_end_s * src_fps - 1e-6)) - 1)
+    key = ("video", path, first, last)
+    if key not in cache:
+        cache[key] = read_video(path, start_s=first / src_fps, end_s=(last + 1) / src_fps)  # (M, H, W, 3)
+    frames = cache[key]
+    src_i = np.clip(np.floor(src_t * src_fps + 1e-6).astype(int), first, min(last, first + len(frames) - 1)) - first
+    fitted, out = {}, {}
     for n, i in zip(inside, src_i):
         if i not in fitted:
             fitted[i] = fit(frames[i], grid.width, grid.height, tl.fit)
         out[int(n)] = fitted[i]
     return out
-
-
-def _probe_fps(path: str) -> float:
-    from engine.video_io import probe
-    return probe(path).fps or 1.0
 
 
 def encode_window(backend: Backend, grid: Grid, frames: dict[int, np.ndarray]) -> tuple[int, torch.Tensor, np.ndarray]:
@@ -228,29 +228,38 @@ def combine_layers(layers: list[Layer], grid: Grid, channels: int) -> tuple[torc
     sources = [""] * F_
     for f in range(F_):
         here = [(L, f - L.f0) for L in layers if 0 <= f - L.f0 < len(L.coverage) and L.coverage[f - L.f0] > 0]
+        # each option: (level, order, latents (C, h, w), name); order breaks ties towards the later card
+        options = [(L.level[j], L.card, L.latents[:, j], f"cards[{L.card}]") for L, j in here if L.weight is None]
         mixed = [(L, j) for L, j in here if L.weight is not None]
-        options = [(L.level[j], L.latents[:, j], f"cards[{L.card}]") for L, j in here if L.weight is None]
         if mixed:
-            w = np.array([L.weight[j] * L.coverage[j] for L, j in mixed])
-            if w.sum() > 0:
-                z = sum(float(wi) * L.latents[:, j] for wi, (L, j) in zip(w, mixed)) / float(w.sum())
-                lv = float(np.dot(w, [L.level[j] for L, j in mixed]) / w.sum())
-                names = "+".join(f"cards[{L.card}] {wi / w.sum():.0%}" for wi, (L, _) in zip(w, mixed))
-                options.append((lv, z, names))
-        best = None
-        for opt in options:  # keeps more wins; ties go to the later card (>=)
-            if best is None or opt[0] <= best[0]:
-                best = opt
+            options.append(_mix(mixed))
+        best = min(options, key=lambda o: (o[0], -o[1]), default=None)
         if best is not None and best[0] < 1.0:
-            level[f], known[:, f], sources[f] = best[0], best[1], best[2]
+            level[f], known[:, f], sources[f] = best[0], best[2], best[3]
     return known, level, sources
 
 
+def _mix(mixed: list) -> tuple:
+    """Weighted cards on one latent frame -> (level, order, latents (C, h, w), name).
+
+    known = sum(w_i cov_i z_i) / sum(w_i cov_i); kept = sum(w_i kept_i) / max(1, sum w_i), so a blend's
+    weights (summing to 1) keep what its cards keep, and a lone weighted card fades with its weight.
+    """
+    w = np.array([L.weight[j] for L, j in mixed])
+    wc = np.array([L.weight[j] * L.coverage[j] for L, j in mixed])
+    if wc.sum() <= 0:
+        return (1.0, -1, None, "")
+    z = sum(float(wi) * L.latents[:, j] for wi, (L, j) in zip(wc, mixed)) / float(wc.sum())
+    kept = float(np.dot(w, [1.0 - L.level[j] for L, j in mixed])) / max(1.0, float(w.sum()))
+    name = "+".join(f"cards[{L.card}] {wi / wc.sum():.0%}" for wi, (L, _) in zip(wc, mixed))
+    return (1.0 - kept, max(L.card for L, _ in mixed), z, name)
+
+
 def apply_noise_curve(tl: Timeline, grid: Grid, level: np.ndarray) -> np.ndarray:
-    """The timeline's noise curve replaces the level of every frame that has media."""
+    """(F,) levels, the timeline's noise curve replacing those of every frame that has media."""
     if tl.noise is None:
         return level
-    curve = tl.noise(np.clip(grid.latent_times() / grid.duration_s, 0, 1))
+    curve = tl.noise(np.clip(grid.latent_times() * grid.fps / grid.out_frames, 0, 1))  # the timeline's own span
     return np.where(level < 1.0, curve, level)
 
 

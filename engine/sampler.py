@@ -53,6 +53,9 @@ class Conditioning:
 def batch_conditioning(plan, batch: int, guided: bool, device, dtype) -> Conditioning:
     """Pad cond and uncond text to one length (padding closed by a zero gate) and repeat per sample."""
     rows = [(plan.text, plan.gate)] + ([(plan.uncond_text, plan.uncond_gate)] if guided else [])
+    for _, g in rows:  # a frame with no open token would get NaN out of the softmax
+        if not (g.amax(-1) > 0).all():
+            raise ValueError("every latent frame needs at least one text token it may attend to")
     L = max(t.shape[0] for t, _ in rows)
     texts, gates = [], []
     for t, g in rows:
@@ -91,14 +94,11 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
     if noise is None:
         noise = torch.randn((batch, *plan.known.shape), generator=generator)
     eps = noise.to(device, dtype)                                          # (B, C, F, h, w)
-    B, F_ = eps.shape[0], s.shape[0]
-    cond = batch_conditioning(plan, B, guidance != 1.0, device, dtype)
-    sigmas = sigmas.to(torch.float32)
-    level = (lambda t: torch.minimum(s, torch.tensor(t))) if per_token else (lambda t: torch.full_like(s, t))
+    cond = batch_conditioning(plan, eps.shape[0], guidance != 1.0, device, dtype)
+    path = _Path(known, eps, s, per_token)
 
     # 2. start: every frame at its own level (per-token) or all at sigma_0 (replacement)
-    tau = level(float(sigmas[0]))
-    x = (1 - _frames(tau)) * known + _frames(tau) * eps
+    x = path.at(float(sigmas[0]))
 
     # 3. steps
     n = len(sigmas) - 1
@@ -106,20 +106,49 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled at step {i} of {n}")
         t, t_next = float(sigmas[i]), float(sigmas[i + 1])
-        tau, tau_next = level(t), level(t_next)
-        v = guided_velocity(denoiser, x, tau.to(dtype).expand(B, F_), cond, guidance)
-        dt = _frames(tau_next - tau).to(dtype)
-        x_next = x + dt * v
-        if solver == "heun" and t_next > 0:
-            v2 = guided_velocity(denoiser, x_next, tau_next.to(dtype).expand(B, F_), cond, guidance)
-            x_next = x + dt * (v + v2) / 2
-        moving = _frames(tau_next != tau) if per_token else _frames(torch.ones_like(s, dtype=torch.bool))
-        x_prev, x = x, torch.where(moving, x_next, x)
-        if not per_token:  # replacement: frames still above their level are held on the known path
-            held = _frames((t_next > s) | (s == 0))
-            x = torch.where(held, (1 - t_next) * known + t_next * eps, x)
+        x, denoised = _step(denoiser, x, t, t_next, path, cond, guidance, solver)
         if callback is not None:
-            callback({"step": i + 1, "steps": n, "t": t_next, "x": x, "denoised": x_prev - _frames(tau).to(dtype) * v})
+            callback({"step": i + 1, "steps": n, "t": t_next, "x": x, "denoised": denoised})
 
     # 4. injected frames come out exactly as encoded
     return torch.where(_frames(s == 0), known.expand_as(x), x)
+
+
+@dataclass
+class _Path:
+    """Where each frame's state lives at time t: its level and, for held frames, the known path."""
+    known: torch.Tensor   # (1, C, F, h, w)
+    eps: torch.Tensor     # (B, C, F, h, w)
+    s: torch.Tensor       # (F,) start levels
+    per_token: bool
+
+    def level(self, t: float) -> torch.Tensor:
+        """(F,) the level each frame is at (and is told) at time t."""
+        return torch.minimum(self.s, torch.tensor(t)) if self.per_token else torch.full_like(self.s, t)
+
+    def at(self, t: float) -> torch.Tensor:
+        """(B, C, F, h, w) every frame on its known path at time t."""
+        lv = _frames(self.level(t)).to(self.eps.dtype)
+        return (1 - lv) * self.known + lv * self.eps
+
+    def hold(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Replacement mode: frames still above their level (and frozen ones) go back on the known path."""
+        if self.per_token:
+            return x
+        held = _frames((t > self.s) | (self.s == 0))
+        return torch.where(held, (1 - t) * self.known + t * self.eps, x)
+
+
+def _step(denoiser, x, t: float, t_next: float, path: _Path, cond: Conditioning, guidance: float, solver: str):
+    """One Euler (or Heun) step -> (x at t_next (B, C, F, h, w), denoised estimate at t (B, C, F, h, w))."""
+    B, F_ = x.shape[0], x.shape[2]
+    tau, tau_next = path.level(t), path.level(t_next)
+    v = guided_velocity(denoiser, x, tau.to(x.dtype).expand(B, F_), cond, guidance)
+    dt = _frames(tau_next - tau).to(x.dtype)
+    x_next = path.hold(x + dt * v, t_next)
+    if solver == "heun" and t_next > 0:
+        v2 = guided_velocity(denoiser, x_next, tau_next.to(x.dtype).expand(B, F_), cond, guidance)
+        x_next = path.hold(x + dt * (v + v2) / 2, t_next)
+    # frames whose level does not change are not touched at all (exactly, whatever v is)
+    moving = _frames(tau_next != tau) if path.per_token else _frames(torch.ones_like(path.s, dtype=torch.bool))
+    return torch.where(moving, x_next, x), x - _frames(tau).to(x.dtype) * v

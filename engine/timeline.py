@@ -20,7 +20,6 @@ the card and the field: `cards[2].end_s: must be after start_s (1.5 s)`.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -205,16 +204,22 @@ class Timeline:
         return replace(self, **changes)
 
 
-def load(path: str | os.PathLike, check_media: bool = True) -> Timeline:
-    """Read a storyboard `.json`; relative media paths are taken from its folder."""
+def read_json(path: str | os.PathLike, field: str = "storyboard"):
+    """A JSON file's value, or an InputError saying what is wrong with the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"storyboard: {str(path)!r} does not exist") from None
+        raise InputError(f"{field}: {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{field}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"storyboard: {str(path)!r} cannot be read ({e.__class__.__name__})") from None
-    return Timeline.from_json(text, base_dir=str(path.parent.resolve()), check_media=check_media)
+        raise InputError(f"{field}: {str(path)!r} cannot be read ({e.__class__.__name__})") from None
+
+
+def load(path: str | os.PathLike, check_media: bool = True) -> Timeline:
+    """Read a storyboard `.json`; relative media paths are taken from its folder."""
+    return Timeline.from_dict(read_json(path), base_dir=str(Path(path).parent.resolve()), check_media=check_media)
 
 
 def save(timeline: Timeline, path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -268,8 +273,8 @@ def _card_from_dict(d, where: str):
 
 
 def _pieces_from_list(items) -> list[Piece]:
-    if not isinstance(items, list):
-        raise InputError("assemble: expected a list of {source, in_s, out_s} pieces")
+    if not isinstance(items, list) or not items:
+        raise InputError("assemble: expected a non-empty list of {source, in_s, out_s} pieces (or null)")
     out = []
     for i, p in enumerate(items):
         if not isinstance(p, dict):
@@ -291,10 +296,15 @@ def validate(tl: Timeline, check_media: bool = True) -> Timeline:
     for name in ("prompt", "negative_prompt"):
         if not isinstance(getattr(tl, name), str):
             raise InputError(f"{name}: expected text")
-    if tl.preset is not None and not isinstance(tl.preset, str):
-        raise InputError("preset: expected a preset name")
+    if tl.preset is not None:
+        from engine import presets
+        if not isinstance(tl.preset, str):
+            raise InputError(f"preset: expected a preset name; available: {', '.join(presets.available())}")
+        presets.load(tl.preset)
     if tl.n_frames > 60 * 60 * 60:
         raise InputError(f"duration_s: {tl.duration_s} s at {tl.fps} fps is too many frames")
+    if tl.seed + tl.variations - 1 > PARAMS["seed"].max:  # variation k is made with seed + k
+        raise InputError(f"seed: {tl.seed} + {tl.variations} variations passes the largest seed {PARAMS['seed'].max}")
     media = {}
     for i, card in enumerate(tl.cards):
         _validate_card(tl, card, f"cards[{i}]", media, check_media)
@@ -305,8 +315,8 @@ def validate(tl: Timeline, check_media: bool = True) -> Timeline:
 
 
 def _span(tl: Timeline, start, end, where: str):
-    start = check("duration_s", start, f"{where}.start_s") if start != 0 else 0.0
-    end = check("duration_s", end, f"{where}.end_s")
+    start = check("time_s", start, f"{where}.start_s")
+    end = check("time_s", end, f"{where}.end_s")
     if end <= start + EPS:
         raise InputError(f"{where}.end_s: must be after start_s ({start} s), got {end}")
     if end > tl.duration_s + EPS:
@@ -323,32 +333,38 @@ def _validate_card(tl: Timeline, card, where: str, media: dict, check_media: boo
     if not isinstance(card.path, str) or not card.path:
         raise InputError(f"{where}.path: expected the path of an image or video")
     if card.kind == "image":
-        at = check("duration_s", card.at_s, f"{where}.at_s") if card.at_s != 0 else 0.0
+        at = check("time_s", card.at_s, f"{where}.at_s")
         if at > tl.duration_s + EPS:
             raise InputError(f"{where}.at_s: {at} s is past the end of the timeline ({tl.duration_s} s)")
         if check_media:
             _probe(tl, card.path, f"{where}.path", media)
         return
     _span(tl, card.start_s, card.end_s, where)
-    src_in = card.source_in_s
-    if isinstance(src_in, bool) or not isinstance(src_in, (int, float)) or not math.isfinite(src_in) or src_in < 0:
-        raise InputError(f"{where}.source_in_s: must be a time in seconds ≥ 0, got {src_in!r}")
+    src_in = check("time_s", card.source_in_s, f"{where}.source_in_s")
     if card.source_out_s is not None:
-        check("duration_s", card.source_out_s, f"{where}.source_out_s")
+        check("time_s", card.source_out_s, f"{where}.source_out_s")
         if card.source_out_s <= src_in + EPS:
             raise InputError(f"{where}.source_out_s: must be after source_in_s ({src_in} s)")
     if check_media:
         info = _probe(tl, card.path, f"{where}.path", media)
-        if info.kind == "video" and card.source_end_s > info.duration_s + 1.0 / info.fps + EPS:
-            raise InputError(f"{where}.source_out_s: {card.source_end_s:g} s is past the end of "
-                             f"{card.path!r} ({info.duration_s:g} s)")
+        if info.kind == "video":
+            _within(info, tl, src_in, f"{where}.source_in_s", card.path, inclusive=False)
+            _within(info, tl, card.source_end_s, f"{where}.source_out_s", card.path)
+
+
+def _within(info, tl: Timeline, t: float, where: str, path: str, inclusive: bool = True):
+    """A source time inside the clip (a PNG folder with no stored rate runs at the timeline's fps)."""
+    fps = info.fps or tl.fps
+    end = info.n_frames / fps
+    if t > end + EPS or (not inclusive and t >= end - EPS):
+        raise InputError(f"{where}: {t:g} s is past the end of {path!r} ({end:g} s)")
 
 
 def _validate_piece(tl: Timeline, p: Piece, where: str, media: dict, check_media: bool):
-    for name in ("in_s", "out_s"):
-        v = getattr(p, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise InputError(f"{where}.{name}: must be a time in seconds ≥ 0, got {v!r}")
+    if not isinstance(p.source, str) or not p.source:
+        raise InputError(f"{where}.source: expected \"generated\" or the path of a video")
+    check("time_s", p.in_s, f"{where}.in_s")
+    check("time_s", p.out_s, f"{where}.out_s")
     if p.out_s <= p.in_s + EPS:
         raise InputError(f"{where}.out_s: must be after in_s ({p.in_s} s)")
     if p.source == "generated":
@@ -356,8 +372,8 @@ def _validate_piece(tl: Timeline, p: Piece, where: str, media: dict, check_media
             raise InputError(f"{where}.out_s: {p.out_s} s is past the end of the timeline ({tl.duration_s} s)")
     elif check_media:
         info = _probe(tl, p.source, f"{where}.source", media)
-        if info.kind == "video" and p.out_s > info.duration_s + 1.0 / info.fps + EPS:
-            raise InputError(f"{where}.out_s: {p.out_s:g} s is past the end of {p.source!r} ({info.duration_s:g} s)")
+        if info.kind == "video":
+            _within(info, tl, p.out_s, f"{where}.out_s", p.source)
 
 
 def _probe(tl: Timeline, path: str, where: str, cache: dict):

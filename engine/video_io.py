@@ -428,11 +428,8 @@ def write_video(path, frames: np.ndarray, fps: float, overwrite: bool = False, f
     "dir/name_%05d.png": PNG frames (lossless, the rate stored as a tEXt "fps" field).
     """
     p = Path(path)
-    sequence = str(path).endswith(("/", os.sep)) or p.suffix == "" or (p.suffix.lower() == ".png" and "%" in p.name)
+    sequence = check_output(path, field)
     suffix = p.suffix.lower()
-    if not sequence and suffix not in (".mp4", ".gif"):
-        raise _err(field, path, "has an unsupported extension; allowed: .mp4, .gif, a folder "
-                   "(ending in '/') or a 'name_%05d.png' pattern for PNG frames")
     _check_frames(frames, field, f"frames for '{path}'")
     _check_rate(fps, "fps", field)
     if sequence:
@@ -447,6 +444,23 @@ def write_video(path, frames: np.ndarray, fps: float, overwrite: bool = False, f
         encode(tmp, frames, fps)
         os.replace(tmp, p)
     return p
+
+
+def check_output(path, field: str = "out") -> bool:
+    """Refuse an output path before any work: its format and its folder. -> True for a PNG sequence."""
+    p = Path(path)
+    sequence = str(path).endswith(("/", os.sep)) or p.suffix == "" or (p.suffix.lower() == ".png" and "%" in p.name)
+    if not sequence and p.suffix.lower() not in (".mp4", ".gif"):
+        raise _err(field, path, "has an unsupported extension; allowed: .mp4, .gif, a folder "
+                   "(ending in '/') or a 'name_%05d.png' pattern for PNG frames")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise _err(field, path, f"cannot be written: {str(parent)!r} is a file, not a folder")
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise _err(field, path, f"cannot be written: no permission to write in {str(parent)!r}")
+    if not sequence and p.is_dir():
+        raise _err(field, path, "is a folder; give a file name such as out.mp4")
+    return sequence
 
 
 def write_image(path, frame: np.ndarray, overwrite: bool = False, field: str = "out") -> Path:

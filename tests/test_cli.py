@@ -49,11 +49,16 @@ def test_every_verb_runs(tmp_path, make_video, make_image):
         ["loop", clip, "--bridge", "0.5", "--context", "0.25"],
         ["extend", clip, "--seconds", "0.5", "--direction", "backward"],
     ]
-    for k, v in enumerate(verbs):
+    from engine.video_io import probe
+    frames = [8, 12, 12, 12 + 4, 4 + 12]     # i2v 1 s; remix, blend: the clip; loop: clip + bridge; extend: new + clip
+    for k, (v, n) in enumerate(zip(verbs, frames)):
         out = tmp_path / f"o{k}.mp4"
         assert main([*v, "--out", str(out), *FAST]) == 0, v
-        assert out.exists() and out.with_suffix(".json").exists()
+        assert probe(out).n_frames == n, v
+        meta = json.loads(out.with_suffix(".json").read_text())
+        assert meta["backend"] == "reference" and meta["frames"] == n and meta["storyboard"]["cards"]
     assert main(["recut", clip, "--trim", "0.25:1", "--fps", "4", "--out", str(tmp_path / "r.gif")]) == 0
+    assert probe(tmp_path / "r.gif").n_frames == 3
 
 
 def test_plan_prints_the_table(tmp_path):
@@ -109,3 +114,49 @@ def test_existing_output_is_not_overwritten(tmp_path):
     assert r.returncode == 2 and "--overwrite" in r.stderr and out.read_bytes() == b"precious"
     assert main(["t2v", "a ball", "--duration", "0.5", "--out", str(out), "--overwrite", *FAST]) == 0
     assert out.read_bytes() != b"precious"
+
+
+def test_bad_outputs_are_refused_before_any_work(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    cases = [(tmp_path / "b.mov", "unsupported extension"), (tmp_path / "a.mp4" / "x.mp4", "is a file, not a folder"),
+             (tmp_path / "missing" / "x.mp4", "does not exist")]
+    for out, needle in cases:
+        before = sorted(os.listdir(tmp_path))
+        r = run("t2v", "a ball", "--duration", "0.5", "--out", out, "--backend", "reference", "--steps", "1")
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("flags,needle", [(["--variations", "0"], "variations"), (["--seed", "-1"], "seed"),
+                                          (["--steps", "abc"], "--steps"), (["--solver", "rk4"], "--solver")])
+def test_bad_flags_exit_2_on_one_line(tmp_path, flags, needle):
+    story = Path(__file__).parent.parent / "examples" / "text.json"
+    r = run("generate", story, "--out", tmp_path / "o.mp4", "--backend", "reference", *flags)
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_the_sidecar_never_replaces_the_storyboard(tmp_path):
+    story = tmp_path / "s.json"
+    story.write_text((Path(__file__).parent.parent / "examples" / "text.json").read_text())
+    r = run("generate", story, "--out", tmp_path / "s.mp4", "--overwrite", "--backend", "reference")
+    assert r.returncode == 2 and "would replace the storyboard" in r.stderr
+    assert json.loads(story.read_text())["cards"][0]["kind"] == "text"
+
+
+def test_a_prompt_that_is_not_utf8_still_renders(tmp_path):
+    out = tmp_path / "u.mp4"
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "t2v", b"a red \xff ball", "--duration", "0.5",
+                        "--resolution", "32", "--out", str(out), *FAST], capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert r.returncode == 0, r.stderr and out.exists()
+
+
+def test_variation_k_regenerates_from_its_own_sidecar(tmp_path):
+    from engine.video_io import read_video
+    out = tmp_path / "v.mp4"
+    assert main(["t2v", "a ball", "--duration", "0.5", "--variations", "2", "--out", str(out), *FAST]) == 0
+    again = tmp_path / "again.mp4"
+    assert main(["generate", str(tmp_path / "v_v1.json"), "--out", str(again)]) == 0
+    a, b = read_video(tmp_path / "v_v1.mp4").astype(int), read_video(again).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 2   # batched vs alone: equal up to float rounding

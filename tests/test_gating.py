@@ -54,8 +54,12 @@ def test_soft_gate_is_a_multiplicative_token_weight():
 
 
 def test_a_frame_with_no_open_token_is_refused():
-    with pytest.raises(AssertionError, match="at least one text token"):
-        gate_bias(torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]), 4)
+    from types import SimpleNamespace
+
+    from engine.sampler import batch_conditioning
+    plan = SimpleNamespace(text=torch.zeros(2, 4), gate=torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="at least one text token"):
+        batch_conditioning(plan, 1, False, "cpu", torch.float32)
 
 
 def test_engine_never_imports_gradio():

@@ -1,6 +1,7 @@
 """Operations build the timelines DESIGN.md §4 describes (read off the compiled plan)."""
 import numpy as np
 import pytest
+import torch
 
 from engine import ops
 from engine.api import Settings, generate
@@ -67,9 +68,12 @@ def test_loop_plan_and_output(backend, clip):
     lv = p.start_level.numpy()
     assert (lv[times < 0.45] == 0).all() and (lv[times > 1.55] == 0).all()
     assert (lv[(times > 0.6) & (times < 1.4)] == 1).all()
-    out = generate(tl, backend, Settings(steps=2))[0]
-    from engine.video_io import fit, read_video
+    from engine.video_io import fit, read_video, to_tensor
     src = fit(read_video(clip), 112, 64)
+    # the plan's ends are the clip's tail (first latent frame = source frame at T - c) and head
+    z_tail = backend.encode_video(to_tensor(src[18:19])[None])[0][:, 0]
+    assert torch.equal(p.known[:, 0], z_tail) and p.sources[0] == "cards[0]" and p.sources[-1] == "cards[1]"
+    out = generate(tl, backend, Settings(steps=2))[0]
     assert len(out) == 24 + 12                                        # clip + bridge: the seam is after the bridge
     assert np.array_equal(out[:24], src)                              # the clip itself, verbatim
 
@@ -79,9 +83,11 @@ def test_extend_injects_the_near_end_and_appends(backend, clip, direction):
     tl = ops.extend(clip, 1.0, direction, "a ball", context_s=0.5)
     p = compile(tl, backend)
     lv, times = p.start_level.numpy(), p.grid.latent_times()
-    kept = times < 0.45 if direction == "forward" else times > 1.05
-    assert (lv[kept] == 0).all() and (lv[(times > 0.55) & (times < 0.95)] == 1).all() if direction == "forward" \
-        else (lv[kept] == 0).all() and (lv[times < 0.95] == 1).all()
+    if direction == "forward":    # clip's last 0.5 s, then 1 s generated
+        kept, new = times < 0.45, times > 0.55
+    else:                         # 1 s generated, then the clip's first 0.5 s
+        kept, new = times > 1.05, times < 0.95
+    assert (lv[kept] == 0).all() and (lv[new] == 1).all()
     out = generate(tl, backend, Settings(steps=2))[0]
     assert len(out) == 24 + 12
     from engine.video_io import read_video

@@ -188,3 +188,48 @@ def test_explain_lists_every_latent_frame(backend, make_image):
     tl = Timeline(duration_s=1, fps=8, cards=[ImageCard(0, make_image()), TextCard(0, 1, "a red ball")])
     text = compile(tl, backend).explain()
     assert "cards[1]" in text and len(text.splitlines()) == 3 + 5
+
+
+# ----------------------------------------------------------------------------- review regressions
+def test_blend_noise_curve_uses_the_timelines_own_span(make_video):
+    """tf = 8: 26 frames snap to 33; the noise curve must follow the same time axis as the mix."""
+    from engine import ops
+    be = ReferenceBackend(temporal_factor=8)
+    a = make_video("a.mp4", n=26, fps=12, w=112, h=64, seed=1)
+    b = make_video("b.mp4", n=26, fps=12, w=112, h=64, seed=2)
+    tl = ops.blend(a, b, "0:0,1:1")
+    p = compile(tl, be)
+    mix = tl.cards[1].weight(np.clip(p.grid.latent_times() / tl.duration_s, 0, 1))
+    np.testing.assert_allclose(p.start_level.numpy(), 0.9 * 4 * mix * (1 - mix), atol=0.02)
+
+
+def test_snap_padding_never_reads_past_the_cards_source(make_video):
+    from engine.plan import _card_pixels
+    clip = make_video("v.mp4", n=48, fps=12, w=112, h=64)               # 4 s; frames from 3 s on are a later shot
+    tl = Timeline(duration_s=2, fps=12, cards=[VideoCard(0, 2, clip, source_in_s=1.0)])
+    grid = make_grid(tl, ReferenceBackend().spec)
+    assert grid.n_frames == 25 and grid.out_frames == 24
+    px = _card_pixels(tl, grid, tl.cards[0], {})
+    assert np.array_equal(px[24], px[23])                              # the padding holds source frame 35
+
+
+def test_a_lone_weighted_card_fades_with_its_weight(backend, make_video):
+    clip = make_video("v.mp4", n=24, fps=12, w=112, h=64)
+    tl = Timeline(duration_s=1, fps=6, cards=[VideoCard(0, 1, clip, weight=Curve.parse(0.3))])
+    np.testing.assert_allclose(compile(tl, backend).start_level.numpy(), 0.7, atol=1e-6)
+
+
+def test_a_mixed_group_ties_by_its_latest_card(backend, make_video):
+    a = make_video("a.mp4", seed=1, w=112, h=64)
+    b = make_video("b.mp4", seed=2, w=112, h=64)
+    mixed = [VideoCard(0, 1, a, weight=Curve.parse(0.5)), VideoCard(0, 1, b, weight=Curve.parse(0.5))]
+    plain = VideoCard(0, 1, a, strength=1.0)
+    assert compile(Timeline(duration_s=1, fps=6, cards=[plain, *mixed]), backend).sources[0].startswith("cards[1]")
+    assert compile(Timeline(duration_s=1, fps=6, cards=[*mixed, plain]), backend).sources[0] == "cards[2]"
+
+
+@pytest.mark.parametrize("aspect", [(4, 1), (1, 4), (16, 9)])
+def test_no_side_exceeds_the_backends_limit(aspect):
+    spec = LatentSpec(channels=4, temporal_factor=8, spatial_factor=32, max_side=1024)
+    w, h = spec.frame_size(aspect, 2160)
+    assert max(w, h) <= 1024 and w % 32 == 0 and h % 32 == 0

@@ -46,8 +46,9 @@ def test_perfect_denoiser_with_cfg_returns_its_target():
     torch.testing.assert_close(x, target, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("solver", ["euler", "heun"])
 @pytest.mark.parametrize("per_token", [True, False])
-def test_injected_frames_are_exact_and_levels_honoured(per_token):
+def test_injected_frames_are_exact_and_levels_honoured(per_token, solver):
     levels = [0.0, 1.0, 0.5, 0.0, 0.25]
     p = fake_plan(levels=levels)
     rand = torch.Generator().manual_seed(3)
@@ -55,7 +56,8 @@ def test_injected_frames_are_exact_and_levels_honoured(per_token):
     eps = torch.randn(1, *p.known.shape)
     seen = []
     sigmas = schedule(10)
-    x = sample(den, p, sigmas, guidance=2.0, noise=eps, per_token=per_token, callback=lambda d: seen.append(d))
+    x = sample(den, p, sigmas, guidance=2.0, noise=eps, per_token=per_token, solver=solver,
+               callback=lambda d: seen.append(d))
     for f in (0, 3):
         assert torch.equal(x[0, :, f], p.known[:, f])  # bit-exact frame injection
     assert len(seen) == 10 and set(seen[0]) == {"step", "steps", "t", "x", "denoised"}

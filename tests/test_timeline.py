@@ -9,7 +9,7 @@ from engine.timeline import Curve, ImageCard, Piece, TextCard, Timeline, VideoCa
 
 def full_timeline():
     return Timeline(
-        duration_s=3.0, fps=12, aspect="9:16", resolution=64, seed=7, variations=2, preset="film",
+        duration_s=3.0, fps=12, aspect="9:16", resolution=64, seed=7, variations=2, preset="noir",
         prompt="on a black background", negative_prompt="blurry", fit="pad", crossfade_s=0.25,
         noise=Curve(((0.0, 0.2), (1.0, 0.8))),
         cards=[TextCard(0, 1.5, "a red circle"), TextCard(1.5, 3, "a blue square", weight=Curve(((0, 0), (1, 1)))),
@@ -115,3 +115,21 @@ def test_curve_parse_and_eval():
     c = Curve.parse("0:0,0.4:0,0.6:1,1:1")
     assert c(0.5) == pytest.approx(0.5) and c(0.2) == 0 and c(0.9) == 1
     assert Curve.parse(0.3)(0.7) == pytest.approx(0.3)
+
+
+def test_times_shorter_than_a_clip_length_are_fine():
+    tl = Timeline.from_dict({"duration_s": 1, "cards": [{"kind": "text", "start_s": 0.05, "end_s": 0.08, "text": "x"}]},
+                            check_media=False)
+    assert tl.cards[0].start_s == 0.05
+
+
+@pytest.mark.parametrize("text,needle", [('{"seed": NaN}', "seed: must be a finite"),
+                                         ('{"resolution": Infinity}', "resolution: must be a finite"),
+                                         ('{"seed": 1' + "0" * 400 + "}", "seed: must be a finite"),
+                                         ('{"seed": 4294967295, "variations": 2}', "seed: 4294967295 + 2"),
+                                         ('{"assemble": []}', "assemble: expected a non-empty"),
+                                         ('{"assemble": [{"source": 5, "in_s": 0, "out_s": 1}]}', "assemble[0].source")])
+def test_json_edge_values_are_refused_by_name(text, needle):
+    with pytest.raises(InputError) as e:
+        Timeline.from_json(text, check_media=False)
+    assert needle in str(e.value) and len(str(e.value)) < 200

@@ -62,8 +62,9 @@ class LatentSpec:
         """(width, height) for an aspect W:H with the given short side, both snapped to `multiple`."""
         m = self.multiple
         snap = lambda v: max(m, int(round(v / m)) * m)  # noqa: E731
-        short = min(max(snap(short_side), snap(self.min_side)), self.max_side // m * m)
         aw, ah = aspect
+        longest_short = int(self.max_side * min(aw, ah) / max(aw, ah)) // m * m  # the long side stays <= max_side
+        short = max(m, min(max(snap(short_side), snap(self.min_side)), longest_short))
         if aw >= ah:
             return snap(short * aw / ah), short
         return short, snap(short * ah / aw)

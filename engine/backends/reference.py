@@ -44,7 +44,7 @@ class ReferenceBackend:
             words = ["<s>"] + p.lower().split()
             vecs = []
             for w in words:
-                g = torch.Generator().manual_seed(zlib.crc32(w.encode()))
+                g = torch.Generator().manual_seed(zlib.crc32(w.encode("utf-8", "surrogatepass")))
                 vecs.append(torch.randn(self.text_dim, generator=g))
             tokens = torch.stack(vecs).to(self.device)                     # (L, D)
             out.append((tokens, torch.ones(len(words), dtype=torch.bool, device=self.device)))
