@@ -18,7 +18,7 @@ from engine.api import Settings, generate
 from engine.timeline import TextCard, Timeline
 
 EVAL_SET = Path(__file__).with_name("eval_set.json")
-TARGETS = {"colour": 0.90, "shape": 0.80, "motion": 0.80, "two_objects": 0.60, "storyboard": 0.80,
+TARGETS = {"background": None, "colour": 0.90, "shape": 0.80, "motion": 0.80, "two_objects": 0.60, "storyboard": 0.80,
            "image_psnr_db": 30.0, "image_continues": None, "loop_seam": 1.5, "blend_error": 0.15}
 
 
@@ -115,13 +115,15 @@ def evaluate(backend, settings: Settings | None = None, quick: bool = False, wor
 
 def evaluate_prompts(backend, settings: Settings, es: dict, n_single: int | None = None,
                      n_double: int | None = None) -> dict:
-    """Colour / shape / motion of one-object prompts; both objects right in two-object prompts."""
+    """Background of every prompt; colour / shape / motion of one-object prompts; both objects right in two."""
     fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
-    tallies = {k: Tally() for k in ("colour", "shape", "motion", "two_objects")}
+    tallies = {k: Tally() for k in ("background", "colour", "shape", "motion", "two_objects")}
     for group, n in (("single", n_single), ("double", n_double)):
         for item in es[group][:n]:
             tl = ops.t2v(item["prompt"], dur, aspect=item["aspect"], seed=item["seed"], fps=fps, resolution=res)
-            objs = judge.match(generate(tl, backend, settings)[0], item["prompt"], fps=fps)["objects"]
+            m = judge.match(generate(tl, backend, settings)[0], item["prompt"], fps=fps)
+            objs = m["objects"]
+            tallies["background"].add(m["background"]["ok"])
             if group == "single":
                 for key, attr in (("colour", "color"), ("shape", "shape"), ("motion", "motion")):
                     tallies[key].add(all(o[attr] for o in objs))

@@ -70,3 +70,13 @@ def test_shipped_vae_reconstructs_held_out_clips():
             rec = from_tensor(vae.decode(vae.encode(to_tensor(clip)[None]))[0])
         scores.append(psnr(rec, clip))
     assert np.mean(scores) >= 28.0, scores
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="assets/ has no toy weights yet")
+def test_a_judged_slice_of_the_eval_set():
+    """The shipped model, judged on held-out prompts: it must at least get the background right."""
+    from engine.api import Settings
+    from engine.evaluate import EVAL_SET, evaluate_prompts
+    res = evaluate_prompts(ToyBackend.load(), Settings(steps=12), json.loads(EVAL_SET.read_text()), 4, 0)
+    assert set(res) == {"background", "colour", "shape", "motion", "two_objects"}
+    assert res["background"] >= 0.75, res

@@ -197,7 +197,6 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (helps the DiT's matmuls; measured 15x slower for the VAE's convs on a CPU)")
     ap.add_argument("--export", action="store_true", help="write fp16 weights into assets/ when done")
     ap.add_argument("--threads", type=int, default=0)
