@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from engine.backends.toy import world
 from engine.backends.toy.vae import VAEConfig, VideoAE
+from engine.video_io import to_tensor
 
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
 SIZES = ((112, 64), (64, 64), (64, 112))
@@ -71,11 +72,6 @@ class Run:
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.log(f"resumed at step {self.step}, {self.elapsed / 60:.1f} min done")
         return state
-
-
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (3, N, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 from engine.backends.toy import world
 from engine.backends.toy.model import DiT, DiTConfig
-from engine.backends.toy.train import ASSETS, SIZES, Run, export, to_tensor
+from engine.backends.toy.train import ASSETS, SIZES, Run, export
+from engine.plan import Grid, span_gate
+from engine.video_io import to_tensor
 
 FPS_CHOICES = (6, 8, 8, 12)
 FRAME_COUNTS = (9, 17, 17, 25)   # 5, 9, 9, 13 latent frames: about 1-4 s at these rates
@@ -104,19 +106,10 @@ def start_levels(rng, F_: int) -> np.ndarray:
 
 
 def segment_gates(segs, spec, n_pixels: int, F_: int, soft: float) -> np.ndarray:
-    """(n_segments, F) mean per latent frame of each segment's pixel indicator (soft edges optional)."""
-    px = np.arange(n_pixels) + 0.5
-    out = []
-    for k, (_, a, b) in enumerate(segs):
-        lo = -np.inf if k == 0 else a
-        hi = np.inf if k == len(segs) - 1 else b
-        if soft > 0:
-            g = np.clip(np.minimum((px - lo) / soft, (hi - px) / soft) + 0.5, 0, 1)
-        else:
-            g = ((px >= lo) & (px < hi)).astype(float)
-        out.append([g[slice(*spec.pixel_range(f))].mean() for f in range(F_)])
-    return np.array(out)
-
+    """(n_segments, F) each segment's gate per latent frame: the plan's own rule (engine.plan.span_gate),
+    on a grid whose time unit is one frame, so training gates text exactly as inference does."""
+    grid = Grid(1, 1, 1.0, n_pixels, F_, 1, 1, spec, out_frames=n_pixels)
+    return np.array([span_gate(grid, a, b, soft) for _, a, b in segs])
 
 def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int) -> list[dict]:
     """k fresh clips of one bucket -> [{"z": (C, F, h, w), "segs": [(tokens (L, D), gate (F,))]}]."""
