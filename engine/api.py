@@ -113,8 +113,8 @@ def generate(tl: Timeline, backend=None, settings: Settings | None = None, callb
     settings = settings or Settings()
     if not needs_model(tl):
         return [assemble(tl, None, output_size(tl))] * tl.variations
-    _, x = generate_latents(tl, backend, settings, callback, cancel)
-    grid = plan_mod.make_grid(tl, backend.spec)
+    plan, x = generate_latents(tl, backend, settings, callback, cancel)
+    grid = plan.grid
     clips = decode_frames(backend, x, grid.out_frames)
     return [assemble(tl, c, (grid.width, grid.height)) for c in clips]
 

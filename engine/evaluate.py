@@ -18,6 +18,7 @@ from engine.api import Settings, generate
 from engine.timeline import TextCard, Timeline
 
 EVAL_SET = Path(__file__).with_name("eval_set.json")
+SIZES = {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}  # (width, height) at a 64 px short side
 TARGETS = {"background": None, "colour": 0.90, "shape": 0.80, "motion": 0.80, "two_objects": 0.60, "storyboard": 0.80,
            "image_psnr_db": 30.0, "image_continues": None, "loop_seam": 1.5, "blend_error": 0.15}
 
@@ -26,12 +27,11 @@ def build_eval_set(seed: int = 123_456) -> dict:
     """The fixed eval set: canonical captions of held-out scenes (seeds far from training's)."""
     from engine.backends.toy import world
     rng = np.random.default_rng(seed)
-    aspects = {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}
-    names = list(aspects)
+    names = list(SIZES)
 
     def scene(k, n_objects):
         while True:
-            s = world.sample_scene(rng, aspects[names[k % 3]])
+            s = world.sample_scene(rng, SIZES[names[k % 3]])
             if len(s.objects) == n_objects:
                 return s
 
@@ -79,10 +79,6 @@ class Tally:
     @property
     def rate(self) -> float:
         return self.ok / self.n if self.n else float("nan")
-
-
-def _size(aspect: str) -> tuple[int, int]:
-    return {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}[aspect]
 
 
 def evaluate(backend, settings: Settings | None = None, quick: bool = False, workdir: str | Path = "/tmp",
@@ -139,7 +135,7 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
     n = int(round(dur * fps))
     psnrs, cont = [], Tally()
     for k, item in enumerate(take(es["images"], 2)):
-        w, h = _size(item["aspect"])
+        w, h = SIZES[item["aspect"]]
         frame = world.render(_scene(item["scene"]), w, h, fps, 1)[0]
         path = write_image(workdir / f"eval_img_{k}.png", frame, overwrite=True)
         tl = ops.i2v(str(path), item["caption"], duration_s=dur, fps=fps, resolution=res, aspect=item["aspect"],
@@ -151,7 +147,7 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
         cont.add(want <= {(o.color, o.shape) for o in rep.objects})
     seams = []
     for k, item in enumerate(take(es["loops"], 2)):
-        w, h = _size(item["aspect"])
+        w, h = SIZES[item["aspect"]]
         src = world.render(_scene(item["scene"]), w, h, fps, n)
         path = write_video(workdir / f"eval_loop_{k}.mp4", src, fps, overwrite=True)
         clip = generate(ops.loop(str(path), bridge_s=1.0, context_s=0.5, resolution=res, seed=item["seed"]),
@@ -159,7 +155,7 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
         seams.append(judge.loop_seam_ratio(clip))
     errors = []
     for k, item in enumerate(take(es["blends"], 2)):
-        w, h = _size(item["aspect"])
+        w, h = SIZES[item["aspect"]]
         a, b = (world.render(_scene(item[x]), w, h, fps, n) for x in ("a", "b"))
         pa = write_video(workdir / f"eval_a_{k}.mp4", a, fps, overwrite=True)
         pb = write_video(workdir / f"eval_b_{k}.mp4", b, fps, overwrite=True)

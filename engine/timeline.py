@@ -194,25 +194,27 @@ class Timeline:
 
     @classmethod
     def from_json(cls, text: str, base_dir: str = ".", check_media: bool = True) -> "Timeline":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"storyboard: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-        return cls.from_dict(d, base_dir, check_media)
+        return cls.from_dict(parse_json(text), base_dir, check_media)
 
     def replace(self, **changes) -> "Timeline":
         return replace(self, **changes)
+
+
+def parse_json(text: str, field: str = "storyboard"):
+    """JSON text's value, or an InputError saying where it is malformed."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{field}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
 
 
 def read_json(path: str | os.PathLike, field: str = "storyboard"):
     """A JSON file's value, or an InputError saying what is wrong with the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_text(encoding="utf-8"), field)
     except FileNotFoundError:
         raise InputError(f"{field}: {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{field}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{field}: {str(path)!r} cannot be read ({e.__class__.__name__})") from None
 
