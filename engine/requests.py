@@ -1,0 +1,116 @@
+"""Request objects: one JSON shape per operation, shared by the studio, its API and the Videos API.
+
+    build("remix", {"video": "lib:12", "prompt": "a blue square", "amount": 0.3}, media=resolve)
+        -> (Timeline, {"steps": ..., ...}, {"remix_of": ["lib:12"]})
+
+A request names media by reference; `media(field, ref)` turns a reference into a local
+path. The studio passes a resolver that only knows library ids and its own uploads, so
+no string in a request ever reaches the filesystem unchecked.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from engine import ops
+from engine.params import InputError
+from engine.timeline import Timeline
+
+COMMON = {"aspect", "resolution", "fps", "seed", "variations", "preset", "negative_prompt"}
+SAMPLING = {"steps", "guidance", "shift", "solver"}
+FIELDS = {
+    "generate": {"prompt", "image", "video", "duration_s", "at_s"},
+    "storyboard": {"storyboard"},
+    "remix": {"video", "prompt", "amount"},
+    "blend": {"a", "b", "curve", "repaint", "prompt_a", "prompt_b", "duration_s"},
+    "loop": {"video", "prompt", "bridge_s", "context_s"},
+    "extend": {"video", "prompt", "extend_s", "direction", "context_s"},
+    "recut": {"video", "trim", "upscale", "amount", "prompt"},
+}
+LINEAGE = {"remix": "remix_of", "blend": "blend_of", "loop": "loop_of", "extend": "extension_of",
+           "recut": "recut_of", "generate": "made_from", "storyboard": "made_from"}
+
+
+def _text(req: dict, name: str) -> str:
+    v = req.get(name) or ""
+    if not isinstance(v, str):
+        raise InputError(f"{name}: expected text, got {type(v).__name__}")
+    return v
+
+
+def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, ref: ref
+          ) -> tuple[Timeline, dict, dict]:
+    """(op, request) -> (timeline, sampling settings given, lineage {relation: [refs]})."""
+    if op not in FIELDS:
+        raise InputError(f"op: {op!r} is not an operation; choose one of {', '.join(FIELDS)}")
+    if not isinstance(req, dict):
+        raise InputError(f"request: expected a JSON object with the fields of {op}")
+    allowed = FIELDS[op] | SAMPLING | (COMMON if op != "storyboard" else {"seed", "variations"})
+    unknown = sorted(set(req) - allowed)
+    if unknown:
+        raise InputError(f"request: unknown field {unknown[0]!r} for {op}; allowed: {', '.join(sorted(allowed))}")
+    kw = {k: req[k] for k in COMMON if req.get(k) is not None}
+    settings = {k: req[k] for k in SAMPLING if req.get(k) is not None}
+    refs = [req[f] for f in ("image", "video", "a", "b") if req.get(f)]
+    path = {f: media(f, req[f]) for f in ("image", "video", "a", "b") if req.get(f)}
+    T = req.get("duration_s")
+
+    if op == "generate":
+        if "image" in path and "video" in path:
+            raise InputError("image: give an image or a video, not both")
+        prompt = _text(req, "prompt")
+        if "image" in path:
+            tl = ops.i2v(path["image"], prompt, req.get("at_s") or 0.0, **_dur(T), **kw)
+        elif "video" in path:
+            tl = ops.extend(path["video"], T if T is not None else 2.0, "forward", prompt, **kw)
+        else:
+            tl = ops.t2v(prompt, **_dur(T), **kw)
+    elif op == "storyboard":
+        story = req.get("storyboard")
+        if not isinstance(story, dict):
+            raise InputError("storyboard: expected the storyboard object (the engine's .json format)")
+        story = dict(story, cards=[_card_media(c, i, media, refs) for i, c in enumerate(story.get("cards") or [])])
+        story.update({k: req[k] for k in ("seed", "variations") if req.get(k) is not None})
+        tl = Timeline.from_dict(story)
+    elif op == "remix":
+        tl = ops.remix(_need(path, "video"), _text(req, "prompt"), req.get("amount", 0.5), **kw)
+    elif op == "blend":
+        if req.get("curve") is None:
+            raise InputError("curve: missing; give [[time, mix], ...] with mix 0 = A, 1 = B")
+        tl = ops.blend(_need(path, "a"), _need(path, "b"), req["curve"], _text(req, "prompt_a"),
+                       _text(req, "prompt_b"), req.get("repaint"), T, **kw)
+    elif op == "loop":
+        tl = ops.loop(_need(path, "video"), req.get("bridge_s", 1.0), req.get("context_s", 1.0),
+                      _text(req, "prompt"), **kw)
+    elif op == "extend":
+        tl = ops.extend(_need(path, "video"), req.get("extend_s", 2.0), req.get("direction", "forward"),
+                        _text(req, "prompt"), req.get("context_s", 1.0), **kw)
+    else:  # recut: trim / fps without the model, or an upscale with it
+        if req.get("upscale") is not None:
+            if req.get("trim") is not None:
+                raise InputError("trim: trim first, then upscale the trimmed clip (one step at a time)")
+            tl = ops.upscale(_need(path, "video"), req["upscale"], req.get("amount", 0.2), _text(req, "prompt"),
+                             **{k: v for k, v in kw.items() if k != "resolution"})
+        else:
+            trim = req.get("trim")
+            if trim is not None and (not isinstance(trim, (list, tuple)) or len(trim) != 2):
+                raise InputError("trim: expected [start_s, end_s]")
+            tl = ops.recut(_need(path, "video"), tuple(trim) if trim else None, req.get("fps"))
+    return tl, settings, ({LINEAGE[op]: refs} if refs else {})
+
+
+def _dur(T) -> dict:
+    return {} if T is None else {"duration_s": T}
+
+
+def _need(path: dict, field: str) -> str:
+    if field not in path:
+        raise InputError(f"{field}: missing; give a video (a library item or an upload)")
+    return path[field]
+
+
+def _card_media(card, i: int, media, refs: list) -> dict:
+    """A storyboard card with its media reference resolved (and remembered for the lineage)."""
+    if not isinstance(card, dict) or card.get("kind") not in ("image", "video") or not card.get("path"):
+        return card
+    refs.append(card["path"])
+    return dict(card, path=media(f"cards[{i}].path", card["path"]))

@@ -1,0 +1,747 @@
+"""The studio page: Create, Storyboard, Remix, Blend, Loop, Re-cut and Library, on Gradio Blocks.
+
+Every button builds a request object (engine/requests.py) and queues it as a job
+(studio/jobs.py); the page polls the library for progress. Media are named by reference
+(`lib:<id>`, `upload:<name>`) and resolved by the library, never taken as paths from a
+request. The same requests are served as API endpoints: /generate, /storyboard, /remix,
+/blend, /loop, /extend, /recut (JSON request + optional uploaded files -> JSON + video).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from engine.params import PARAMS, InputError
+from studio import widgets
+
+ASPECTS = ["16:9", "1:1", "9:16"]
+RESOLUTIONS = [64, 96, 128, 192, 256, 384, 512, 720]
+REMIX_AMOUNTS = {"Subtle": 0.25, "Mild": 0.5, "Strong": 0.8}
+API_OPS = ("generate", "storyboard", "remix", "blend", "loop", "extend", "recut")
+MEDIA_TYPES = [".mp4", ".mov", ".webm", ".mkv", ".gif", ".png", ".jpg", ".jpeg", ".webp"]
+CSS = """
+.cp-jobs {display: flex; flex-direction: column; gap: 6px}
+.cp-job {display: flex; gap: 10px; align-items: center; padding: 6px 8px; border-radius: 8px;
+         border: 1px solid var(--border-color-primary); background: var(--block-background-fill)}
+.cp-job img {width: 72px; height: 40px; object-fit: cover; border-radius: 4px; background: #222}
+.cp-job .cp-body {flex: 1; min-width: 0}
+.cp-job .cp-label {white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.9em}
+.cp-bar {height: 6px; border-radius: 3px; background: var(--neutral-200); overflow: hidden; margin-top: 4px}
+.cp-bar > div {height: 100%; background: var(--color-accent)}
+.cp-state {font-size: 0.8em; opacity: 0.75}
+"""
+
+
+def _slider(name: str, label: str, lo=None, hi=None, **kw) -> gr.Slider:
+    """A slider whose range and step are the declared parameter's (optionally narrowed for the page)."""
+    p = PARAMS[name]
+    return gr.Slider(minimum=max(p.min, lo) if lo is not None else p.min, maximum=min(p.max, hi) if hi is not None else p.max,
+                     step=p.step, value=kw.pop("value", p.default), label=label, info=p.help, **kw)
+
+
+def _data_uri(path, size: int = 160) -> str:
+    """A small JPEG of an image file as a data: URI (nothing served from disk)."""
+    from PIL import Image
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class Studio:
+    """What the page's handlers share: the library and the job queue."""
+
+    def __init__(self, library, jobs, max_upload_mb: int = 200):
+        self.library, self.jobs, self.max_upload_mb = library, jobs, max_upload_mb
+
+    # ------------------------------------------------------------------ media
+    def import_upload(self, path, field: str) -> str:
+        """A file from the page -> 'upload:<name>' after checking it is a readable image or video."""
+        from engine.video_io import probe
+        if path is None:
+            raise InputError(f"{field}: no file given")
+        p = Path(path)
+        if p.stat().st_size > self.max_upload_mb * 2**20:
+            raise InputError(f"{field}: the file is larger than the {self.max_upload_mb} MB upload limit")
+        probe(p, field=field)  # refuses anything that is not a readable image or video, by name
+        return self.library.add_upload(p, p.name)
+
+    def source(self, choice: str | None, upload, field: str) -> str:
+        """The reference chosen in a source picker: an upload wins over the library dropdown."""
+        if upload is not None:
+            return self.import_upload(upload, field)
+        if not choice:
+            raise InputError(f"{field}: choose a video from the library or upload one")
+        return choice
+
+    def choices(self) -> list[tuple[str, str]]:
+        return [(f"#{v['id']} {v['kind']}: {v['label'][:50]}", v["ref"]) for v in self.library.videos(limit=200)]
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, op: str, request: dict) -> int:
+        job = self.jobs.submit(op, request)
+        return job
+
+    def jobs_html(self, limit: int = 6) -> str:
+        jobs = self.library.jobs(limit=limit)
+        if not jobs:
+            return "<div class='cp-jobs'><span class='cp-state'>No jobs yet.</span></div>"
+        rows = []
+        for j in jobs:
+            frac = j["step"] / j["steps"] if j["steps"] else (1.0 if j["state"] == "done" else 0.0)
+            prev = self.jobs.preview_path(j["id"])
+            img = f"<img alt='' src='{_data_uri(prev, 96)}'>" if prev and j["state"] in ("running", "done") else "<img alt=''>"
+            extra = f" — {html.escape(j['error'])}" if j["error"] else ""
+            steps = f" · step {j['step']}/{j['steps']}" if j["state"] == "running" and j["steps"] else ""
+            rows.append(f"<div class='cp-job' data-job='{j['id']}' data-state='{j['state']}'>{img}<div class='cp-body'>"
+                        f"<div class='cp-label'>#{j['id']} {html.escape(j['label'])}</div>"
+                        f"<div class='cp-state'>{j['state']}{steps}{extra}</div>"
+                        f"<div class='cp-bar'><div style='width:{100 * frac:.0f}%'></div></div></div></div>")
+        return "<div class='cp-jobs'>" + "".join(rows) + "</div>"
+
+    def result(self, job_id: int | None):
+        """(video path or None, note) for a job the page is waiting on."""
+        if not job_id:
+            return None, ""
+        job = self.library.job(job_id)
+        if job is None or job["state"] in ("queued", "running"):
+            return None, ""
+        vids = self.library.videos_of_job(job_id)
+        if job["state"] == "done" and vids:
+            return vids[0]["path"], f"Done: #{vids[0]['id']} {job['label']}"
+        return None, f"Job #{job_id} {job['state']}" + (f": {job['error']}" if job["error"] else "")
+
+    # ------------------------------------------------------------------ storyboard
+    def plan_rows(self, story: dict) -> list[list]:
+        """The compiled plan as table rows: per latent frame, its time, level, what is injected, what text it sees."""
+        from engine.plan import compile
+        from engine.requests import build
+        tl, _, _ = build("storyboard", {"storyboard": story}, self.library.resolve)
+        return compile(tl, self.jobs.backend).rows()
+
+    def strip_value(self, story: dict, selected: int | None) -> dict:
+        thumbs = {}
+        for i, c in enumerate(story["cards"]):
+            if c["kind"] in ("image", "video"):
+                try:
+                    thumbs[str(i)] = self._thumb(c["path"])
+                except (InputError, OSError):
+                    pass
+        return {"duration_s": story["duration_s"], "cards": story["cards"], "selected": selected, "thumbs": thumbs}
+
+    def _thumb(self, ref: str) -> str:
+        if ref.startswith("lib:"):
+            item = self.library.video(int(ref[4:]))
+            if item and item["thumb_path"]:
+                return _data_uri(item["thumb_path"])
+        from engine.video_io import read_video
+        from PIL import Image
+        path = self.library.resolve("card", ref)
+        frame = read_video(path, end_s=0.01)[0] if Path(path).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp") \
+            else None
+        if frame is None:
+            return _data_uri(path)
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="PNG")
+        buf.seek(0)
+        return _data_uri(buf)
+
+
+def _card_rows(story: dict) -> list[list]:
+    out = []
+    for i, c in enumerate(story["cards"]):
+        when = f"{c['at_s']:g} s" if c["kind"] == "image" else f"{c['start_s']:g}–{c['end_s']:g} s"
+        what = c.get("text") or c.get("path", "")
+        out.append([i, c["kind"], when, what, c.get("strength", "")])
+    return out
+
+
+def _gr_error(e: Exception):
+    """One line for the page: the engine's InputError message, never a traceback."""
+    return gr.Error(str(e).splitlines()[0] if str(e) else e.__class__.__name__, print_exception=False)
+
+
+def _guard(fn):
+    """Run a handler; bad input becomes a message in the page and the page keeps working."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*a, **k):
+        try:
+            return fn(*a, **k)
+        except InputError as e:
+            raise _gr_error(e) from None
+    return run
+
+
+def build(studio: Studio) -> gr.Blocks:
+    from engine import presets
+    lib, preset_names = studio.library, ["(none)", *presets.available()]
+
+    def sampling_controls(prefix: str):
+        with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}-advanced"):
+            steps = _slider("steps", "Steps", hi=100, elem_id=f"{prefix}-steps")
+            guidance = _slider("guidance", "Guidance", elem_id=f"{prefix}-guidance")
+            seed = gr.Number(value=0, precision=0, minimum=0, maximum=PARAMS["seed"].max, label="Seed",
+                             elem_id=f"{prefix}-seed")
+        return steps, guidance, seed
+
+    def source_picker(label: str, prefix: str):
+        with gr.Group():
+            dd = gr.Dropdown(choices=studio.choices(), value=None, label=f"{label} from the library",
+                             elem_id=f"{prefix}-source", allow_custom_value=False)
+            up = gr.File(label=f"…or upload {label.lower()}", file_types=MEDIA_TYPES, type="filepath",
+                         elem_id=f"{prefix}-upload", height=90)
+        return dd, up
+
+    with gr.Blocks(title="cinepatch studio") as demo:
+        watch = gr.State(None)        # the job this page waits on
+        story = gr.State({"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": []})
+        gr.Markdown("## cinepatch studio")
+        with gr.Row():
+            jobs_html = gr.HTML(studio.jobs_html(), elem_id="jobs")
+        note = gr.Markdown("", elem_id="note")
+        with gr.Tabs(elem_id="tabs") as tabs:
+            # ---------------------------------------------------------- Create
+            with gr.Tab("Create", id="create"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        prompt = gr.Textbox(label="Prompt", lines=2, elem_id="create-prompt",
+                                            placeholder="a small red circle moving left on a black background")
+                        media = gr.File(label="Image or video (optional)", file_types=MEDIA_TYPES, type="filepath",
+                                        elem_id="create-media", height=90)
+                        with gr.Row():
+                            aspect = gr.Radio(ASPECTS, value="16:9", label="Aspect")
+                            resolution = gr.Dropdown(RESOLUTIONS, value=64, label="Resolution (short side, px)")
+                            duration = _slider("duration_s", "Duration (s)", hi=20, value=2.0)
+                        with gr.Row():
+                            variations = gr.Radio([1, 2, 4], value=1, label="Variations")
+                            preset = gr.Dropdown(preset_names, value="(none)", label="Preset")
+                            fps = _slider("fps", "fps", hi=30, value=8)
+                        steps, guidance, seed = sampling_controls("create")
+                        go = gr.Button("Generate", variant="primary", elem_id="create-generate")
+                    with gr.Column(scale=2):
+                        out_video = gr.Video(label="Result", autoplay=True, loop=True, elem_id="create-result",
+                                             interactive=False)
+
+            # ---------------------------------------------------------- Storyboard
+            with gr.Tab("Storyboard", id="storyboard"):
+                strip = widgets.timeline_strip(studio.strip_value(story.value, None))
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            sb_duration = _slider("duration_s", "Storyboard length (s)", hi=20, value=4.0)
+                            sb_aspect = gr.Radio(ASPECTS, value="16:9", label="Aspect")
+                        card_kind = gr.Radio(["text", "image", "video"], value="text", label="Card", elem_id="card-kind")
+                        card_text = gr.Textbox(label="Text", elem_id="card-text")
+                        with gr.Row():
+                            card_start = _slider("time_s", "Start (s)", hi=20, value=0.0, elem_id="card-start")
+                            card_end = _slider("time_s", "End (s)", hi=20, value=2.0, elem_id="card-end")
+                            card_at = _slider("time_s", "Moment (image, s)", hi=20, value=0.0, elem_id="card-at")
+                        card_strength = _slider("strength", "Strength")
+                        card_src, card_up = source_picker("Media", "card")
+                        with gr.Row():
+                            add_card = gr.Button("Add card", elem_id="card-add")
+                            upd_card = gr.Button("Update selected", elem_id="card-update")
+                            del_card = gr.Button("Delete selected", elem_id="card-delete")
+                        selected = gr.Number(value=None, precision=0, label="Selected card", interactive=False,
+                                             elem_id="card-selected")
+                    with gr.Column(scale=3):
+                        cards_df = gr.Dataframe(headers=["#", "kind", "when", "what", "strength"], value=[],
+                                                label="Cards", interactive=False, elem_id="cards-table")
+                        plan_df = gr.Dataframe(headers=["latent frame", "pixel frames", "time (s)", "noise level",
+                                                        "injected", "text it sees"], value=[],
+                                               label="Compiled plan", interactive=False, elem_id="plan-table")
+                        with gr.Row():
+                            sb_save = gr.DownloadButton("Save .json", elem_id="sb-save")
+                            sb_load = gr.UploadButton("Load .json", file_types=[".json"], elem_id="sb-load")
+                        sb_steps, sb_guidance, sb_seed = sampling_controls("sb")
+                        sb_go = gr.Button("Generate storyboard", variant="primary", elem_id="sb-generate")
+                        sb_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="sb-result")
+
+            # ---------------------------------------------------------- Remix
+            with gr.Tab("Remix", id="remix"):
+                with gr.Row():
+                    with gr.Column():
+                        rx_src, rx_up = source_picker("Video", "remix")
+                        rx_prompt = gr.Textbox(label="New prompt", elem_id="remix-prompt")
+                        rx_level = gr.Radio([*REMIX_AMOUNTS, "Custom"], value="Mild", label="Amount",
+                                            elem_id="remix-level")
+                        rx_amount = _slider("amount", "Custom amount", visible=False)
+                        rx_steps, rx_guidance, rx_seed = sampling_controls("remix")
+                        rx_go = gr.Button("Remix", variant="primary", elem_id="remix-go")
+                    rx_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="remix-result")
+
+            # ---------------------------------------------------------- Blend
+            with gr.Tab("Blend", id="blend"):
+                with gr.Row():
+                    with gr.Column():
+                        bl_a, bl_a_up = source_picker("Video A", "blend-a")
+                        bl_b, bl_b_up = source_picker("Video B", "blend-b")
+                        with gr.Row():
+                            bl_pa = gr.Textbox(label="Prompt A (optional)")
+                            bl_pb = gr.Textbox(label="Prompt B (optional)")
+                    with gr.Column():
+                        curve = widgets.curve_editor(widgets.CURVE_PRESETS["transition"])
+                        with gr.Row():
+                            preset_btns = {k: gr.Button(k.capitalize(), size="sm", elem_id=f"curve-{k}")
+                                           for k in widgets.CURVE_PRESETS}
+                            edit_mode = gr.Radio(["mix", "repaint"], value="mix", label="Edit curve")
+                            auto_repaint = gr.Button("Automatic repaint", size="sm")
+                        curve_note = gr.HTML(widgets.curve_preview_html(widgets.CURVE_PRESETS["transition"]))
+                        curve_numbers = gr.JSON(_curve_request(widgets.CURVE_PRESETS["transition"]),
+                                                label="Sent to the engine", elem_id="curve-numbers")
+                        bl_steps, bl_guidance, bl_seed = sampling_controls("blend")
+                        bl_go = gr.Button("Blend", variant="primary", elem_id="blend-go")
+                bl_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="blend-result")
+
+            # ---------------------------------------------------------- Loop
+            with gr.Tab("Loop", id="loop"):
+                with gr.Row():
+                    with gr.Column():
+                        lp_src, lp_up = source_picker("Video", "loop")
+                        lp_bridge = _slider("bridge_s", "Bridge (s)", hi=8, elem_id="loop-bridge")
+                        lp_context = _slider("context_s", "Context (s)", hi=4)
+                        lp_prompt = gr.Textbox(label="Prompt (optional)")
+                        lp_steps, lp_guidance, lp_seed = sampling_controls("loop")
+                        lp_go = gr.Button("Make loop", variant="primary", elem_id="loop-go")
+                    lp_video = gr.Video(label="Loop (plays on repeat)", autoplay=True, loop=True, interactive=False,
+                                        elem_id="loop-result")
+
+            # ---------------------------------------------------------- Re-cut
+            with gr.Tab("Re-cut", id="recut"):
+                with gr.Row():
+                    with gr.Column():
+                        rc_src, rc_up = source_picker("Video", "recut")
+                        rc_action = gr.Radio(["Trim / fps", "Extend forward", "Extend backward", "Upscale"],
+                                             value="Trim / fps", label="What to do", elem_id="recut-action")
+                        with gr.Row():
+                            rc_start = _slider("time_s", "Trim start (s)", hi=60, value=0.0)
+                            rc_end = _slider("time_s", "Trim end (s, 0 = to the end)", hi=60, value=0.0)
+                        rc_fps = gr.Dropdown(["keep", 6, 8, 12, 24, 30], value="keep", label="fps")
+                        rc_seconds = _slider("extend_s", "Seconds to add", hi=20)
+                        rc_res = gr.Dropdown(RESOLUTIONS, value=128, label="Upscale to (short side, px)")
+                        rc_prompt = gr.Textbox(label="Prompt (extend / upscale, optional)")
+                        rc_steps, rc_guidance, rc_seed = sampling_controls("recut")
+                        rc_go = gr.Button("Apply", variant="primary", elem_id="recut-go")
+                    rc_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="recut-result")
+
+            # ---------------------------------------------------------- Library
+            with gr.Tab("Library", id="library"):
+                with gr.Row():
+                    lib_fav_only = gr.Checkbox(label="Favourites only", elem_id="lib-fav-only")
+                    lib_kind = gr.Dropdown(["all", "generate", "storyboard", "remix", "blend", "loop", "extend",
+                                            "recut"], value="all", label="Kind")
+                    lib_refresh = gr.Button("Refresh", size="sm")
+                gallery = gr.Gallery(label="Videos", columns=6, height=260, allow_preview=False, elem_id="lib-gallery")
+                lib_ids = gr.State([])
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        lib_video = gr.Video(label="Selected", autoplay=True, interactive=False, elem_id="lib-video")
+                    with gr.Column(scale=2):
+                        lib_info = gr.Markdown("Select a video.", elem_id="lib-info")
+                        lib_sel = gr.Number(value=None, precision=0, visible=False)
+                        with gr.Row():
+                            fav = gr.Button("★ Favourite", size="sm", elem_id="lib-fav")
+                            delete = gr.Button("Delete", size="sm", variant="stop", elem_id="lib-delete")
+                            dl_mp4 = gr.DownloadButton("Download mp4", size="sm", elem_id="lib-mp4")
+                            mk_gif = gr.Button("Make GIF", size="sm", elem_id="lib-gif")
+                        gif_file = gr.File(label="GIF", visible=False, interactive=False)
+                        with gr.Row():
+                            open_btns = {k: gr.Button(f"Open in {k.capitalize()}", size="sm", elem_id=f"lib-open-{k}")
+                                         for k in ("storyboard", "remix", "blend", "loop", "recut")}
+                with gr.Row():
+                    retry_job = gr.Dropdown([], label="Interrupted or failed jobs", elem_id="lib-retry-job")
+                    retry = gr.Button("Retry", size="sm", elem_id="lib-retry")
+                    cancel = gr.Button("Cancel running job", size="sm", elem_id="lib-cancel")
+
+        timer = gr.Timer(0.7)
+        results = {"create": out_video, "storyboard": sb_video, "remix": rx_video, "blend": bl_video,
+                   "loop": lp_video, "recut": rc_video}
+
+        # ---------------------------------------------------------- polling: jobs, results, notifications
+        def tick(w):
+            path, msg = studio.result(w["job"]) if w else (None, "")
+            outs = [studio.jobs_html()] + [gr.update() for _ in results]
+            if w and msg:
+                if path:
+                    outs[1 + list(results).index(w["tab"])] = path
+                    gr.Info(msg)
+                else:
+                    gr.Warning(msg)
+                return outs + [None, msg]
+            return outs + [w, gr.update()]
+        timer.tick(tick, watch, [jobs_html, *results.values(), watch, note], show_progress="hidden", queue=False)
+
+        def queued(tab: str, op: str, req: dict):
+            job = studio.submit(op, req)
+            gr.Info(f"Job #{job} queued")
+            return {"job": job, "tab": tab}, f"Job #{job} queued…"
+
+        def sampling(steps_, guidance_, seed_) -> dict:
+            return {"steps": int(steps_), "guidance": float(guidance_), "seed": int(seed_ or 0)}
+
+        # ---------------------------------------------------------- Create
+        @_guard
+        def on_generate(prompt_, media_, aspect_, res_, dur_, var_, preset_, fps_, steps_, guidance_, seed_):
+            req = {"prompt": prompt_ or "", "aspect": aspect_, "resolution": int(res_), "duration_s": float(dur_),
+                   "variations": int(var_), "fps": float(fps_), **sampling(steps_, guidance_, seed_)}
+            if preset_ and preset_ != "(none)":
+                req["preset"] = preset_
+            if media_ is not None:
+                ref = studio.import_upload(media_, "media")
+                from engine.video_io import probe
+                req["video" if probe(studio.library.resolve("media", ref)).kind == "video" else "image"] = ref
+            return queued("create", "generate", req)
+        go.click(on_generate, [prompt, media, aspect, resolution, duration, variations, preset, fps, steps, guidance,
+                               seed], [watch, note])
+
+        def on_media(media_):
+            """Refuse a bad file as soon as it arrives: a message, and the upload box is cleared."""
+            if media_ is not None:
+                try:
+                    studio.import_upload(media_, "media")
+                except InputError as e:
+                    gr.Warning(str(e).splitlines()[0])
+                    return None
+            return gr.update()
+        media.upload(on_media, media, media)
+
+        # ---------------------------------------------------------- Storyboard
+        def refresh_story(s, sel):
+            try:
+                rows, msg = studio.plan_rows(s) if s["cards"] else [], ""
+            except InputError as e:
+                rows, msg = [], f"Plan: {e}"
+            return studio.strip_value(s, sel), _card_rows(s), rows, msg
+
+        def card_from_controls(kind, text, start, end, at, strength, src, up):
+            if kind == "text":
+                if not (text or "").strip():
+                    raise InputError("text: a text card needs some text")
+                return {"kind": "text", "start_s": float(start), "end_s": float(end), "text": text}
+            ref = studio.source(src, up, "media")
+            if kind == "image":
+                return {"kind": "image", "at_s": float(at), "path": ref, "strength": float(strength)}
+            return {"kind": "video", "start_s": float(start), "end_s": float(end), "path": ref,
+                    "strength": float(strength)}
+
+        def checked(s):
+            from engine.requests import build
+            build("storyboard", {"storyboard": s}, studio.library.resolve)  # refuse a bad card now, by name
+            return s
+
+        @_guard
+        def on_add(s, sel, dur, asp, *controls):
+            s = checked(dict(s, duration_s=float(dur), aspect=asp, cards=[*s["cards"], card_from_controls(*controls)]))
+            sel = len(s["cards"]) - 1
+            return s, sel, *refresh_story(s, sel)
+
+        @_guard
+        def on_update(s, sel, dur, asp, *controls):
+            if sel is None or not (0 <= int(sel) < len(s["cards"])):
+                raise InputError("card: select a card in the timeline first")
+            cards = list(s["cards"])
+            cards[int(sel)] = card_from_controls(*controls)
+            s = checked(dict(s, duration_s=float(dur), aspect=asp, cards=cards))
+            return s, sel, *refresh_story(s, sel)
+
+        @_guard
+        def on_delete(s, sel, dur, asp):
+            if sel is None or not (0 <= int(sel) < len(s["cards"])):
+                raise InputError("card: select a card in the timeline first")
+            s = dict(s, cards=[c for i, c in enumerate(s["cards"]) if i != int(sel)])
+            return s, None, *refresh_story(s, None)
+
+        @_guard
+        def on_settings(s, sel, dur, asp):
+            s = dict(s, duration_s=float(dur), aspect=asp)
+            return s, sel, *refresh_story(s, sel)
+
+        controls = [card_kind, card_text, card_start, card_end, card_at, card_strength, card_src, card_up]
+        sb_outs = [story, selected, strip, cards_df, plan_df, note]
+        add_card.click(on_add, [story, selected, sb_duration, sb_aspect, *controls], sb_outs)
+        upd_card.click(on_update, [story, selected, sb_duration, sb_aspect, *controls], sb_outs)
+        del_card.click(on_delete, [story, selected, sb_duration, sb_aspect], sb_outs)
+        sb_duration.release(on_settings, [story, selected, sb_duration, sb_aspect], sb_outs)
+        sb_aspect.change(on_settings, [story, selected, sb_duration, sb_aspect], sb_outs)
+
+        @_guard
+        def on_strip(v, s):
+            """A click selects a card (its fields go to the controls); a drag moves it."""
+            if not isinstance(v, dict):
+                return (gr.update(),) * (len(sb_outs) + len(controls) - 2)
+            sel = v.get("selected")
+            cards = v.get("cards", s["cards"])
+            if isinstance(cards, list) and len(cards) == len(s["cards"]):
+                moved = [dict(old, **{k: float(new[k]) for k in ("start_s", "end_s", "at_s") if k in old and k in new})
+                         for old, new in zip(s["cards"], cards)]
+                try:
+                    s = checked(dict(s, cards=moved))
+                except InputError as e:
+                    gr.Warning(str(e))
+            c = s["cards"][sel] if isinstance(sel, int) and 0 <= sel < len(s["cards"]) else None
+            fields = [gr.update()] * 6
+            if c:
+                fields = [c["kind"], c.get("text", ""), c.get("start_s", 0.0), c.get("end_s", 0.0), c.get("at_s", 0.0),
+                          c.get("strength", 1.0)]
+            _, rows, plan_rows, msg = refresh_story(s, sel)
+            return s, sel, rows, plan_rows, msg, *fields
+        strip.input(on_strip, [strip, story], [story, selected, cards_df, plan_df, note, *controls[:6]])
+
+        @_guard
+        def on_save(s):
+            from engine.files import atomic_write_text
+            out = lib.home / "exports" / "storyboard.json"
+            atomic_write_text(out, json.dumps({"version": 1, **s}, indent=2) + "\n", overwrite=True)
+            return str(out)
+        sb_save.click(on_save, story, sb_save)
+
+        @_guard
+        def on_load(f, sel):
+            from engine.timeline import read_json
+            d = read_json(f)
+            if not isinstance(d, dict):
+                raise InputError("storyboard: expected a JSON object")
+            d.pop("version", None)
+            s = checked({"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": [], **d})
+            return s, None, *refresh_story(s, None)
+        sb_load.upload(on_load, [sb_load, selected], sb_outs)
+
+        @_guard
+        def on_sb_generate(s, steps_, guidance_, seed_):
+            if not s["cards"]:
+                raise InputError("cards: add at least one card to the storyboard")
+            smp = sampling(steps_, guidance_, seed_)
+            return queued("storyboard", "storyboard", {"storyboard": dict(s, seed=smp.pop("seed")), **smp})
+        sb_go.click(on_sb_generate, [story, sb_steps, sb_guidance, sb_seed], [watch, note])
+
+        # ---------------------------------------------------------- Remix
+        rx_level.change(lambda lv: gr.update(visible=lv == "Custom"), rx_level, rx_amount)
+
+        @_guard
+        def on_remix(src, up, prompt_, level, amount, steps_, guidance_, seed_):
+            amt = float(amount) if level == "Custom" else REMIX_AMOUNTS[level]
+            return queued("remix", "remix", {"video": studio.source(src, up, "video"), "prompt": prompt_ or "",
+                                             "amount": amt, **sampling(steps_, guidance_, seed_)})
+        rx_go.click(on_remix, [rx_src, rx_up, rx_prompt, rx_level, rx_amount, rx_steps, rx_guidance, rx_seed],
+                    [watch, note])
+
+        # ---------------------------------------------------------- Blend
+        def on_curve(v):
+            try:
+                v = widgets.normalize_curve(v)
+            except InputError as e:
+                return gr.update(), f"<span>{html.escape(str(e))}</span>"
+            return _curve_request(v), widgets.curve_preview_html(v)
+        curve.change(on_curve, curve, [curve_numbers, curve_note])
+        for name, btn in preset_btns.items():
+            btn.click(lambda n=name: dict(widgets.CURVE_PRESETS[n]), None, curve).then(
+                on_curve, curve, [curve_numbers, curve_note])
+        edit_mode.change(lambda v, m: dict(widgets.normalize_curve(v), edit=m), [curve, edit_mode], curve)
+        auto_repaint.click(lambda v: dict(widgets.normalize_curve(v), repaint=None), curve, curve).then(
+            on_curve, curve, [curve_numbers, curve_note])
+
+        @_guard
+        def on_blend(a, a_up, b, b_up, pa, pb, v, steps_, guidance_, seed_):
+            req = {"a": studio.source(a, a_up, "a"), "b": studio.source(b, b_up, "b"), "prompt_a": pa or "",
+                   "prompt_b": pb or "", **_curve_request(widgets.normalize_curve(v)),
+                   **sampling(steps_, guidance_, seed_)}
+            return queued("blend", "blend", req)
+        bl_go.click(on_blend, [bl_a, bl_a_up, bl_b, bl_b_up, bl_pa, bl_pb, curve, bl_steps, bl_guidance, bl_seed],
+                    [watch, note])
+
+        # ---------------------------------------------------------- Loop
+        @_guard
+        def on_loop(src, up, bridge, context, prompt_, steps_, guidance_, seed_):
+            return queued("loop", "loop", {"video": studio.source(src, up, "video"), "bridge_s": float(bridge),
+                                           "context_s": float(context), "prompt": prompt_ or "",
+                                           **sampling(steps_, guidance_, seed_)})
+        lp_go.click(on_loop, [lp_src, lp_up, lp_bridge, lp_context, lp_prompt, lp_steps, lp_guidance, lp_seed],
+                    [watch, note])
+
+        # ---------------------------------------------------------- Re-cut
+        @_guard
+        def on_recut(src, up, action, start, end, fps_, seconds, res, prompt_, steps_, guidance_, seed_):
+            ref = studio.source(src, up, "video")
+            if action == "Trim / fps":
+                req = {"video": ref}
+                if end and float(end) > 0 or start:
+                    from engine.video_io import probe
+                    stop = float(end) if end and float(end) > 0 else probe(studio.library.resolve("video", ref)).duration_s
+                    req["trim"] = [float(start), stop]
+                if fps_ not in (None, "keep"):
+                    req["fps"] = float(fps_)
+                return queued("recut", "recut", req)
+            smp = sampling(steps_, guidance_, seed_)
+            if action == "Upscale":
+                return queued("recut", "recut", {"video": ref, "upscale": int(res), "prompt": prompt_ or "", **smp})
+            return queued("recut", "extend", {"video": ref, "extend_s": float(seconds), "prompt": prompt_ or "",
+                                              "direction": "forward" if action == "Extend forward" else "backward",
+                                              **smp})
+        rc_go.click(on_recut, [rc_src, rc_up, rc_action, rc_start, rc_end, rc_fps, rc_seconds, rc_res, rc_prompt,
+                               rc_steps, rc_guidance, rc_seed], [watch, note])
+
+        # ---------------------------------------------------------- Library
+        pickers = [rx_src, bl_a, bl_b, lp_src, rc_src, card_src]
+
+        def library_view(fav_only, kind):
+            items = lib.videos(favourites=bool(fav_only), kind=None if kind in (None, "all") else kind)
+            pics = [(v["thumb_path"], f"#{v['id']} {'★ ' if v['favourite'] else ''}{v['kind']}: {v['label'][:40]}")
+                    for v in items if v["thumb_path"] and Path(v["thumb_path"]).exists()]
+            ids = [v["id"] for v in items if v["thumb_path"] and Path(v["thumb_path"]).exists()]
+            stuck = [(f"#{j['id']} {j['state']}: {j['label'][:40]}", j["id"])
+                     for j in lib.jobs(("interrupted", "failed", "cancelled"), limit=20)]
+            ch = studio.choices()
+            return (pics, ids, gr.update(choices=stuck, value=None), *[gr.update(choices=ch) for _ in pickers])
+        lib_outs = [gallery, lib_ids, retry_job, *pickers]
+        for ev in (lib_refresh.click, lib_fav_only.change, lib_kind.change, demo.load):
+            ev(library_view, [lib_fav_only, lib_kind], lib_outs)
+        tabs.select(library_view, [lib_fav_only, lib_kind], lib_outs)
+
+        def describe(vid):
+            v = lib.video(vid)
+            if v is None:
+                return None, "Select a video.", None, None
+            lineage = "; ".join(f"{k.replace('_', ' ')} {', '.join(map(str, refs))}" for k, refs in v["lineage"].items())
+            s = v["settings"]
+            md = (f"**#{v['id']} {html.escape(v['label'])}**  \n{v['kind']} · {v['width']}x{v['height']} · "
+                  f"{v['duration_s']:.2f} s at {v['fps']:g} fps · seed {v['seed']} · backend {v['backend']}  \n"
+                  f"steps {s.get('steps')} · guidance {s.get('guidance')}"
+                  + (f"  \nlineage: {html.escape(lineage)}" if lineage else "")
+                  + ("  \n★ favourite" if v["favourite"] else ""))
+            return v["path"], md, v["id"], v["path"]
+
+        def on_select(ids, evt: gr.SelectData):
+            return describe(ids[evt.index]) if evt.index is not None and evt.index < len(ids) else describe(None)
+        gallery.select(on_select, lib_ids, [lib_video, lib_info, lib_sel, dl_mp4])
+
+        def on_fav(vid, fav_only, kind):
+            if vid is not None:
+                v = lib.video(vid)
+                if v:
+                    lib.set_favourite(vid, not v["favourite"])
+            return (*describe(vid), *library_view(fav_only, kind))
+        fav.click(on_fav, [lib_sel, lib_fav_only, lib_kind], [lib_video, lib_info, lib_sel, dl_mp4, *lib_outs])
+
+        def on_delete_video(vid, fav_only, kind):
+            if vid is not None:
+                lib.delete(vid)
+                gr.Info(f"Deleted #{vid}")
+            return (None, "Select a video.", None, None, *library_view(fav_only, kind))
+        delete.click(on_delete_video, [lib_sel, lib_fav_only, lib_kind], [lib_video, lib_info, lib_sel, dl_mp4, *lib_outs])
+
+        @_guard
+        def on_gif(vid):
+            if vid is None:
+                raise InputError("video: select a video first")
+            return gr.update(value=str(lib.gif(vid)), visible=True)
+        mk_gif.click(on_gif, lib_sel, gif_file)
+
+        @_guard
+        def on_retry(job):
+            if job is None:
+                raise InputError("job: choose an interrupted or failed job")
+            new = studio.jobs.retry(int(job))
+            gr.Info(f"Job #{new} queued (retry of #{job})")
+            return {"job": new, "tab": "create"}
+        retry.click(on_retry, retry_job, watch)
+
+        def on_cancel():
+            running = lib.jobs(("running", "queued"), limit=1)
+            if running:
+                studio.jobs.cancel(running[0]["id"])
+                gr.Info(f"Cancelling job #{running[0]['id']}")
+        cancel.click(on_cancel, None, None)
+
+        def opener(tab):
+            def open_in(vid, s):
+                if vid is None:
+                    raise gr.Error("Select a video first", print_exception=False)
+                ref = f"lib:{int(vid)}"
+                ups = {p: gr.update() for p in pickers}
+                target = {"remix": rx_src, "blend": bl_a, "loop": lp_src, "recut": rc_src}.get(tab)
+                if target is not None:
+                    ups[target] = gr.update(choices=studio.choices(), value=ref)
+                if tab == "storyboard":
+                    v = lib.video(int(vid))
+                    s = dict(s, cards=[*s["cards"], {"kind": "video", "start_s": 0.0,
+                                                      "end_s": min(float(v["duration_s"]), float(s["duration_s"])),
+                                                      "path": ref, "strength": 1.0}])
+                    return (gr.Tabs(selected=tab), *ups.values(), s, *refresh_story(s, None))
+                return (gr.Tabs(selected=tab), *ups.values(), s, *[gr.update()] * 4)
+            return open_in
+        for tab, btn in open_btns.items():
+            btn.click(opener(tab), [lib_sel, story], [tabs, *pickers, story, strip, cards_df, plan_df, note])
+
+        # ---------------------------------------------------------- API: the same request objects
+        api_req = gr.JSON(visible=False)
+        api_files = gr.File(file_count="multiple", visible=False)
+        api_out = gr.JSON(visible=False)
+        api_video = gr.Video(visible=False)
+        for op in API_OPS:
+            gr.Button(visible=False).click(_api(studio, op), [api_req, api_files], [api_out, api_video],
+                                           api_name=op, concurrency_limit=4)
+        gr.Button(visible=False).click(_api_upload(studio), api_files, api_out, api_name="upload")
+    return demo
+
+
+def _curve_request(v: dict) -> dict:
+    """The curve editor's value -> the numbers a blend request carries."""
+    return {"curve": [list(p) for p in v["mix"]], "repaint": [list(p) for p in v["repaint"]] if v.get("repaint") else None}
+
+
+def _api(studio: Studio, op: str):
+    def call(request, files):
+        """Run one request to completion -> (job result JSON, the first video)."""
+        try:
+            req = _with_files(studio, request, files)
+            job = studio.submit(op, req)
+            row = studio.jobs.wait(job)
+        except InputError as e:
+            raise _gr_error(e) from None
+        vids = studio.library.videos_of_job(job)
+        out = {"job": job, "state": row["state"], "error": row["error"],
+               "videos": [{k: v[k] for k in ("id", "ref", "kind", "label", "seed", "width", "height", "fps",
+                                             "duration_s", "lineage")} for v in vids]}
+        if row["state"] != "done":
+            raise gr.Error(f"job {job} {row['state']}: {row['error'] or ''}".strip(), print_exception=False)
+        return out, vids[0]["path"] if vids else None
+    call.__name__ = f"api_{op}"
+    return call
+
+
+def _api_upload(studio: Studio):
+    def upload(files):
+        """Upload media -> their references ('upload:<name>') for later requests."""
+        try:
+            return {"refs": [studio.import_upload(f, f"files[{i}]") for i, f in enumerate(files or [])]}
+        except InputError as e:
+            raise _gr_error(e) from None
+    return upload
+
+
+def _with_files(studio: Studio, request, files) -> dict:
+    """Request fields written "file:K" name the K-th uploaded file of this call."""
+    if isinstance(request, str):
+        from engine.timeline import parse_json
+        request = parse_json(request, "request")
+    if not isinstance(request, dict):
+        raise InputError("request: expected a JSON object")
+    files = files or []
+    req = dict(request)
+    for k in ("image", "video", "a", "b"):
+        v = req.get(k)
+        if isinstance(v, str) and v.startswith("file:"):
+            try:
+                req[k] = studio.import_upload(files[int(v[5:])], k)
+            except (ValueError, IndexError):
+                raise InputError(f"{k}: {v!r} names no uploaded file; {len(files)} were sent") from None
+    return req

@@ -1,0 +1,162 @@
+"""Jobs: every generation is queued, run one at a time per backend on a worker thread, and
+reported through the library (state, step) and a preview image per job.
+
+    q = Jobs(library, "toy")
+    job = q.submit("generate", {"prompt": "a red circle moving left", "steps": 8})
+    q.wait(job)          # -> the job row, state "done"; library.videos_of_job(job) has the clips
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+
+from engine.params import InputError
+
+PREVIEW_EVERY = 2  # steps between preview decodes (a decode costs about one step)
+
+
+class Jobs:
+    def __init__(self, library, backend_name: str | None = None, loader=None):
+        from engine.backends.registry import default_backend, load_backend
+        self.library = library
+        self.backend_name = backend_name or default_backend()
+        self._loader = loader or (lambda: load_backend(self.backend_name))
+        self._backend = None
+        self._load_lock = threading.Lock()
+        self._queue: queue.Queue[int] = queue.Queue()
+        self._cancel: dict[int, threading.Event] = {}
+        self._done: dict[int, threading.Event] = {}
+        self._worker = threading.Thread(target=self._run, name=f"cinepatch-jobs-{self.backend_name}", daemon=True)
+        self._worker.start()
+
+    @property
+    def backend(self):
+        with self._load_lock:  # the page and the worker may both ask first
+            if self._backend is None:
+                self._backend = self._loader()
+            return self._backend
+
+    # ------------------------------------------------------------------ API
+    def check(self, op: str, request: dict):
+        """Build the request now so bad input is refused at once, not minutes later in the queue."""
+        from engine.requests import build
+        return build(op, request, self.library.resolve)
+
+    def submit(self, op: str, request: dict, label: str | None = None) -> int:
+        tl, _, _ = self.check(op, request)
+        label = label or _label(op, request, tl)
+        job = self.library.add_job(op, request, label, self.backend_name)
+        self._cancel[job], self._done[job] = threading.Event(), threading.Event()
+        self._queue.put(job)
+        return job
+
+    def retry(self, job_id: int) -> int:
+        """An interrupted, failed or cancelled job, queued again with the same request."""
+        old = self.library.job(job_id)
+        if old is None:
+            raise InputError(f"job: {job_id} does not exist")
+        return self.submit(old["op"], old["request"], old["label"])
+
+    def cancel(self, job_id: int) -> bool:
+        ev = self._cancel.get(int(job_id))
+        if ev is None:
+            return False
+        ev.set()
+        job = self.library.job(job_id)
+        if job and job["state"] == "queued":  # never started: it ends here
+            self.library.update_job(job_id, state="cancelled", finished=time.time())
+            self._done[job_id].set()
+        return True
+
+    def wait(self, job_id: int, timeout: float | None = None) -> dict:
+        ev = self._done.get(int(job_id))
+        if ev is not None:
+            ev.wait(timeout)
+        return self.library.job(job_id)
+
+    def preview_path(self, job_id: int):
+        p = self.library.home / "previews" / f"j{int(job_id)}.jpg"
+        return p if p.exists() else None
+
+    # ------------------------------------------------------------------ worker
+    def _run(self):
+        while True:
+            job_id = self._queue.get()
+            if self._cancel[job_id].is_set():
+                continue
+            try:
+                self._one(job_id)
+            except Exception as e:  # one job failing must never stop the queue
+                msg = str(e).splitlines()[0] if isinstance(e, InputError) else f"{e.__class__.__name__}: {e}"
+                if not isinstance(e, InputError):
+                    traceback.print_exc()
+                self.library.update_job(job_id, state="failed", error=msg[:500], finished=time.time())
+            finally:
+                self._done[job_id].set()
+
+    def _one(self, job_id: int):
+        from engine.api import generate, resolve_settings, sidecar
+        from engine.requests import build
+        from engine.sampler import Cancelled
+        job = self.library.job(job_id)
+        lib = self.library
+        lib.update_job(job_id, state="running", started=time.time())
+        tl, explicit, lineage = build(job["op"], job["request"], lib.resolve)
+        settings = resolve_settings(tl, explicit)
+        backend = self.backend if _needs_model(tl) else None
+        lib.update_job(job_id, steps=settings.steps if backend else 0)
+        try:
+            clips = generate(tl, backend, settings, callback=self._progress(job_id, backend),
+                             cancel=self._cancel[job_id])
+        except Cancelled:
+            lib.update_job(job_id, state="cancelled", finished=time.time())
+            return
+        for k, clip in enumerate(clips):
+            meta = sidecar(tl, self.backend_name if backend else "none", settings, k)
+            lib.add_video(job_id, job["op"], job["label"], clip, tl.fps, meta, lineage)
+        lib.update_job(job_id, state="done", step=settings.steps if backend else 0, finished=time.time())
+
+    def _progress(self, job_id: int, backend):
+        if backend is None:
+            return None
+        out = self.library.home / "previews" / f"j{job_id}.jpg"
+
+        def cb(d):
+            self.library.update_job(job_id, step=d["step"])
+            if d["step"] % PREVIEW_EVERY == 0 or d["step"] == 1:
+                _write_preview(backend, d["denoised"], out)
+        return cb
+
+
+def _needs_model(tl) -> bool:
+    from engine.api import needs_model
+    return needs_model(tl)
+
+
+def _write_preview(backend, denoised, out):
+    """The current estimate of variation 0, middle frame, as a small JPEG (a failed preview is not fatal)."""
+    import torch
+    from PIL import Image
+
+    from engine.video_io import from_tensor
+    try:
+        z = denoised[:1, :, denoised.shape[2] // 2:denoised.shape[2] // 2 + 1]     # (1, C, 1, h, w)
+        with torch.no_grad():
+            frame = from_tensor(backend.decode(z)[0, :, :1].float().cpu())[0]      # (H, W, 3)
+        tmp = out.with_name(out.name + ".part")
+        Image.fromarray(frame).save(tmp, format="JPEG", quality=80)
+        tmp.replace(out)
+    except Exception:
+        pass
+
+
+def _label(op: str, req: dict, tl) -> str:
+    """What a person would call this job in a list."""
+    text = req.get("prompt") or req.get("prompt_b") or req.get("prompt_a") or ""
+    if op == "storyboard":
+        text = " | ".join(c.text for c in tl.cards if c.kind == "text")
+    words = {"generate": "", "storyboard": "storyboard: ", "remix": "remix: ", "blend": "blend: ",
+             "loop": "loop", "extend": "extend", "recut": "re-cut"}
+    return (words[op] + text).strip() or words[op].rstrip(": ") or "untitled"
