@@ -20,7 +20,8 @@ from engine.timeline import TextCard, Timeline
 EVAL_SET = Path(__file__).with_name("eval_set.json")
 SIZES = {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}  # (width, height) at a 64 px short side
 TARGETS = {"background": None, "colour": 0.90, "shape": 0.80, "motion": 0.80, "two_objects": 0.60, "storyboard": 0.80,
-           "image_psnr_db": 30.0, "image_continues": None, "loop_seam": 1.5, "blend_error": 0.15}
+           "image_psnr_db": 30.0, "image_continues": None, "loop_seam": 1.5, "blend_error": 0.15,
+           "remix_keeps_0.3": 0.80, "remix_follows_0.9": 0.80}
 
 
 def build_eval_set(seed: int = 123_456) -> dict:
@@ -164,10 +165,35 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
         clip = generate(tl, backend, settings)[0]
         mix = tl.cards[1].weight(np.arange(len(clip)) / max(len(clip) - 1, 1))
         errors.append(judge.blend_fidelity(clip, a[:len(clip)], b[:len(clip)], mix)[1])
+    keep, follow = _remix_metrics(es, backend, settings, take, workdir)
     res_ = {"image_psnr_db": float(np.mean(psnrs)), "image_continues": cont.rate,
-            "loop_seam": float(np.median(seams)), "blend_error": float(np.mean(errors))}
+            "loop_seam": float(np.median(seams)), "blend_error": float(np.mean(errors)),
+            "remix_keeps_0.3": keep, "remix_follows_0.9": follow}
     log(f"media: {res_}")
     return res_
+
+
+def _remix_metrics(es, backend, settings, take, workdir: Path) -> tuple[float, float]:
+    """Remix a loop-set scene toward a one-object prompt: at 0.3 its objects and motion stay
+    (judged against the source scene), at 0.9 the clip matches the new prompt."""
+    from engine.backends.toy import world
+    from engine.video_io import write_video
+    fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
+    keep, follow = Tally(), Tally()
+    for k, item in enumerate(take(es["loops"], 2)):
+        w, h = SIZES[item["aspect"]]
+        src = write_video(workdir / f"eval_remix_{k}.mp4", world.render(_scene(item["scene"]), w, h, fps,
+                                                                        int(round(dur * fps))), fps, overwrite=True)
+        prompt = es["single"][k]["prompt"]
+        for amount in (0.3, 0.9):
+            tl = ops.remix(str(src), prompt, amount, resolution=res, seed=item["seed"])
+            clip = generate(tl, backend, settings)[0]
+            if amount < 0.5:
+                want = {(o["color"], o["shape"], o["motion"]) for o in item["scene"]["objects"]}
+                keep.add(want <= {(o.color, o.shape, o.motion) for o in judge.analyze(clip, fps=fps).objects})
+            else:
+                follow.add(judge.match(clip, prompt, fps=fps)["all_ok"])
+    return keep.rate, follow.rate
 
 
 def table(results: dict) -> str:

@@ -89,8 +89,10 @@ class Studio:
         job = self.jobs.submit(op, request)
         return job
 
-    def jobs_html(self, limit: int = 6) -> str:
-        jobs = self.library.jobs(limit=limit)
+    def jobs_html(self, recent: int = 3) -> str:
+        """Every queued or running job, then the most recent finished ones."""
+        active = self.library.jobs(("queued", "running"), limit=50)
+        jobs = active + self.library.jobs(("done", "failed", "cancelled", "interrupted"), limit=recent)
         if not jobs:
             return "<div class='cp-jobs'><span class='cp-state'>No jobs yet.</span></div>"
         rows = []
@@ -198,7 +200,7 @@ def build(studio: Studio) -> gr.Blocks:
             dd = gr.Dropdown(choices=studio.choices(), value=None, label=f"{label} from the library",
                              elem_id=f"{prefix}-source", allow_custom_value=False)
             up = gr.File(label=f"…or upload {label.lower()}", file_types=MEDIA_TYPES, type="filepath",
-                         elem_id=f"{prefix}-upload", height=90)
+                         elem_id=f"{prefix}-upload", height=120)
         return dd, up
 
     with gr.Blocks(title="cinepatch studio") as demo:
@@ -216,7 +218,7 @@ def build(studio: Studio) -> gr.Blocks:
                         prompt = gr.Textbox(label="Prompt", lines=2, elem_id="create-prompt",
                                             placeholder="a small red circle moving left on a black background")
                         media = gr.File(label="Image or video (optional)", file_types=MEDIA_TYPES, type="filepath",
-                                        elem_id="create-media", height=90)
+                                        elem_id="create-media", height=120)
                         with gr.Row():
                             aspect = gr.Radio(ASPECTS, value="16:9", label="Aspect")
                             resolution = gr.Dropdown(RESOLUTIONS, value=64, label="Resolution (short side, px)")
@@ -296,8 +298,8 @@ def build(studio: Studio) -> gr.Blocks:
                             edit_mode = gr.Radio(["mix", "repaint"], value="mix", label="Edit curve")
                             auto_repaint = gr.Button("Automatic repaint", size="sm")
                         curve_note = gr.HTML(widgets.curve_preview_html(widgets.CURVE_PRESETS["transition"]))
-                        curve_numbers = gr.JSON(_curve_request(widgets.CURVE_PRESETS["transition"]),
-                                                label="Sent to the engine", elem_id="curve-numbers")
+                        curve_numbers = gr.Markdown(_curve_text(widgets.CURVE_PRESETS["transition"]),
+                                                    elem_id="curve-numbers")
                         bl_steps, bl_guidance, bl_seed = sampling_controls("blend")
                         bl_go = gr.Button("Blend", variant="primary", elem_id="blend-go")
                 bl_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="blend-result")
@@ -498,9 +500,12 @@ def build(studio: Studio) -> gr.Blocks:
 
         @_guard
         def on_save(s):
+            """The engine's format with media as absolute paths, so `cinepatch generate` renders it too."""
             from engine.files import atomic_write_text
+            cards = [dict(c, path=lib.resolve(f"cards[{i}].path", c["path"])) if c.get("path") else c
+                     for i, c in enumerate(s["cards"])]
             out = lib.home / "exports" / "storyboard.json"
-            atomic_write_text(out, json.dumps({"version": 1, **s}, indent=2) + "\n", overwrite=True)
+            atomic_write_text(out, json.dumps({"version": 1, **s, "cards": cards}, indent=2) + "\n", overwrite=True)
             return str(out)
         sb_save.click(on_save, story, sb_save)
 
@@ -511,6 +516,14 @@ def build(studio: Studio) -> gr.Blocks:
             if not isinstance(d, dict):
                 raise InputError("storyboard: expected a JSON object")
             d.pop("version", None)
+            cards = d.get("cards") if isinstance(d.get("cards"), list) else []
+            for i, c in enumerate(cards):  # files of this library come back as references; others are refused
+                if isinstance(c, dict) and isinstance(c.get("path"), str) and not c["path"].startswith(("lib:", "upload:")):
+                    ref = lib.ref_for_path(c["path"])
+                    if ref is None:
+                        raise InputError(f"cards[{i}].path: {c['path'][:80]!r} is not in the studio's library; "
+                                         "upload it and add the card again")
+                    cards[i] = dict(c, path=ref)
             s = checked({"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": [], **d})
             return s, None, *refresh_story(s, None)
         sb_load.upload(on_load, [sb_load, selected], sb_outs)
@@ -540,7 +553,7 @@ def build(studio: Studio) -> gr.Blocks:
                 v = widgets.normalize_curve(v)
             except InputError as e:
                 return gr.update(), f"<span>{html.escape(str(e))}</span>"
-            return _curve_request(v), widgets.curve_preview_html(v)
+            return _curve_text(v), widgets.curve_preview_html(v)
         curve.change(on_curve, curve, [curve_numbers, curve_note])
         for name, btn in preset_btns.items():
             btn.click(lambda n=name: dict(widgets.CURVE_PRESETS[n]), None, curve).then(
@@ -696,6 +709,11 @@ def build(studio: Studio) -> gr.Blocks:
 def _curve_request(v: dict) -> dict:
     """The curve editor's value -> the numbers a blend request carries."""
     return {"curve": [list(p) for p in v["mix"]], "repaint": [list(p) for p in v["repaint"]] if v.get("repaint") else None}
+
+
+def _curve_text(v: dict) -> str:
+    """The numbers a blend request will carry, shown in the page as compact JSON."""
+    return f"Sent to the engine: `{json.dumps(_curve_request(v))}`"
 
 
 def _api(studio: Studio, op: str):

@@ -211,6 +211,16 @@ class Library:
             raise InputError(f"{field}: upload {m.group(4)!r} is not in the library (upload it again)")
         return str(path)
 
+    def ref_for_path(self, path: str) -> str | None:
+        """The reference of a file of this library (a saved storyboard's absolute path), else None."""
+        p = Path(path).resolve()
+        if p.parent == self.home / "uploads" and p.is_file():
+            return f"upload:{p.name}"
+        m = re.fullmatch(r"v(\d{1,12})\.mp4", p.name)
+        if p.parent == self.home / "videos" and m and self.video(int(m.group(1))):
+            return f"lib:{int(m.group(1))}"
+        return None
+
     def _need_ref(self, field: str, vid: int) -> str:
         item = self.video(vid)
         if item is None or not Path(item["path"]).is_file():

@@ -154,3 +154,14 @@ def test_cancel(jobs):
     assert jobs.wait(slow, 120)["state"] == "cancelled"
     assert jobs.wait(queued, 120)["state"] == "cancelled"
     assert jobs.library.videos_of_job(queued) == [] and jobs.library.videos_of_job(slow) == []
+
+
+def test_paths_of_library_files_map_back_to_references(tmp_path, make_video):
+    lib = Library(tmp_path / "home")
+    vid = lib.add_video(None, "generate", "x", ramp_clip(6), 12.0, sidecar(), {})
+    up = lib.add_upload(make_video(), "clip.mp4")
+    assert lib.ref_for_path(lib.video(vid)["path"]) == f"lib:{vid}"
+    assert lib.ref_for_path(lib.resolve("video", up)) == up
+    assert lib.ref_for_path(make_video("elsewhere.mp4")) is None
+    assert lib.ref_for_path(str(lib.home / "videos" / "v999.mp4")) is None
+    assert lib.ref_for_path(str(lib.home / "library.sqlite")) is None
