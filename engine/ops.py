@@ -7,7 +7,8 @@
 | remix       | VideoCard over the span with strength 1 - amount, + TextCard                |
 | blend       | VideoCards A and B weighted 1 - mix and mix, TextCards weighted the same,   |
 |             | a noise curve (default 0.9 * 4 m (1 - m): A and B kept, the middle repainted)|
-| loop        | clip tail | bridge (generated) | clip head; output = clip + bridge         |
+| loop        | clip tail | bridge (generated) | clip head; output = head' + middle + tail' + |
+|             | bridge, the loop point inside one decode ('= decoded)                       |
 | extend      | the clip's last (first) context seconds injected, the rest generated;       |
 |             | output = clip + new part                                                    |
 | interpolate | ImageCards at their moments, everything between generated                   |
@@ -174,7 +175,11 @@ def loop(video: str, bridge_s: float = PARAMS["bridge_s"].default, context_s: fl
     cards = [VideoCard(0.0, c, video, T - c, T), VideoCard(c + b, c + b + c, video, 0.0, c)]
     if prompt.strip():
         cards.append(TextCard(0.0, 2 * c + b, prompt))
-    assembly = [Piece(video, 0.0, T), Piece("generated", c, c + b)]
+    # The loop point (last frame -> first) falls inside one decoded span: head', the clip's middle
+    # verbatim, then tail' + bridge, where head' and tail' are the model's decode of the injected ends.
+    # The only cuts between source pixels and decoded ones are between neighbouring frames of the clip.
+    middle = [Piece(video, c, T - c)] if T - 2 * c > 0.5 / fps else []
+    assembly = [Piece("generated", c + b, 2 * c + b), *middle, Piece("generated", 0.0, c + b)]
     return _timeline(cards, 2 * c + b, assemble=assembly, **common)
 
 

@@ -73,9 +73,11 @@ def test_loop_plan_and_output(backend, clip):
     # the plan's ends are the clip's tail (first latent frame = source frame at T - c) and head
     z_tail = backend.encode_video(to_tensor(src[18:19])[None])[0][:, 0]
     assert torch.equal(p.known[:, 0], z_tail) and p.sources[0] == "cards[0]" and p.sources[-1] == "cards[1]"
-    out = generate(tl, backend, Settings(steps=2))[0]
-    assert len(out) == 24 + 12                                        # clip + bridge: the seam is after the bridge
-    assert np.array_equal(out[:24], src)                              # the clip itself, verbatim
+    out, gen = generate(tl, backend, Settings(steps=2))[0], generate(tl.replace(assemble=None), backend, Settings(steps=2))[0]
+    assert len(out) == 24 + 12                                        # clip + bridge
+    assert np.array_equal(out[:6], gen[18:24])                        # head': the decoded head (0.5 s)
+    assert np.array_equal(out[6:18], src[6:18])                       # the clip's middle, verbatim
+    assert np.array_equal(out[18:], gen[:18])                         # tail' + bridge: the loop point is inside
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
