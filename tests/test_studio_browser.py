@@ -43,9 +43,10 @@ def set_steps(page, prefix, steps):
 
 
 def wait_video(page, elem_id):
-    """The result player's <video> with a source; -> its src."""
+    """The result player's <video> once the browser has decoded its frames (it plays); -> its src."""
     page.wait_for_function("id => { const v = document.querySelector('#' + id + ' video');"
-                           " return v && v.currentSrc && v.currentSrc.length > 0; }", arg=elem_id, timeout=TIMEOUT)
+                           " return v && v.currentSrc && v.readyState >= 2 && v.videoWidth > 0 && !v.error; }",
+                           arg=elem_id, timeout=TIMEOUT)
     return page.locator(f"#{elem_id} video").first.evaluate("v => v.currentSrc")
 
 

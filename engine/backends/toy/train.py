@@ -68,7 +68,7 @@ class Run:
         path = self.dir / "ckpt.pt"
         if not path.exists():
             return None
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")  # a checkpoint from a GPU run resumes anywhere
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.log(f"resumed at step {self.step}, {self.elapsed / 60:.1f} min done")
         return state
@@ -104,13 +104,14 @@ def vae_batch(rng: np.random.Generator, n: int, crop: int = 32, tf: int = 2) -> 
 def eval_vae(model: VideoAE, n: int = 12, seed: int = 10_000) -> float:
     """Mean PSNR (dB) of full held-out clips (25 frames, all three aspects) through encode/decode."""
     rng = np.random.default_rng(seed)
+    dev = next(model.parameters()).device
     scores = []
     model.eval()
     with torch.no_grad():
         for i in range(n):
             w, h = SIZES[i % 3]
             scene = world.sample_scene(rng, (w, h))
-            x = to_tensor(world.render(scene, w, h, 12, 25))[None]
+            x = to_tensor(world.render(scene, w, h, 12, 25))[None].to(dev)
             scores.append(psnr(model.decode_raw(model.encode_raw(x)).clamp(-1, 1), x))
     model.train()
     return float(np.mean(scores))
@@ -119,19 +120,24 @@ def eval_vae(model: VideoAE, n: int = 12, seed: int = 10_000) -> float:
 def train_vae(args):
     torch.manual_seed(args.seed)
     run = Run(args.run, args.minutes)
-    model = VideoAE(VAEConfig())
+    dev = torch.device(args.device)
+    model = VideoAE(VAEConfig()).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     state = run.resume()
     if state:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+    elif args.init:  # continue from shipped weights (a new machine has no checkpoint)
+        from engine.backends.toy.backend import load_vae
+        model.load_state_dict(load_vae(args.init).state_dict())
+        run.log(f"initialised from {args.init}")
     rng = np.random.default_rng(args.seed + run.step)
     run.log(f"vae: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {args.minutes} min")
     t_last, ema = time.time(), None
     while run.progress < 1.0:
-        x = vae_batch(rng, args.batch)                                          # (B, 3, 3, 32, 32)
+        x = vae_batch(rng, args.batch).to(dev)                                  # (B, 3, 3, 32, 32)
         for g in opt.param_groups:
             g["lr"] = run.lr(args.lr)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             z = model.encode_raw(x)
             z_in = z + 0.05 * torch.randn_like(z) * z.detach().std()              # a decoder robust to imperfect latents
             y = model.decode_raw(z_in)
@@ -162,11 +168,12 @@ def train_vae(args):
 def calibrate_vae(model: VideoAE, n: int = 48, seed: int = 20_000):
     """Per-channel shift/scale of the latents over rendered clips, so the DiT sees unit variance."""
     rng = np.random.default_rng(seed)
+    dev = next(model.parameters()).device
     zs = []
     with torch.no_grad():
         for i in range(n):
             w, h = SIZES[i % 3]
-            x = to_tensor(world.render(world.sample_scene(rng, (w, h)), w, h, 12, 9))[None]
+            x = to_tensor(world.render(world.sample_scene(rng, (w, h)), w, h, 12, 9))[None].to(dev)
             zs.append(model.encode_raw(x).transpose(0, 1).flatten(1))          # (C, F*h*w)
     z = torch.cat(zs, dim=1)
     model.shift.copy_(z.mean(1))
@@ -177,7 +184,7 @@ def export(model: torch.nn.Module, path: Path, meta: dict):
     from safetensors.torch import save_file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -198,7 +205,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--eval-every", type=float, default=15, help="minutes between judge checks of samples (dit)")
     ap.add_argument("--vae", default=None, help="VAE weights for the dit stage (default assets/toy_vae.safetensors)")
-    ap.add_argument("--init", default=None, help="start the dit stage from these weights (e.g. assets/toy_dit.safetensors)")
+    ap.add_argument("--init", default=None, help="start from these weights (e.g. assets/toy_dit.safetensors) when --run has no checkpoint")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda when a GPU is lent (same command, same outputs)")
     ap.add_argument("--out", default=None, help="where --export writes (default assets/)")
     args = ap.parse_args(argv)
     if args.threads:

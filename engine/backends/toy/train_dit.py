@@ -121,7 +121,7 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int) -> list[d
         clips.append(to_tensor(clip))
         metas.append(segs)
     with torch.no_grad():
-        z = vae.encode(torch.stack(clips))                                   # (k, C, F, h, w)
+        z = vae.encode(torch.stack(clips).to(next(vae.parameters()).device))  # (k, C, F, h, w)
     out = []
     for zi, segs in zip(z, metas):
         soft = float(rng.choice([0, 0, 2, 4]))
@@ -150,11 +150,12 @@ class Pools:
         for item in picks:
             segs = [(empty, np.ones(F_))] if rng.random() < 0.1 else item["segs"]   # condition dropout (CFG)
             texts.append(torch.cat([t for t, _ in segs]))
-            gates.append(torch.cat([torch.from_numpy(g).float()[:, None].expand(-1, t.shape[0]) for t, g in segs], 1))
+            gates.append(torch.cat([torch.from_numpy(g).float().to(t.device)[:, None].expand(-1, t.shape[0])
+                                    for t, g in segs], 1))
         L = max(t.shape[0] for t in texts)
         text_b = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in texts])
         gate_b = torch.stack([F.pad(g, (0, L - g.shape[1])) for g in gates])
-        levels = torch.from_numpy(np.stack([start_levels(rng, F_) for _ in picks])).float()
+        levels = torch.from_numpy(np.stack([start_levels(rng, F_) for _ in picks])).float().to(text_b.device)
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b
 
 
@@ -172,7 +173,7 @@ def judge_now(ema, vae, encoder, run, n: int = 6):
     from engine.backends.toy.backend import ToyBackend
     from engine.evaluate import EVAL_SET, evaluate_prompts
     t0 = time.time()
-    backend = ToyBackend(vae, ema.eval(), encoder, bf16=False)
+    backend = ToyBackend(vae, ema.eval(), encoder, device=next(ema.parameters()).device, bf16=False)
     try:
         res = evaluate_prompts(backend, Settings(steps=16, guidance=4.0), json.loads(EVAL_SET.read_text()), n, 2)
     except Exception as e:  # a check must never end hours of training
@@ -190,14 +191,15 @@ def train_dit(args):
     from engine.backends.toy.backend import MiniLM, load_vae, toy_spec
     torch.manual_seed(args.seed)
     run = Run(args.run, args.minutes)
-    vae = load_vae(args.vae or ASSETS / "toy_vae.safetensors").eval()
+    dev = torch.device(args.device)
+    vae = load_vae(args.vae or ASSETS / "toy_vae.safetensors").eval().to(dev)
     spec = toy_spec()
-    encoder = MiniLM()
+    encoder = MiniLM(dev)
     text = TextCache(encoder)
     empty = text("")
-    model = DiT(DIT_CONFIG)
+    model = DiT(DIT_CONFIG).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    ema = DiT(DIT_CONFIG)
+    ema = DiT(DIT_CONFIG).to(dev)
     ema.load_state_dict(model.state_dict())
     state = run.resume()
     if state:
@@ -215,14 +217,14 @@ def train_dit(args):
     while run.progress < 1.0:
         x0, s, txt, gate = pools.batch(args.batch, empty)
         B, F_ = s.shape
-        t = sample_t(rng, B)
+        t = sample_t(rng, B).to(dev)
         tau = torch.minimum(t[:, None], s)                                  # (B, F) per-frame level
         eps = torch.randn_like(x0)
         tb = tau[:, None, :, None, None]
         x = (1 - tb) * x0 + tb * eps
         for g in opt.param_groups:
             g["lr"] = run.lr(args.lr, warmup=300)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             v = model(x, tau, txt, gate)
         live = (tau > 0).float()[:, None, :, None, None]                    # frozen frames carry no loss
         loss = ((v.float() - (eps - x0)) ** 2 * live).sum() / (live.sum() * x0.shape[1] * x0.shape[3] * x0.shape[4]).clamp_min(1)
