@@ -355,6 +355,7 @@ def build(studio: Studio) -> gr.Blocks:
                             delete = gr.Button("Delete", size="sm", variant="stop", elem_id="lib-delete")
                             dl_mp4 = gr.DownloadButton("Download mp4", size="sm", elem_id="lib-mp4")
                             mk_gif = gr.Button("Make GIF", size="sm", elem_id="lib-gif")
+                            again = gr.Button("Make again", size="sm", elem_id="lib-again")
                         gif_file = gr.File(label="GIF", visible=False, interactive=False)
                         with gr.Row():
                             open_btns = {k: gr.Button(f"Open in {k.capitalize()}", size="sm", elem_id=f"lib-open-{k}")
@@ -659,6 +660,17 @@ def build(studio: Studio) -> gr.Blocks:
         mk_gif.click(on_gif, lib_sel, gif_file)
 
         @_guard
+        def on_again(vid):
+            """The job that made this video, queued again with the same request (seed included)."""
+            v = lib.video(vid) if vid is not None else None
+            if v is None or v["job_id"] is None:
+                raise InputError("video: select a video made in the studio first")
+            new = studio.jobs.retry(v["job_id"])
+            gr.Info(f"Job #{new} queued (the request of #{v['id']} again)")
+            return {"job": new, "tab": "create"}
+        again.click(on_again, lib_sel, watch)
+
+        @_guard
         def on_retry(job):
             if job is None:
                 raise InputError("job: choose an interrupted or failed job")
@@ -668,10 +680,10 @@ def build(studio: Studio) -> gr.Blocks:
         retry.click(on_retry, retry_job, watch)
 
         def on_cancel():
-            running = lib.jobs(("running", "queued"), limit=1)
-            if running:
-                studio.jobs.cancel(running[0]["id"])
-                gr.Info(f"Cancelling job #{running[0]['id']}")
+            job = (lib.jobs(("running",), limit=1) or lib.jobs(("queued",), limit=1) or [None])[0]
+            if job:
+                studio.jobs.cancel(job["id"])
+                gr.Info(f"Cancelling job #{job['id']}")
         cancel.click(on_cancel, None, None)
 
         def opener(tab):
