@@ -67,8 +67,14 @@ def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, c
                          for k in range(tl.variations)])                     # (B, C, F, h, w)
     # 3. schedule for this grid
     g = plan.grid
-    shift = settings.shift or backend.shift(g.latent_frames * g.latent_h * g.latent_w)
-    sigmas = sampler.schedule(settings.steps, shift)
+    n_tokens = g.latent_frames * g.latent_h * g.latent_w
+    if hasattr(backend, "sigmas") and not settings.shift:
+        # Hook (issue 5): a backend may supply its own schedule (ltx: LTXPipeline's shifted sigmas, so the
+        # engine conforms to diffusers) and learns the grid's frame rate (LTX's rope scales time by it).
+        backend.frame_rate = g.fps
+        sigmas = backend.sigmas(settings.steps, n_tokens)
+    else:
+        sigmas = sampler.schedule(settings.steps, settings.shift or backend.shift(n_tokens))
     # 4. sample
     x = sampler.sample(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
                        per_token=backend.spec.per_token_timestep, solver=settings.solver,

@@ -37,7 +37,8 @@ def _timeline_opts(p, duration=True):
 
 
 def _sampling_opts(p):
-    p.add_argument("--backend", default=None, help="reference, toy (default: toy when its weights are installed)")
+    p.add_argument("--backend", default=None, help="toy (default, when its weights are installed), reference, ltx")
+    p.add_argument("--model", default=None, help="a real model's local folder in diffusers' layout (ltx)")
     _opt(p, "--steps", "steps")
     _opt(p, "--guidance", "guidance")
     _opt(p, "--shift", "shift")
@@ -156,18 +157,20 @@ def _settings(a, tl=None, base: dict | None = None):
     return resolve_settings(tl, s) if tl is not None else Settings(**s)
 
 
-def _backend(name):
+def _backend(name, model: str | None = None):
     from engine.backends.registry import default_backend, load_backend
     if not name and default_backend() == "reference":
         print("cinepatch: note: assets/ has no embedded-model weights; using the reference backend "
               "(noise-like pictures). Build them with `python -m engine.backends.toy.train`.", file=sys.stderr)
     name = name or default_backend()
-    return name, load_backend(name)
+    if model and name in ("toy", "reference"):
+        raise InputError(f"model: --model is for real-model backends (ltx); the {name!r} backend has its own weights")
+    return name, load_backend(name, **({"model": model} if model else {}))
 
 
 def _render(a, tl, settings=None):
     from engine.api import needs_model, render
-    name, backend = _backend(a.backend) if needs_model(tl) else ("none", None)
+    name, backend = _backend(a.backend, getattr(a, "model", None)) if needs_model(tl) else ("none", None)
     bar = _progress() if sys.stderr.isatty() else None
     outs = render(tl, backend, settings or _settings(a, tl), a.out, overwrite=a.overwrite, backend_name=name, callback=bar)
     for o in outs:
@@ -245,7 +248,7 @@ def cmd_plan(a):
     from engine.plan import compile
     from engine.timeline import load
     tl = load(a.storyboard)
-    name, backend = _backend(a.backend)
+    name, backend = _backend(a.backend, getattr(a, "model", None))
     print(f"backend {name}")
     print(compile(tl, backend).explain())
 
@@ -261,7 +264,7 @@ def cmd_judge(a):
 
 def cmd_eval(a):
     from engine.evaluate import evaluate, table
-    name, backend = _backend(a.backend)
+    name, backend = _backend(a.backend, getattr(a, "model", None))
     results = evaluate(backend, _settings(a), quick=a.quick, log=lambda m: print(m, file=sys.stderr))
     print(f"backend {name}, {'quick slice' if a.quick else 'full eval set'}")
     print(table(results))
@@ -274,7 +277,7 @@ def cmd_demo(a):
     tl = load(root / "examples" / "story.json")
     out = Path(a.out or root / "out" / "demo.mp4")
     out.parent.mkdir(parents=True, exist_ok=True)
-    name, backend = _backend(a.backend)
+    name, backend = _backend(a.backend, getattr(a, "model", None))
     print(f"rendering examples/story.json on the {name!r} backend ...", file=sys.stderr)
     render(tl, backend, Settings(steps=12), out, overwrite=a.overwrite or a.out is None, backend_name=name,
            callback=_progress() if sys.stderr.isatty() else None)

@@ -73,6 +73,8 @@ BAD = [
     (["t2v", "x", "--duration", "36000"], "duration_s"),
     (["t2v", "x", "--aspect", "wide"], "aspect"),
     (["t2v", "x", "--backend", "nope"], "backend"),
+    (["t2v", "x", "--backend", "ltx", "--model", "no/such/folder"], "model: no/such/folder is missing"),
+    (["t2v", "x", "--model", "no/such/folder"], "model: --model is for real-model backends"),
     (["i2v", "missing.png"], "image"),
     (["remix", "missing.mp4", "--amount", "0.5"], "video"),
     (["remix", "{clip}", "--amount", "1.5"], "amount"),

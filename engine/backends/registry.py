@@ -14,7 +14,13 @@ def _toy(**opts):
     return ToyBackend.load(**opts)
 
 
-FACTORIES = {"toy": _toy, "reference": _reference}
+def _ltx(**opts):
+    # issue 5: LTX-Video through diffusers, from a local folder (model=PATH or $CINEPATCH_LTX_MODEL)
+    from engine.backends.ltx import LTXBackend
+    return LTXBackend.load(**opts)
+
+
+FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx}
 DEFAULT = "toy"
 
 

@@ -1,0 +1,119 @@
+"""Engine vs diffusers' LTXPipeline on the same model and job (issue 5), on the CPU.
+
+Both run the same text-to-video job on the same components (the tiny random LTX of
+tests/test_ltx.py, or a somewhat larger `--size small` one): prompt encoding, the
+denoising loop with classifier-free guidance, and the final decode to host frames
+(engine: `engine.api.generate` -> uint8 clips; pipeline: `output_type="np"`).
+
+Prints the ratio engine / pipeline of wall time (goal <= 1.03) and of peak memory
+(goal <= 1.0): medians over several interleaved runs. Peak memory is the rise of the
+process's resident high-water mark over its level before the run (Linux: VmHWM reset
+through /proc/self/clear_refs, freed heap returned with malloc_trim before each run).
+
+    python bench/conformance_speed.py [--size tiny|small] [--steps 8] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import ops  # noqa: E402
+from engine.api import Settings, generate  # noqa: E402
+from engine.backends.ltx import LTXBackend  # noqa: E402
+from engine.plan import compile  # noqa: E402
+from tests.test_ltx import tiny_components  # noqa: E402
+
+PROMPT = "a red ball rolls to the left across a wooden table"
+
+
+def small_components() -> dict:
+    """The tiny components with a wider, deeper transformer: time goes into the model, not the loop."""
+    from diffusers import LTXVideoTransformer3DModel
+    parts = tiny_components()
+    torch.manual_seed(1)
+    parts["transformer"] = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+                                                      num_attention_heads=4, attention_head_dim=32,
+                                                      cross_attention_dim=128, num_layers=4,
+                                                      caption_channels=32).eval()
+    return parts
+
+
+def _status_kib(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+_libc = ctypes.CDLL("libc.so.6")
+
+
+def measure(fn) -> tuple[float, float]:
+    """-> (seconds, peak MiB above the resident level at the start) of one call."""
+    _libc.malloc_trim(0)                       # freed heap of earlier runs does not hide this run's peak
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                          # reset VmHWM to the current RSS
+    base = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t0
+    return seconds, (_status_kib("VmHWM") - base) / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", choices=("tiny", "small"), default="small")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--resolution", type=int, default=64)
+    args = ap.parse_args()
+
+    from diffusers import LTXPipeline
+    pipe = LTXPipeline(**(small_components() if args.size == "small" else tiny_components()))
+    pipe.set_progress_bar_config(disable=True)
+    backend = LTXBackend.from_pipe(pipe)
+    tl = ops.t2v(PROMPT, duration_s=args.duration, fps=8, aspect="1:1", resolution=args.resolution)
+    g = compile(tl, backend).grid
+    settings = Settings(steps=args.steps, guidance=args.guidance)
+    noise = torch.randn((1, backend.spec.channels, g.latent_frames, g.latent_h, g.latent_w),
+                        generator=torch.Generator().manual_seed(tl.seed))   # the engine's own noise for seed 0
+
+    def engine_job():
+        return generate(tl, backend, settings)
+
+    def pipe_job():
+        return pipe(prompt=PROMPT, negative_prompt="", height=g.height, width=g.width, num_frames=g.n_frames,
+                    frame_rate=int(g.fps), num_inference_steps=args.steps, guidance_scale=args.guidance,
+                    latents=backend.pack(noise), output_type="np").frames
+
+    print(f"{args.size} LTX, {g.width}x{g.height} px x {g.n_frames} frames -> {g.latent_frames}x{g.latent_h}x"
+          f"{g.latent_w} latents, {args.steps} steps, guidance {args.guidance}, {torch.get_num_threads()} threads")
+    with torch.no_grad():
+        engine_job(), pipe_job()              # warm-up: first-call allocations and lazy imports
+        runs = {"engine": [], "pipeline": []}
+        for _ in range(args.repeats):         # interleaved, so drift hits both alike
+            runs["engine"].append(measure(engine_job))
+            runs["pipeline"].append(measure(pipe_job))
+    for k, v in runs.items():
+        print(f"{k:>9} runs: " + ", ".join(f"{s:.2f} s / {m:.1f} MiB" for s, m in v))
+    med = {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v)) for k, v in runs.items()}
+    for k, (s, m) in med.items():
+        print(f"{k:>9}: {s:.3f} s, peak +{m:.1f} MiB (median of {args.repeats})")
+    t_ratio = med["engine"][0] / med["pipeline"][0]
+    m_ratio = med["engine"][1] / max(med["pipeline"][1], 1e-9)
+    print(f"wall time ratio engine/pipeline {t_ratio:.3f} (goal <= 1.03: {'met' if t_ratio <= 1.03 else 'not met'})")
+    print(f"peak memory ratio engine/pipeline {m_ratio:.3f} (goal <= 1.0: {'met' if m_ratio <= 1.0 else 'not met'})")
+
+
+if __name__ == "__main__":
+    main()
