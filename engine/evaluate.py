@@ -198,7 +198,7 @@ def _remix_metrics(es, backend, settings, take, workdir: Path) -> tuple[float, f
 
 def table(results: dict) -> str:
     """The eval table with targets."""
-    lines = [f"{'metric':<16} {'value':>8} {'target':>10}  ok"]
+    lines = [f"{'metric':<18} {'value':>8} {'target':>10}  ok"]
     for k, v in results.items():
         t = TARGETS.get(k)
         if t is None:
@@ -207,7 +207,7 @@ def table(results: dict) -> str:
             ok, ts = ("yes" if v <= t else "no"), f"<= {t}"
         else:
             ok, ts = ("yes" if v >= t else "no"), f">= {t}"
-        lines.append(f"{k:<16} {v:>8.3f} {ts:>10}  {ok}")
+        lines.append(f"{k:<18} {v:>8.3f} {ts:>10}  {ok}")
     return "\n".join(lines)
 
 
