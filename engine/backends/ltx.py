@@ -30,55 +30,26 @@ How the engine's ideas map onto LTX (each matches diffusers' pipeline_ltx.py / _
 """
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from einops import rearrange
 
+from engine.backends import diffusers_parts as parts
 from engine.backends.base import LatentSpec
 from engine.params import InputError
 
 # The parts of a diffusers LTX folder the backend loads (model_index.json names them).
-PARTS = {"transformer": "config.json", "vae": "config.json", "text_encoder": "config.json",
-         "tokenizer": None, "scheduler": "scheduler_config.json"}
-
-
 def default_model_path() -> str | None:
-    """$CINEPATCH_LTX_MODEL, else $CINEPATCH_MODELS/ltx when that variable is set."""
-    if os.environ.get("CINEPATCH_LTX_MODEL"):
-        return os.environ["CINEPATCH_LTX_MODEL"]
-    if os.environ.get("CINEPATCH_MODELS"):
-        return str(Path(os.environ["CINEPATCH_MODELS"]) / "ltx")
-    return None
+    return parts.default_model_path("ltx")
 
 
 def check_folder(path) -> Path:
-    """The folder, or a one-line InputError naming it and what is missing."""
-    if path is None:
-        raise InputError("model: the ltx backend needs a model folder in diffusers' layout; "
-                         "pass --model PATH or set CINEPATCH_LTX_MODEL")
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise InputError(f"model: {folder} is missing (an LTX-Video folder in diffusers' layout is needed)")
-    missing = []
-    for part, cfg in PARTS.items():
-        sub = folder / part
-        if not sub.is_dir() or not any(sub.iterdir()):
-            missing.append(f"{part}/")
-        elif cfg is not None and not (sub / cfg).exists():
-            missing.append(f"{part}/{cfg}")
-        elif part in ("transformer", "vae", "text_encoder") and not any(
-                p.suffix in (".safetensors", ".bin") for p in sub.iterdir()):
-            missing.append(f"{part} weights")
-    if missing:
-        raise InputError(f"model: {folder} is incomplete: missing {', '.join(missing)}")
-    return folder
+    return parts.check_folder(path, "ltx", "LTX-Video")
 
 
-class LTXBackend:
+class LTXBackend(parts.DiffusersParts):
     name = "ltx"
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict, device="cpu",
@@ -86,16 +57,8 @@ class LTXBackend:
                  frame_rate: float = 25, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
                  vae_tiling: bool = False, vae_slicing: bool = False, trim_padding: bool = True,
                  like: str = "pipeline"):
-        self.device, self.dtype = torch.device(device), dtype
-        # offload: the text encoder and the VAE wait on the CPU and visit the device only to encode / decode
-        # (diffusers' model CPU offload order text_encoder -> transformer -> vae, the transformer staying put)
-        self.offload = offload
-        # cast only when needed: diffusers warns on a dtype cast of a loaded model
-        self.transformer = self._place(transformer, dtype, self.device).eval()
-        self.vae = self._place(vae, dtype, "cpu" if offload else self.device).eval()
-        self.text_encoder = text_encoder.to("cpu" if offload else self.device).eval()
-        self.tokenizer = tokenizer
-        self.scheduler_config = dict(scheduler_config)
+        self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, offload,
+                          vae_tiling, vae_slicing)
         self.max_sequence_length = max_sequence_length
         self.frame_rate = frame_rate              # rope scales time by it (LTXPipeline's default: 25)
         self.decode_timestep = decode_timestep    # LTXPipeline's decode_timestep / decode_noise_scale
@@ -105,33 +68,11 @@ class LTXBackend:
         # "condition" (LTXConditionPipeline: T5 sees the padding mask; rope knows the causal first frame).
         assert like in ("pipeline", "condition"), f"like: 'pipeline' or 'condition', not {like!r}"
         self.like = like
-        if vae_tiling:   # memory options of diffusers' VAE, for large frames / batches on a small GPU
-            self.vae.enable_tiling()
-        if vae_slicing:
-            self.vae.enable_slicing()
         cfg = self.transformer.config
         self.patch, self.patch_t = cfg.patch_size, cfg.patch_size_t
         sf, tf = vae.spatial_compression_ratio, vae.temporal_compression_ratio
         self.spec = LatentSpec(channels=cfg.in_channels, temporal_factor=tf, spatial_factor=sf, causal_first=True,
                                size_multiple=sf * self.patch, per_token_timestep=True, min_side=sf * self.patch)
-
-    @staticmethod
-    def _place(model, dtype, device):
-        return model.to(device) if model.dtype == dtype else model.to(device, dtype)
-
-    @contextmanager
-    def _visiting(self, module):
-        """With offload: the module on the device for the block, back on the CPU after (memory freed)."""
-        if not self.offload:
-            yield
-            return
-        module.to(self.device)
-        try:
-            yield
-        finally:
-            module.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -214,17 +155,6 @@ class LTXBackend:
             n = max(1, int(m.sum())) if self.trim_padding else len(m)
             out.append((h[:n], m[:n].clone()))
         return out
-
-    @torch.no_grad()
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, N, H, W) in [-1, 1], N = 1 + k*tf -> normalised latents (B, C, F, H/sf, W/sf).
-
-        The posterior's mode, not a sample: injected media encode the same way every time.
-        """
-        x = pixels.to(self.device, self.dtype)
-        with self._visiting(self.vae):
-            z = self.vae.encode(x).latent_dist.mode()
-        return self.normalize(z).float()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -20,7 +20,13 @@ def _ltx(**opts):
     return LTXBackend.load(**opts)
 
 
-FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx}
+def _wan(**opts):
+    # issue 5: Wan 2.1 (t2v) through diffusers, from a local folder (model=PATH or $CINEPATCH_WAN_MODEL)
+    from engine.backends.wan import WanBackend
+    return WanBackend.load(**opts)
+
+
+FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx, "wan": _wan}
 DEFAULT = "toy"
 
 

@@ -1,0 +1,97 @@
+"""What the diffusers-backed backends (ltx, wan) share: their model folder, device placement
+and offload, and the posterior-mode encode of injected media."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from engine.params import InputError
+
+# The parts of a diffusers pipeline folder a backend loads (model_index.json names them).
+PARTS = {"transformer": "config.json", "vae": "config.json", "text_encoder": "config.json",
+         "tokenizer": None, "scheduler": "scheduler_config.json"}
+
+
+def default_model_path(name: str) -> str | None:
+    """$CINEPATCH_<NAME>_MODEL, else $CINEPATCH_MODELS/<name> when that variable is set."""
+    if os.environ.get(f"CINEPATCH_{name.upper()}_MODEL"):
+        return os.environ[f"CINEPATCH_{name.upper()}_MODEL"]
+    if os.environ.get("CINEPATCH_MODELS"):
+        return str(Path(os.environ["CINEPATCH_MODELS"]) / name)
+    return None
+
+
+def check_folder(path, name: str, title: str) -> Path:
+    """The folder, or a one-line InputError naming it and what is missing."""
+    if path is None:
+        raise InputError(f"model: the {name} backend needs a model folder in diffusers' layout; "
+                         f"pass --model PATH or set CINEPATCH_{name.upper()}_MODEL")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"model: {folder} is missing (a {title} folder in diffusers' layout is needed)")
+    missing = []
+    for part, cfg in PARTS.items():
+        sub = folder / part
+        if not sub.is_dir() or not any(sub.iterdir()):
+            missing.append(f"{part}/")
+        elif cfg is not None and not (sub / cfg).exists():
+            missing.append(f"{part}/{cfg}")
+        elif part in ("transformer", "vae", "text_encoder") and not any(
+                p.suffix in (".safetensors", ".bin") for p in sub.iterdir()):
+            missing.append(f"{part} weights")
+    if missing:
+        raise InputError(f"model: {folder} is incomplete: missing {', '.join(missing)}")
+    return folder
+
+
+class DiffusersParts:
+    """Placement of a pipeline's parts; subclasses set `normalize` for their VAE's latent statistics."""
+
+    def _place_parts(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict, device, dtype,
+                     offload: bool, vae_tiling: bool, vae_slicing: bool):
+        self.device, self.dtype = torch.device(device), dtype
+        # offload: the text encoder and the VAE wait on the CPU and visit the device only to encode / decode
+        # (diffusers' model CPU offload order text_encoder -> transformer -> vae, the transformer staying put)
+        self.offload = offload
+        # cast only when needed: diffusers warns on a dtype cast of a loaded model
+        self.transformer = self._place(transformer, dtype, self.device).eval()
+        self.vae = self._place(vae, dtype, "cpu" if offload else self.device).eval()
+        self.text_encoder = text_encoder.to("cpu" if offload else self.device).eval()
+        self.tokenizer = tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        if vae_tiling:   # memory options of diffusers' VAE, for large frames / batches on a small GPU
+            self.vae.enable_tiling()
+        if vae_slicing:
+            self.vae.enable_slicing()
+
+    @staticmethod
+    def _place(model, dtype, device):
+        return model.to(device) if model.dtype == dtype else model.to(device, dtype)
+
+    @contextmanager
+    def _visiting(self, module):
+        """With offload: the module on the device for the block, back on the CPU after (memory freed)."""
+        if not self.offload:
+            yield
+            return
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, N, H, W) in [-1, 1], N = 1 + k*tf -> normalised latents (B, C, F, H/sf, W/sf).
+
+        The posterior's mode, not a sample: injected media encode the same way every time.
+        """
+        x = pixels.to(self.device, self.dtype)
+        with self._visiting(self.vae):
+            z = self.vae.encode(x).latent_dist.mode()
+        return self.normalize(z).float()

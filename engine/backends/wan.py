@@ -1,0 +1,337 @@
+"""The `wan` backend: Wan 2.1 (text to video) through diffusers' own model classes (issue 5).
+
+Built on `WanTransformer3DModel`, `AutoencoderKLWan`, the UMT5 encoder + tokenizer and the scheduler
+config of a `WanPipeline`, so that a text-only timeline sampled by the engine gives the same frames as
+`WanPipeline(...)` on the same components, same initial latents, sigmas, guidance and steps
+(tests/test_wan.py).
+
+How the engine's ideas map onto Wan (each matches diffusers' pipeline_wan.py):
+
+- Latents. The engine holds (B, C, F, h, w) latents normalised as WanPipeline un-normalises them before
+  decoding: z_norm = (z - latents_mean) / latents_std (both lists in the VAE config). Wan's transformer
+  takes the 5-D grid itself (it patches with a Conv3d, tokens frame-major), so nothing is packed here.
+- Velocity. diffusers' flow-match scheduler steps x + (sigma_next - sigma) * model_output with
+  x_sigma = (1 - sigma) x0 + sigma eps, so the model output already is the engine's v = eps - x0: it is
+  returned as is.
+- Timesteps. Wan 2.1 takes one timestep per sample, `timestep` = sigma * num_train_timesteps (the
+  scheduler's `timesteps`). Frame injection / partial noise therefore use the engine's replacement scheme
+  (`per_token_timestep=False`): the sampler gives every frame the same t, and `denoise` passes it once.
+- Gated cross-attention. Wan's cross-attention has no mask. `GatedWanCrossAttnProcessor`, installed with
+  `set_attn_processor` on the `attn2` layers only (self-attention keeps diffusers' processor), adds the
+  engine's gate as a bias: log(gate), -inf where closed, expanded to the tokens of each latent frame.
+  `denoise` hands it the bias for the call (`_gated`); with every gate open it takes diffusers' own code
+  path (no mask at all), so conformance is exact.
+- Text. UMT5 as `WanPipeline._get_t5_prompt_embeds`: the cleaned prompt padded to max_sequence_length,
+  encoded with its attention mask, the padding positions then zeroed. Wan attends to those zero tokens
+  (they are not masked in WanPipeline), so they are kept and open by default (`trim_padding=False`).
+- Schedule. `sigmas(steps, n_tokens)` is the pipeline scheduler's own `set_timesteps(steps)` (Wan's fixed
+  `shift` / `flow_shift`; no dynamic shift). A multistep scheduler (UniPC, Wan's default) gives its sigmas
+  to the engine's own solver: only a flow-match Euler scheduler reproduces WanPipeline step for step.
+- Image-conditioned Wan (i2v, added k/v projections) and two-stage Wan 2.2 (transformer_2) are refused
+  with a one-line InputError.
+- Loading. diffusers' loader needs `accelerate` for the transformer's float32-kept modules; without it the
+  transformer is built from its config and its weights read directly (`_from_pretrained`), same result.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+import torch
+
+from engine.backends import diffusers_parts as parts
+from engine.backends.base import LatentSpec
+from engine.params import InputError
+
+# The parts of a diffusers Wan folder the backend loads (model_index.json names them).
+def default_model_path() -> str | None:
+    return parts.default_model_path("wan")
+
+
+def check_folder(path) -> Path:
+    return parts.check_folder(path, "wan", "Wan")
+
+
+def scheduler_config(scheduler) -> dict:
+    """The scheduler's config with its class name (a config dict alone does not say which class made it)."""
+    return {**scheduler.config, "_class_name": type(scheduler).__name__}
+
+
+def _from_pretrained(model_cls, sub: Path, dtype):
+    """A diffusers model from a local subfolder, offline.
+
+    WanTransformer3DModel keeps some modules in float32 (`_keep_in_fp32_modules`), which diffusers' loader
+    only supports with `accelerate` installed; without it the model is built from its config and the
+    safetensors / bin weights are loaded here, with the same float32 modules kept.
+    """
+    import importlib.util
+    if importlib.util.find_spec("accelerate") is not None or not model_cls._keep_in_fp32_modules:
+        return model_cls.from_pretrained(sub, local_files_only=True, torch_dtype=dtype)
+    from safetensors.torch import load_file
+    model = model_cls.from_config(model_cls.load_config(sub, local_files_only=True))
+    files = sorted(sub.glob("*.safetensors")) or sorted(sub.glob("*.bin"))
+    state = {}
+    for f in files:
+        try:
+            state.update(load_file(f) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu",
+                                                                                  weights_only=True))
+        except Exception as e:  # SafetensorError / unpickling errors: a damaged file, said in one line
+            raise OSError(f"{sub.name}/{f.name}: {str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+    ignore = tuple(model_cls._keys_to_ignore_on_load_unexpected or ())
+    state = {k: v for k, v in state.items() if not any(i in k for i in ignore)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise KeyError(f"{sub.name} weights do not match its config (missing {len(missing)}, "
+                       f"unexpected {len(unexpected)})")
+    model = model.to(dtype)
+    keep = model_cls._keep_in_fp32_modules
+    for name, param in model.named_parameters():  # as diffusers: a module name anywhere in the parameter's path
+        if any(m in name.split(".") for m in keep):
+            param.data = param.data.float()
+    return model
+
+
+# The cross-attention bias of the transformer call under way: None (every text token open to every video token)
+# or (B, 1, S or 1, L) with 0 / log g / -inf, S the video tokens frame-major. A context variable, not an
+# attribute: any installed processor instance sees it (backends may share one transformer), and a call in
+# another thread (the studio) never sees this one's bias.
+_BIAS: ContextVar[torch.Tensor | None] = ContextVar("wan_cross_attention_bias", default=None)
+
+
+class GatedWanCrossAttnProcessor:
+    """diffusers' WanAttnProcessor for cross-attention (text only), plus the engine's gate as an additive bias.
+
+    With no bias set it runs diffusers' exact code path (no mask), so conformance is exact.
+    """
+    _attention_backend = None
+    _parallel_config = None
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return _BIAS.get()
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, rotary_emb=None) -> torch.Tensor:
+        """hidden_states (B, S, D), encoder_hidden_states (B, L, D) -> (B, S, D)."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+        from engine.attention import gated_attention
+        assert attn.add_k_proj is None, "image-conditioned (i2v) Wan cross-attention is not supported"
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query = attn.norm_q(query)
+        key = attn.norm_k(key)
+        query = query.unflatten(2, (attn.heads, -1))                       # (B, S, H, d)
+        key = key.unflatten(2, (attn.heads, -1))                           # (B, L, H, d)
+        value = value.unflatten(2, (attn.heads, -1))
+        if self.bias is None and attention_mask is None:
+            # all open: exactly what WanAttnProcessor runs (same dispatch, same backend)
+            out = dispatch_attention_fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                        backend=self._attention_backend, parallel_config=None)
+        else:
+            # a bias needs SDPA with attn_mask (flash-style backends take no mask): heads first and back
+            bias = self.bias if attention_mask is None else attention_mask
+            q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))  # (B, H, S|L, d)
+            out = gated_attention(q, k, v, bias).permute(0, 2, 1, 3)       # (B, S, H, d)
+        out = out.flatten(2, 3).type_as(query)                              # (B, S, H*d)
+        out = attn.to_out[0](out)
+        return attn.to_out[1](out)
+
+
+class WanBackend(parts.DiffusersParts):
+    name = "wan"
+
+    def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict, device="cpu",
+                 dtype=torch.float32, offload: bool = False, max_sequence_length: int = 512,
+                 vae_tiling: bool = False, vae_slicing: bool = False, trim_padding: bool = False):
+        if getattr(transformer.config, "added_kv_proj_dim", None) is not None or \
+                getattr(transformer.config, "image_dim", None) is not None:
+            raise InputError("model: this Wan transformer is image-conditioned (i2v); the wan backend needs a "
+                             "text-to-video (t2v) model")
+        self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, offload,
+                          vae_tiling, vae_slicing)
+        self.max_sequence_length = max_sequence_length  # WanPipeline.__call__'s default: 512
+        # WanPipeline keeps the zero-filled padding up to max_sequence_length and Wan attends to it; trimming
+        # (keeping the end-of-sequence token) saves memory but departs from the pipeline
+        self.trim_padding = trim_padding
+        cfg = self.transformer.config
+        self.patch = tuple(cfg.patch_size)                                  # (pt, ph, pw)
+        vc = self.vae.config
+        sf, tf = vc.scale_factor_spatial, vc.scale_factor_temporal
+        self.spec = LatentSpec(channels=cfg.in_channels, temporal_factor=tf, spatial_factor=sf, causal_first=True,
+                               size_multiple=sf * max(self.patch[1:]), per_token_timestep=False,
+                               min_side=sf * max(self.patch[1:]))
+        # the gate reaches cross-attention through one processor shared by every block's attn2 (bias: _BIAS)
+        self.processor = GatedWanCrossAttnProcessor()
+        self.install_processor()
+
+    def install_processor(self) -> None:
+        """Our processor on every block's cross-attention (attn2), diffusers' own everywhere else."""
+        procs = {name: (self.processor if name.endswith("attn2.processor") else proc)
+                 for name, proc in self.transformer.attn_processors.items()}
+        self.transformer.set_attn_processor(procs)
+
+    @contextmanager
+    def _gated(self, bias: torch.Tensor | None):
+        """The cross-attention bias for one transformer call; cleared after, whatever happens."""
+        if not all(isinstance(b.attn2.processor, GatedWanCrossAttnProcessor) for b in self.transformer.blocks):
+            self.install_processor()  # someone put other processors on the shared transformer since
+        token = _BIAS.set(bias)
+        try:
+            yield
+        finally:
+            _BIAS.reset(token)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pipe(cls, pipe, **opts) -> "WanBackend":
+        """Wrap an existing WanPipeline's components (shared, not copied)."""
+        if getattr(pipe, "transformer_2", None) is not None:
+            raise InputError("model: two-stage Wan 2.2 pipelines (transformer_2) are not supported by the wan backend")
+        device = opts.pop("device", pipe.transformer.device)
+        dtype = opts.pop("dtype", pipe.transformer.dtype)
+        return cls(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler_config(pipe.scheduler),
+                   device=device, dtype=dtype, **opts)
+
+    @classmethod
+    def load(cls, path=None, device: str = "cpu", dtype=torch.float32, offload: bool = False,
+             model: str | None = None, **opts) -> "WanBackend":
+        """From a local folder in diffusers' layout; nothing is downloaded (local_files_only)."""
+        folder = check_folder(path or model or default_model_path())
+        import diffusers
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5EncoderModel
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        kw = {"local_files_only": True, "torch_dtype": dtype}
+        try:
+            transformer = _from_pretrained(WanTransformer3DModel, folder / "transformer", dtype)
+            vae = _from_pretrained(AutoencoderKLWan, folder / "vae", dtype)
+            text_encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder", **kw)
+            tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+            sched_cls = diffusers.FlowMatchEulerDiscreteScheduler
+            cfg = sched_cls.load_config(folder, subfolder="scheduler", local_files_only=True)
+            sched_cls = getattr(diffusers, cfg.get("_class_name", ""), sched_cls)  # Wan ships UniPC
+            scheduler = sched_cls.from_config(cfg)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:  # a damaged config or weights file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise InputError(f"model: {folder} could not be loaded ({first[:200]})") from None
+        return cls(transformer, vae, text_encoder, tokenizer, scheduler_config(scheduler), device=device,
+                   dtype=dtype, offload=offload, **opts)
+
+    # ------------------------------------------------------------------ latents <-> normalised latents
+    def _stats(self, like: torch.Tensor):
+        """latents_mean and 1 / latents_std as (1, C, 1, 1, 1) on like's device/dtype (WanPipeline's tensors)."""
+        C = self.vae.config.z_dim
+        mean = torch.tensor(self.vae.config.latents_mean).view(1, C, 1, 1, 1).to(like.device, like.dtype)
+        inv_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(1, C, 1, 1, 1).to(like.device, like.dtype)
+        return mean, inv_std
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, h, w) raw VAE latents -> normalised ((z - mean) * (1/std), as Wan's i2v pipeline)."""
+        mean, inv_std = self._stats(z)
+        return (z - mean) * inv_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, h, w) normalised -> raw VAE latents (z / (1/std) + mean, WanPipeline's exact arithmetic)."""
+        mean, inv_std = self._stats(z)
+        return z / inv_std + mean
+
+    # ------------------------------------------------------------------ the four calls
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each prompt -> (tokens (L, D), mask (L,) bool), WanPipeline._get_t5_prompt_embeds' way.
+
+        The prompt is cleaned (prompt_clean), padded to max_sequence_length and encoded with its attention mask;
+        the padding positions are zeroed. Wan attends to those zeros (WanPipeline passes no mask), so by default
+        they stay, open (mask True): L = max_sequence_length. With trim_padding they are dropped ("" keeps at
+        least its end-of-sequence token).
+        """
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+        enc = self.tokenizer([prompt_clean(p) for p in prompts], padding="max_length",
+                             max_length=self.max_sequence_length, truncation=True, add_special_tokens=True,
+                             return_attention_mask=True, return_tensors="pt")
+        device = self.device
+        with self._visiting(self.text_encoder):
+            te_dev = next(self.text_encoder.parameters()).device
+            hidden = self.text_encoder(enc.input_ids.to(te_dev), enc.attention_mask.to(te_dev)).last_hidden_state
+        hidden = hidden.to(device, self.dtype)                               # (P, Lmax, D)
+        seq_lens = enc.attention_mask.gt(0).sum(dim=1).long()
+        out = []
+        for h, n in zip(hidden, seq_lens.tolist()):
+            if self.trim_padding:
+                k = max(1, n)
+                out.append((h[:k].clone(), torch.ones(k, dtype=torch.bool, device=device)))
+            else:  # the real tokens, then zeros to max_sequence_length, every one attended to
+                h = torch.cat([h[:n], h.new_zeros(h.shape[0] - n, h.shape[1])])
+                out.append((h, torch.ones(h.shape[0], dtype=torch.bool, device=device)))
+        return out
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised (B, C, F, h, w) -> pixels (B, 3, N, h*sf, w*sf) in [-1, 1], as WanPipeline decodes."""
+        z = self.denormalize(latents.to(self.device, self.vae.dtype))
+        with self._visiting(self.vae):
+            video = self.vae.decode(z, return_dict=False)[0]
+        return video.float().clamp(-1, 1)
+
+    def cross_attention_bias(self, gate: torch.Tensor, h: int, w: int) -> torch.Tensor | None:
+        """gate (B, F, L) -> None when all open; (B, 1, 1, L) when every frame sees the same gate; else (B, 1, S, L).
+
+        log(gate): 0 where open, log g for soft weights, -inf where closed; expanded to the h/ph * w/pw tokens of
+        each latent frame (frame-major, the order of Wan's patch embedding).
+        """
+        from engine.attention import gate_bias
+        if bool((gate == 1).all()):
+            return None
+        pt, ph, pw = self.patch
+        g = gate[:, ::pt]                                                     # (B, F/pt, L)
+        if bool((g == g[:, :1]).all()):
+            return gate_bias(g[:, :1], 1)                                     # (B, 1, 1, L)
+        return gate_bias(g, (h // ph) * (w // pw))                            # (B, 1, S, L)
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """x (B, C, F, h, w), t (B, F) in [0, 1], text (B', L, D), gate (B', F, L) -> velocity (B, C, F, h, w).
+
+        B' may be 1 (shared by every sample) or B. Wan takes one timestep per sample: in replacement mode every
+        frame has the same t; the max is taken so frames held on their path never drag the level down.
+        """
+        B = x.shape[0]
+        dev, dt = self.device, self.dtype
+        text = text.to(dev, dt).expand(B, -1, -1)                             # (B, L, D)
+        bias = self.cross_attention_bias(gate.to(dev, torch.float32), x.shape[3], x.shape[4])
+        if bias is not None:
+            bias = bias.to(dt).expand(B, -1, -1, -1)                          # (B, 1, S|1, L)
+        timestep = t.to(dev, torch.float32).amax(1) * self.num_train_timesteps  # (B,): the scheduler's t
+        with self._gated(bias):
+            out = self.transformer(hidden_states=x.to(dev, dt), timestep=timestep, encoder_hidden_states=text,
+                                   return_dict=False)[0]                      # (B, C, F, h, w)
+        return out.float()
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    # ------------------------------------------------------------------ schedule
+    def _scheduler(self):
+        """A fresh scheduler of the pipeline's class and config (FlowMatchEuler, or Wan's UniPC)."""
+        import diffusers
+        name = self.scheduler_config.get("_class_name", "")
+        cls = getattr(diffusers, name, diffusers.FlowMatchEulerDiscreteScheduler)
+        return cls.from_config(self.scheduler_config)
+
+    def sigmas(self, steps: int, n_tokens: int) -> torch.Tensor:
+        """(steps + 1,) float32 noise levels from ~1 to 0: the scheduler's own, as WanPipeline sets them.
+
+        Wan's shift is fixed (no dynamic shift), so n_tokens is not used.
+        """
+        sched = self._scheduler()
+        sched.set_timesteps(steps)
+        return sched.sigmas.float().cpu()
+
+    def shift(self, n_tokens: int) -> float:
+        """The scheduler's fixed SD3-style shift (FlowMatchEuler `shift`, UniPC `flow_shift`)."""
+        c = self.scheduler_config
+        return float(c.get("flow_shift", c.get("shift", 1.0)) if c.get("use_flow_sigmas") else c.get("shift", 1.0))
