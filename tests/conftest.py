@@ -56,6 +56,43 @@ def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
+# ----------------------------------------------------------------------------- real-model backends (ltx, wan)
+def check_operations_end_to_end(backend, make_video, fps: int, size: dict):
+    """Storyboard, remix, blend, loop and extend each give 32x32 clips of the frame count asked for."""
+    from engine import ops
+    from engine.api import Settings, generate
+    from engine.timeline import TextCard
+    a = make_video("a.mp4", n=16, fps=fps, w=32, h=32, seed=1)
+    b = make_video("b.mp4", n=16, fps=fps, w=32, h=32, seed=2)
+    cases = {
+        "storyboard": (ops.storyboard([TextCard(0.0, 1.0, "a red ball"), TextCard(1.0, 2.0, "a blue box")], 2.0,
+                                      crossfade_s=0.25, **size), 16),
+        "remix": (ops.remix(a, "a blue box", 0.6, resolution=32), 16),
+        "blend": (ops.blend(a, b, "0:0,1:1", "a red ball", "a blue box", resolution=32), 16),
+        "loop": (ops.loop(a, bridge_s=1.0, context_s=0.5, resolution=32), 16 + 8),
+        "extend": (ops.extend(a, seconds=1.0, context_s=1.0, resolution=32), 16 + 8),
+    }
+    for name, (tl, n) in cases.items():
+        out = generate(tl, backend, Settings(steps=2, guidance=2.0))[0]
+        assert out.shape == (n, 32, 32, 3) and out.dtype == np.uint8, name
+
+
+def check_missing_folder(cls, name: str, tmp_path):
+    """A missing folder and an incomplete one each give one line naming the folder (and what is missing)."""
+    from engine.backends.registry import load_backend
+    from engine.params import InputError
+    with pytest.raises(InputError) as e:
+        cls.load(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(e.value) and "\n" not in str(e.value)
+    folder = tmp_path / name
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "transformer" / "config.json").write_text("{}")
+    with pytest.raises(InputError) as e:
+        load_backend(name, model=str(folder))
+    msg = str(e.value)
+    assert str(folder) in msg and "vae" in msg and "\n" not in msg
+
+
 # ----------------------------------------------------------------------------- studio
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

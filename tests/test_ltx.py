@@ -16,7 +16,7 @@ from engine.params import InputError  # noqa: E402
 from engine.plan import compile  # noqa: E402
 from engine.sampler import sample  # noqa: E402
 from engine.timeline import TextCard  # noqa: E402
-from tests.conftest import tiny_tokenizer  # noqa: E402
+from tests.conftest import check_missing_folder, check_operations_end_to_end, tiny_tokenizer  # noqa: E402
 
 FPS = 8
 SIZE = dict(fps=FPS, aspect="1:1", resolution=32)  # 32x32 px -> 8x8 latent cells with the tiny VAE (4x)
@@ -269,36 +269,13 @@ def test_partial_levels_hold_frames_until_their_level(ltx):
 
 # ----------------------------------------------------------------------------- 4. operations end to end
 def test_operations_run_end_to_end(ltx, make_video):
-    a = make_video("a.mp4", n=16, fps=FPS, w=32, h=32, seed=1)
-    b = make_video("b.mp4", n=16, fps=FPS, w=32, h=32, seed=2)
-    s = Settings(steps=2, guidance=2.0)
-    cases = {
-        "storyboard": (ops.storyboard([TextCard(0.0, 1.0, "a red ball"), TextCard(1.0, 2.0, "a blue box")], 2.0,
-                                      crossfade_s=0.25, **SIZE), 16),
-        "remix": (ops.remix(a, "a blue box", 0.6, resolution=32), 16),
-        "blend": (ops.blend(a, b, "0:0,1:1", "a red ball", "a blue box", resolution=32), 16),
-        "loop": (ops.loop(a, bridge_s=1.0, context_s=0.5, resolution=32), 16 + 8),
-        "extend": (ops.extend(a, seconds=1.0, context_s=1.0, resolution=32), 16 + 8),
-    }
-    for name, (tl, n) in cases.items():
-        out = generate(tl, ltx, s)[0]
-        assert out.shape == (n, 32, 32, 3) and out.dtype == np.uint8, name
+    check_operations_end_to_end(ltx, make_video, FPS, SIZE)
 
 
 # ----------------------------------------------------------------------------- 5. loading
 def test_missing_or_incomplete_model_folder_is_one_line(tmp_path):
     from engine.backends.ltx import LTXBackend
-    from engine.backends.registry import load_backend
-    with pytest.raises(InputError) as e:
-        LTXBackend.load(tmp_path / "nope")
-    assert str(tmp_path / "nope") in str(e.value) and "\n" not in str(e.value)
-    folder = tmp_path / "ltx"
-    (folder / "transformer").mkdir(parents=True)
-    (folder / "transformer" / "config.json").write_text("{}")
-    with pytest.raises(InputError) as e:
-        load_backend("ltx", model=str(folder))
-    msg = str(e.value)
-    assert str(folder) in msg and "vae" in msg and "\n" not in msg
+    check_missing_folder(LTXBackend, "ltx", tmp_path)
 
 
 def test_load_from_a_saved_folder_offline(tmp_path, pipe):
