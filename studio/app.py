@@ -21,6 +21,9 @@ from studio import widgets
 
 ASPECTS = ["16:9", "1:1", "9:16"]
 RESOLUTIONS = [64, 96, 128, 192, 256, 384, 512, 720]
+# Short sides each backend was made for (the engine snaps any size to what the model accepts).
+BACKEND_RESOLUTIONS = {"toy": [64, 96, 128], "reference": [32, 64, 128], "ltx": [256, 384, 512, 704],
+                       "wan": [480, 720]}
 REMIX_AMOUNTS = {"Subtle": 0.25, "Mild": 0.5, "Strong": 0.8}
 API_OPS = ("generate", "storyboard", "remix", "blend", "loop", "extend", "recut")
 MEDIA_TYPES = [".mp4", ".mov", ".webm", ".mkv", ".gif", ".png", ".jpg", ".jpeg", ".webp"]
@@ -56,10 +59,43 @@ def _data_uri(path, size: int = 160) -> str:
 
 
 class Studio:
-    """What the page's handlers share: the library and the job queue."""
+    """What the page's handlers share: the library and one job queue per backend (made on first use)."""
 
-    def __init__(self, library, jobs, max_upload_mb: int = 200):
-        self.library, self.jobs, self.max_upload_mb = library, jobs, max_upload_mb
+    def __init__(self, library, jobs, max_upload_mb: int = 200, make_jobs=None):
+        from studio.jobs import Jobs
+        self.library, self.max_upload_mb = library, max_upload_mb
+        self.default = jobs.backend_name
+        self.queues = {jobs.backend_name: jobs}
+        self._make_jobs = make_jobs or (lambda name: Jobs(library, name))
+
+    def queue(self, backend: str | None = None):
+        """The job queue of a backend: its jobs run one at a time, other backends' beside them."""
+        from engine.backends.registry import configured
+        name = backend or self.default
+        if name not in self.queues:
+            if name not in configured():
+                raise InputError(f"backend: {name!r} is not set up here; available: {', '.join(configured())}")
+            self.queues[name] = self._make_jobs(name)
+        return self.queues[name]
+
+    @property
+    def jobs(self):
+        return self.queue()
+
+    def _owner(self, job_id: int):
+        job = self.library.job(job_id)
+        if job is None:
+            raise InputError(f"job: {job_id} does not exist")
+        return self.queue(job["backend"])
+
+    def retry(self, job_id: int) -> int:
+        return self._owner(job_id).retry(job_id)
+
+    def cancel(self, job_id: int) -> bool:
+        return self._owner(job_id).cancel(job_id)
+
+    def wait(self, job_id: int) -> dict:
+        return self._owner(job_id).wait(job_id)
 
     # ------------------------------------------------------------------ media
     def import_upload(self, path, field: str) -> str:
@@ -85,9 +121,8 @@ class Studio:
         return [(f"#{v['id']} {v['kind']}: {v['label'][:50]}", v["ref"]) for v in self.library.videos(limit=200)]
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, op: str, request: dict) -> int:
-        job = self.jobs.submit(op, request)
-        return job
+    def submit(self, op: str, request: dict, backend: str | None = None) -> int:
+        return self.queue(backend).submit(op, request)
 
     def jobs_html(self, recent: int = 3) -> str:
         """Every queued or running job, then the most recent finished ones."""
@@ -206,7 +241,12 @@ def build(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="cinepatch studio") as demo:
         watch = gr.State(None)        # the job this page waits on
         story = gr.State({"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": []})
-        gr.Markdown("## cinepatch studio")
+        from engine.backends.registry import configured
+        with gr.Row():
+            gr.Markdown("## cinepatch studio")
+            backend_dd = gr.Dropdown(configured(), value=studio.default, label="Model", elem_id="backend",
+                                     info="the embedded model; LTX-Video / Wan when their folder is set", scale=0,
+                                     min_width=220)
         with gr.Row():
             jobs_html = gr.HTML(studio.jobs_html(), elem_id="jobs")
         note = gr.Markdown("", elem_id="note")
@@ -221,7 +261,9 @@ def build(studio: Studio) -> gr.Blocks:
                                         elem_id="create-media", height=120)
                         with gr.Row():
                             aspect = gr.Radio(ASPECTS, value="16:9", label="Aspect")
-                            resolution = gr.Dropdown(RESOLUTIONS, value=64, label="Resolution (short side, px)")
+                            sizes = BACKEND_RESOLUTIONS.get(studio.default, RESOLUTIONS)
+                            resolution = gr.Dropdown(sizes, value=sizes[0], label="Resolution (short side, px)",
+                                                     elem_id="create-resolution")
                             duration = _slider("duration_s", "Duration (s)", hi=20, value=2.0)
                         with gr.Row():
                             variations = gr.Radio([1, 2, 4], value=1, label="Variations")
@@ -329,7 +371,9 @@ def build(studio: Studio) -> gr.Blocks:
                             rc_end = _slider("time_s", "Trim end (s, 0 = to the end)", hi=60, value=0.0)
                         rc_fps = gr.Dropdown(["keep", 6, 8, 12, 24, 30], value="keep", label="fps")
                         rc_seconds = _slider("extend_s", "Seconds to add", hi=20)
-                        rc_res = gr.Dropdown(RESOLUTIONS, value=128, label="Upscale to (short side, px)")
+                        rc_res = gr.Dropdown(BACKEND_RESOLUTIONS.get(studio.default, RESOLUTIONS),
+                                             value=BACKEND_RESOLUTIONS.get(studio.default, RESOLUTIONS)[-1],
+                                             label="Upscale to (short side, px)")
                         rc_prompt = gr.Textbox(label="Prompt (extend / upscale, optional)")
                         rc_steps, rc_guidance, rc_seed = sampling_controls("recut")
                         rc_go = gr.Button("Apply", variant="primary", elem_id="recut-go")
@@ -383,8 +427,8 @@ def build(studio: Studio) -> gr.Blocks:
             return outs + [w, gr.update()]
         timer.tick(tick, watch, [jobs_html, *results.values(), watch, note], show_progress="hidden", queue=False)
 
-        def queued(tab: str, op: str, req: dict):
-            job = studio.submit(op, req)
+        def queued(tab: str, op: str, req: dict, backend_: str | None = None):
+            job = studio.submit(op, req, backend_)
             gr.Info(f"Job #{job} queued")
             return {"job": job, "tab": tab}, f"Job #{job} queued…"
 
@@ -393,7 +437,8 @@ def build(studio: Studio) -> gr.Blocks:
 
         # ---------------------------------------------------------- Create
         @_guard
-        def on_generate(prompt_, media_, aspect_, res_, dur_, var_, preset_, fps_, steps_, guidance_, seed_):
+        def on_generate(prompt_, media_, aspect_, res_, dur_, var_, preset_, fps_, steps_, guidance_, seed_,
+                        backend_):
             req = {"prompt": prompt_ or "", "aspect": aspect_, "resolution": int(res_), "duration_s": float(dur_),
                    "variations": int(var_), "fps": float(fps_), **sampling(steps_, guidance_, seed_)}
             if preset_ and preset_ != "(none)":
@@ -402,9 +447,15 @@ def build(studio: Studio) -> gr.Blocks:
                 ref = studio.import_upload(media_, "media")
                 from engine.video_io import probe
                 req["video" if probe(studio.library.resolve("media", ref)).kind == "video" else "image"] = ref
-            return queued("create", "generate", req)
+            return queued("create", "generate", req, backend_)
         go.click(on_generate, [prompt, media, aspect, resolution, duration, variations, preset, fps, steps, guidance,
-                               seed], [watch, note])
+                               seed, backend_dd], [watch, note])
+
+        def on_backend(name):
+            """Sizes follow the chosen model: the short sides it was made for."""
+            sizes = BACKEND_RESOLUTIONS.get(name, RESOLUTIONS)
+            return gr.update(choices=sizes, value=sizes[0]), gr.update(choices=sizes, value=sizes[-1])
+        backend_dd.change(on_backend, backend_dd, [resolution, rc_res])
 
         def on_media(media_):
             """Refuse a bad file as soon as it arrives: a message, and the upload box is cleared."""
@@ -530,22 +581,23 @@ def build(studio: Studio) -> gr.Blocks:
         sb_load.upload(on_load, [sb_load, selected], sb_outs)
 
         @_guard
-        def on_sb_generate(s, steps_, guidance_, seed_):
+        def on_sb_generate(s, steps_, guidance_, seed_, backend_):
             if not s["cards"]:
                 raise InputError("cards: add at least one card to the storyboard")
             smp = sampling(steps_, guidance_, seed_)
-            return queued("storyboard", "storyboard", {"storyboard": dict(s, seed=smp.pop("seed")), **smp})
-        sb_go.click(on_sb_generate, [story, sb_steps, sb_guidance, sb_seed], [watch, note])
+            return queued("storyboard", "storyboard", {"storyboard": dict(s, seed=smp.pop("seed")), **smp}, backend_)
+        sb_go.click(on_sb_generate, [story, sb_steps, sb_guidance, sb_seed, backend_dd], [watch, note])
 
         # ---------------------------------------------------------- Remix
         rx_level.change(lambda lv: gr.update(visible=lv == "Custom"), rx_level, rx_amount)
 
         @_guard
-        def on_remix(src, up, prompt_, level, amount, steps_, guidance_, seed_):
+        def on_remix(src, up, prompt_, level, amount, steps_, guidance_, seed_, backend_):
             amt = float(amount) if level == "Custom" else REMIX_AMOUNTS[level]
             return queued("remix", "remix", {"video": studio.source(src, up, "video"), "prompt": prompt_ or "",
-                                             "amount": amt, **sampling(steps_, guidance_, seed_)})
-        rx_go.click(on_remix, [rx_src, rx_up, rx_prompt, rx_level, rx_amount, rx_steps, rx_guidance, rx_seed],
+                                             "amount": amt, **sampling(steps_, guidance_, seed_)}, backend_)
+        rx_go.click(on_remix, [rx_src, rx_up, rx_prompt, rx_level, rx_amount, rx_steps, rx_guidance, rx_seed,
+                               backend_dd],
                     [watch, note])
 
         # ---------------------------------------------------------- Blend
@@ -564,26 +616,28 @@ def build(studio: Studio) -> gr.Blocks:
             on_curve, curve, [curve_numbers, curve_note])
 
         @_guard
-        def on_blend(a, a_up, b, b_up, pa, pb, v, steps_, guidance_, seed_):
+        def on_blend(a, a_up, b, b_up, pa, pb, v, steps_, guidance_, seed_, backend_):
             req = {"a": studio.source(a, a_up, "a"), "b": studio.source(b, b_up, "b"), "prompt_a": pa or "",
                    "prompt_b": pb or "", **_curve_request(widgets.normalize_curve(v)),
                    **sampling(steps_, guidance_, seed_)}
-            return queued("blend", "blend", req)
-        bl_go.click(on_blend, [bl_a, bl_a_up, bl_b, bl_b_up, bl_pa, bl_pb, curve, bl_steps, bl_guidance, bl_seed],
+            return queued("blend", "blend", req, backend_)
+        bl_go.click(on_blend, [bl_a, bl_a_up, bl_b, bl_b_up, bl_pa, bl_pb, curve, bl_steps, bl_guidance, bl_seed,
+                               backend_dd],
                     [watch, note])
 
         # ---------------------------------------------------------- Loop
         @_guard
-        def on_loop(src, up, bridge, context, prompt_, steps_, guidance_, seed_):
+        def on_loop(src, up, bridge, context, prompt_, steps_, guidance_, seed_, backend_):
             return queued("loop", "loop", {"video": studio.source(src, up, "video"), "bridge_s": float(bridge),
                                            "context_s": float(context), "prompt": prompt_ or "",
-                                           **sampling(steps_, guidance_, seed_)})
-        lp_go.click(on_loop, [lp_src, lp_up, lp_bridge, lp_context, lp_prompt, lp_steps, lp_guidance, lp_seed],
+                                           **sampling(steps_, guidance_, seed_)}, backend_)
+        lp_go.click(on_loop, [lp_src, lp_up, lp_bridge, lp_context, lp_prompt, lp_steps, lp_guidance, lp_seed,
+                              backend_dd],
                     [watch, note])
 
         # ---------------------------------------------------------- Re-cut
         @_guard
-        def on_recut(src, up, action, start, end, fps_, seconds, res, prompt_, steps_, guidance_, seed_):
+        def on_recut(src, up, action, start, end, fps_, seconds, res, prompt_, steps_, guidance_, seed_, backend_):
             ref = studio.source(src, up, "video")
             if action == "Trim / fps":
                 req = {"video": ref}
@@ -593,15 +647,16 @@ def build(studio: Studio) -> gr.Blocks:
                     req["trim"] = [float(start), stop]
                 if fps_ not in (None, "keep"):
                     req["fps"] = float(fps_)
-                return queued("recut", "recut", req)
+                return queued("recut", "recut", req, backend_)
             smp = sampling(steps_, guidance_, seed_)
             if action == "Upscale":
-                return queued("recut", "recut", {"video": ref, "upscale": int(res), "prompt": prompt_ or "", **smp})
+                return queued("recut", "recut", {"video": ref, "upscale": int(res), "prompt": prompt_ or "", **smp},
+                              backend_)
             return queued("recut", "extend", {"video": ref, "extend_s": float(seconds), "prompt": prompt_ or "",
                                               "direction": "forward" if action == "Extend forward" else "backward",
-                                              **smp})
+                                              **smp}, backend_)
         rc_go.click(on_recut, [rc_src, rc_up, rc_action, rc_start, rc_end, rc_fps, rc_seconds, rc_res, rc_prompt,
-                               rc_steps, rc_guidance, rc_seed], [watch, note])
+                               rc_steps, rc_guidance, rc_seed, backend_dd], [watch, note])
 
         # ---------------------------------------------------------- Library
         pickers = [rx_src, bl_a, bl_b, lp_src, rc_src, card_src]
@@ -665,7 +720,7 @@ def build(studio: Studio) -> gr.Blocks:
             v = lib.video(vid) if vid is not None else None
             if v is None or v["job_id"] is None:
                 raise InputError("video: select a video made in the studio first")
-            new = studio.jobs.retry(v["job_id"])
+            new = studio.retry(v["job_id"])
             gr.Info(f"Job #{new} queued (the request of #{v['id']} again)")
             return {"job": new, "tab": "create"}
         again.click(on_again, lib_sel, watch)
@@ -674,7 +729,7 @@ def build(studio: Studio) -> gr.Blocks:
         def on_retry(job):
             if job is None:
                 raise InputError("job: choose an interrupted or failed job")
-            new = studio.jobs.retry(int(job))
+            new = studio.retry(int(job))
             gr.Info(f"Job #{new} queued (retry of #{job})")
             return {"job": new, "tab": "create"}
         retry.click(on_retry, retry_job, watch)
@@ -682,7 +737,7 @@ def build(studio: Studio) -> gr.Blocks:
         def on_cancel():
             job = (lib.jobs(("running",), limit=1) or lib.jobs(("queued",), limit=1) or [None])[0]
             if job:
-                studio.jobs.cancel(job["id"])
+                studio.cancel(job["id"])
                 gr.Info(f"Cancelling job #{job['id']}")
         cancel.click(on_cancel, None, None)
 
@@ -734,7 +789,7 @@ def _api(studio: Studio, op: str):
         try:
             req = _with_files(studio, request, files)
             job = studio.submit(op, req)
-            row = studio.jobs.wait(job)
+            row = studio.wait(job)
         except InputError as e:
             raise _gr_error(e) from None
         vids = studio.library.videos_of_job(job)

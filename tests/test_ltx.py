@@ -297,3 +297,27 @@ def test_load_from_a_saved_folder_offline(tmp_path, pipe):
     (tmp_path / "m" / "vae" / "config.json").unlink()
     with pytest.raises(InputError, match="vae/config.json"):
         LTXBackend.load(tmp_path / "m")
+
+
+# ----------------------------------------------------------------------------- 6. in the studio
+def test_the_studio_offers_and_runs_a_configured_ltx_folder(tmp_path, pipe, monkeypatch):
+    from engine.backends.registry import configured
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    monkeypatch.delenv("CINEPATCH_LTX_MODEL", raising=False)
+    monkeypatch.delenv("CINEPATCH_MODELS", raising=False)
+    assert "ltx" not in configured()
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    with pytest.raises(InputError, match="backend: 'ltx' is not set up here"):
+        studio.submit("generate", {"prompt": "x"}, "ltx")
+    pipe.save_pretrained(tmp_path / "models" / "ltx")
+    monkeypatch.setenv("CINEPATCH_MODELS", str(tmp_path / "models"))
+    assert configured()[1:] == ["ltx"]
+    job = studio.submit("generate", {"prompt": "a red ball", "duration_s": 1.0, "steps": 2, **SIZE}, "ltx")
+    row = studio.wait(job)
+    assert row["state"] == "done" and row["backend"] == "ltx", row
+    video = lib.videos_of_job(job)[0]
+    assert video["backend"] == "ltx" and (video["width"], video["height"]) == (32, 32)
+    assert studio.wait(studio.retry(job))["backend"] == "ltx"       # a retry runs on the job's own backend

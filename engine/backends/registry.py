@@ -43,6 +43,15 @@ def available() -> list[str]:
     return list(FACTORIES)
 
 
+def configured() -> list[str]:
+    """Backends usable here now: the embedded one (or reference), then real models whose folder is set
+    ($CINEPATCH_LTX_MODEL, $CINEPATCH_WAN_MODEL or $CINEPATCH_MODELS/<name>)."""
+    from pathlib import Path
+
+    from engine.backends.diffusers_parts import default_model_path
+    return [default_backend()] + [n for n in ("ltx", "wan") if (p := default_model_path(n)) and Path(p).is_dir()]
+
+
 def load_backend(name: str | None = None, **opts):
     """A backend object by name; raises InputError for an unknown name."""
     name = name or default_backend()
