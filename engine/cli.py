@@ -157,8 +157,10 @@ def _settings(a, tl=None, base: dict | None = None):
     return resolve_settings(tl, s) if tl is not None else Settings(**s)
 
 
-def _backend(name, model: str | None = None):
+def _backend(a):
+    """(name, backend) from --backend / --model (a verb without those options gets the default)."""
     from engine.backends.registry import default_backend, load_backend
+    name, model = a.backend, getattr(a, "model", None)
     if not name and default_backend() == "reference":
         print("cinepatch: note: assets/ has no embedded-model weights; using the reference backend "
               "(noise-like pictures). Build them with `python -m engine.backends.toy.train`.", file=sys.stderr)
@@ -170,7 +172,7 @@ def _backend(name, model: str | None = None):
 
 def _render(a, tl, settings=None):
     from engine.api import needs_model, render
-    name, backend = _backend(a.backend, getattr(a, "model", None)) if needs_model(tl) else ("none", None)
+    name, backend = _backend(a) if needs_model(tl) else ("none", None)
     bar = _progress() if sys.stderr.isatty() else None
     outs = render(tl, backend, settings or _settings(a, tl), a.out, overwrite=a.overwrite, backend_name=name, callback=bar)
     for o in outs:
@@ -248,7 +250,7 @@ def cmd_plan(a):
     from engine.plan import compile
     from engine.timeline import load
     tl = load(a.storyboard)
-    name, backend = _backend(a.backend, getattr(a, "model", None))
+    name, backend = _backend(a)
     print(f"backend {name}")
     print(compile(tl, backend).explain())
 
@@ -264,7 +266,7 @@ def cmd_judge(a):
 
 def cmd_eval(a):
     from engine.evaluate import evaluate, table
-    name, backend = _backend(a.backend, getattr(a, "model", None))
+    name, backend = _backend(a)
     results = evaluate(backend, _settings(a), quick=a.quick, log=lambda m: print(m, file=sys.stderr))
     print(f"backend {name}, {'quick slice' if a.quick else 'full eval set'}")
     print(table(results))
@@ -277,7 +279,7 @@ def cmd_demo(a):
     tl = load(root / "examples" / "story.json")
     out = Path(a.out or root / "out" / "demo.mp4")
     out.parent.mkdir(parents=True, exist_ok=True)
-    name, backend = _backend(a.backend, getattr(a, "model", None))
+    name, backend = _backend(a)
     print(f"rendering examples/story.json on the {name!r} backend ...", file=sys.stderr)
     render(tl, backend, Settings(steps=12), out, overwrite=a.overwrite or a.out is None, backend_name=name,
            callback=_progress() if sys.stderr.isatty() else None)

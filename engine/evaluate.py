@@ -146,11 +146,12 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
         rep = judge.analyze(clip[1:], fps=fps)
         want = {(o["color"], o["shape"]) for o in item["scene"]["objects"]}
         cont.add(want <= {(o.color, o.shape) for o in rep.objects})
-    seams = []
+    seams, sources = [], []
     for k, item in enumerate(take(es["loops"], 2)):
         w, h = SIZES[item["aspect"]]
         src = world.render(_scene(item["scene"]), w, h, fps, n)
         path = write_video(workdir / f"eval_loop_{k}.mp4", src, fps, overwrite=True)
+        sources.append((item, path))
         clip = generate(ops.loop(str(path), bridge_s=1.0, context_s=0.5, resolution=res, seed=item["seed"]),
                         backend, settings)[0]
         seams.append(judge.loop_seam_ratio(clip))
@@ -165,7 +166,7 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
         clip = generate(tl, backend, settings)[0]
         mix = tl.cards[1].weight(np.arange(len(clip)) / max(len(clip) - 1, 1))
         errors.append(judge.blend_fidelity(clip, a[:len(clip)], b[:len(clip)], mix)[1])
-    keep, follow = _remix_metrics(es, backend, settings, take, workdir)
+    keep, follow = _remix_metrics(es, backend, settings, sources)
     res_ = {"image_psnr_db": float(np.mean(psnrs)), "image_continues": cont.rate,
             "loop_seam": float(np.median(seams)), "blend_error": float(np.mean(errors)),
             "remix_keeps_0.3": keep, "remix_follows_0.9": follow}
@@ -173,17 +174,12 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
     return res_
 
 
-def _remix_metrics(es, backend, settings, take, workdir: Path) -> tuple[float, float]:
-    """Remix a loop-set scene toward a one-object prompt: at 0.3 its objects and motion stay
+def _remix_metrics(es, backend, settings, sources) -> tuple[float, float]:
+    """Remix each loop-set source clip toward a one-object prompt: at 0.3 its objects and motion stay
     (judged against the source scene), at 0.9 the clip matches the new prompt."""
-    from engine.backends.toy import world
-    from engine.video_io import write_video
-    fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
+    fps, res = es["fps"], es["resolution"]
     keep, follow = Tally(), Tally()
-    for k, item in enumerate(take(es["loops"], 2)):
-        w, h = SIZES[item["aspect"]]
-        src = write_video(workdir / f"eval_remix_{k}.mp4", world.render(_scene(item["scene"]), w, h, fps,
-                                                                        int(round(dur * fps))), fps, overwrite=True)
+    for k, (item, src) in enumerate(sources):
         prompt = es["single"][k]["prompt"]
         for amount in (0.3, 0.9):
             tl = ops.remix(str(src), prompt, amount, resolution=res, seed=item["seed"])

@@ -134,7 +134,9 @@ class Studio:
         for j in jobs:
             frac = j["step"] / j["steps"] if j["steps"] else (1.0 if j["state"] == "done" else 0.0)
             prev = self.jobs.preview_path(j["id"])
-            img = f"<img alt='' src='{_data_uri(prev, 96)}'>" if prev and j["state"] in ("running", "done") else "<img alt=''>"
+            img = "<img alt=''>"
+            if prev and j["state"] in ("running", "done"):  # already a small JPEG (studio/jobs.py): embed as is
+                img = f"<img alt='' src='data:image/jpeg;base64,{base64.b64encode(prev.read_bytes()).decode()}'>"
             extra = f" — {html.escape(j['error'])}" if j["error"] else ""
             steps = f" · step {j['step']}/{j['steps']}" if j["state"] == "running" and j["steps"] else ""
             rows.append(f"<div class='cp-job' data-job='{j['id']}' data-state='{j['state']}'>{img}<div class='cp-body'>"

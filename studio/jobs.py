@@ -14,7 +14,8 @@ import traceback
 
 from engine.params import InputError
 
-PREVIEW_EVERY = 2  # steps between preview decodes (a decode costs about one step)
+PREVIEW_EVERY = 2   # steps between preview decodes (a decode costs about one step)
+PREVIEW_SIDE = 96   # longest side of a step preview in pixels
 
 
 class Jobs:
@@ -76,8 +77,11 @@ class Jobs:
             ev.wait(timeout)
         return self.library.job(job_id)
 
+    def _preview_file(self, job_id: int):
+        return self.library.home / "previews" / f"j{int(job_id)}.jpg"
+
     def preview_path(self, job_id: int):
-        p = self.library.home / "previews" / f"j{int(job_id)}.jpg"
+        p = self._preview_file(job_id)
         return p if p.exists() else None
 
     # ------------------------------------------------------------------ worker
@@ -97,7 +101,7 @@ class Jobs:
                 self._done[job_id].set()
 
     def _one(self, job_id: int):
-        from engine.api import generate, resolve_settings, sidecar
+        from engine.api import generate, needs_model, resolve_settings, sidecar
         from engine.requests import build
         from engine.sampler import Cancelled
         job = self.library.job(job_id)
@@ -105,7 +109,7 @@ class Jobs:
         lib.update_job(job_id, state="running", started=time.time())
         tl, explicit, lineage = build(job["op"], job["request"], lib.resolve)
         settings = resolve_settings(tl, explicit)
-        backend = self.backend if _needs_model(tl) else None
+        backend = self.backend if needs_model(tl) else None
         lib.update_job(job_id, steps=settings.steps if backend else 0)
         try:
             clips = generate(tl, backend, settings, callback=self._progress(job_id, backend),
@@ -121,18 +125,13 @@ class Jobs:
     def _progress(self, job_id: int, backend):
         if backend is None:
             return None
-        out = self.library.home / "previews" / f"j{job_id}.jpg"
+        out = self._preview_file(job_id)
 
         def cb(d):
             self.library.update_job(job_id, step=d["step"])
             if d["step"] % PREVIEW_EVERY == 0 or d["step"] == 1:
                 _write_preview(backend, d["denoised"], out)
         return cb
-
-
-def _needs_model(tl) -> bool:
-    from engine.api import needs_model
-    return needs_model(tl)
 
 
 def _write_preview(backend, denoised, out):
@@ -146,7 +145,9 @@ def _write_preview(backend, denoised, out):
         with torch.no_grad():
             frame = from_tensor(backend.decode(z)[0, :, :1].float().cpu())[0]      # (H, W, 3)
         tmp = out.with_name(out.name + ".part")
-        Image.fromarray(frame).save(tmp, format="JPEG", quality=80)
+        im = Image.fromarray(frame)
+        im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # small once here: the page embeds it on every poll
+        im.save(tmp, format="JPEG", quality=80)
         tmp.replace(out)
     except Exception:
         pass

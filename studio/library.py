@@ -167,10 +167,11 @@ class Library:
             write_video(out, read_video(item["path"]), item["fps"], overwrite=True)
         return out
 
-    def _need(self, vid) -> dict:
+    def _need(self, vid: int, field: str = "video") -> dict:
+        """A library item whose file is there, or InputError naming the field."""
         item = self.video(vid)
-        if item is None:
-            raise InputError(f"video: library item {vid} does not exist (deleted?)")
+        if item is None or not Path(item["path"]).is_file():
+            raise InputError(f"{field}: library item lib:{int(vid)} does not exist (deleted?)")
         return item
 
     def _video(self, row) -> dict:
@@ -205,7 +206,7 @@ class Library:
             raise InputError(f"{field}: {str(ref)[:60]!r} is not a library item or an upload; "
                              "use 'lib:<id>' (from the library) or upload the file")
         if m.group(1):
-            return self._need_ref(field, int(m.group(2)))
+            return self._need(int(m.group(2)), field)["path"]
         path = (self.home / "uploads" / m.group(4)).resolve()
         if path.parent != self.home / "uploads" or not path.is_file():
             raise InputError(f"{field}: upload {m.group(4)!r} is not in the library (upload it again)")
@@ -220,12 +221,6 @@ class Library:
         if p.parent == self.home / "videos" and m and self.video(int(m.group(1))):
             return f"lib:{int(m.group(1))}"
         return None
-
-    def _need_ref(self, field: str, vid: int) -> str:
-        item = self.video(vid)
-        if item is None or not Path(item["path"]).is_file():
-            raise InputError(f"{field}: library item lib:{vid} does not exist (deleted?)")
-        return item["path"]
 
 
 class _Closing:

@@ -31,9 +31,9 @@ def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     """-> (demo, url). Builds the library and job queue in `home`, then serves the page."""
     home = Path(home or os.environ.get("CINEPATCH_HOME") or DEFAULT_HOME).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
-    prepare_env(home)
-    if "gradio" in sys.modules and os.environ.get("GRADIO_TEMP_DIR") != str(home / "tmp"):
+    if "gradio" in sys.modules:  # gradio reads its temp folder at import: ours only counts if we set it first
         print("cinepatch: note: gradio was imported before the studio set its temp folder", file=sys.stderr)
+    prepare_env(home)
     import gradio as gr
 
     from studio.app import CSS, Studio, build
