@@ -111,8 +111,22 @@ def segment_gates(segs, spec, n_pixels: int, F_: int, soft: float) -> np.ndarray
     grid = Grid(1, 1, 1.0, n_pixels, F_, 1, 1, spec, out_frames=n_pixels)
     return np.array([span_gate(grid, a, b, soft) for _, a, b in segs])
 
+def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
+    """(3, N, H, W) clip in [-1, 1] -> (F, h, w) 1 where a latent cell holds any object pixel.
+
+    Backgrounds are flat, so a pixel off its frame's median colour is an object; cells are
+    max-pooled so an object's edge counts, and latent frame k covers its own pixel frames."""
+    off = (clip - clip.flatten(2).median(2).values[:, :, None, None]).abs().amax(0) > 0.1   # (N, H, W)
+    f = spec.spatial_factor
+    cells = F.max_pool2d(off[:, None].float(), f)[:, 0]                                    # (N, h, w)
+    tf = spec.temporal_factor
+    head, rest = cells[:1], cells[1:]                                                     # causal first frame
+    rest = rest.reshape(-1, tf, *rest.shape[1:]).amax(1)
+    return torch.cat([head, rest])
+
+
 def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int) -> list[dict]:
-    """k fresh clips of one bucket -> [{"z": (C, F, h, w), "segs": [(tokens (L, D), gate (F,))]}]."""
+    """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))]}]."""
     F_ = spec.latent_frames(n)
     clips, metas = [], []
     for _ in range(k):
@@ -123,10 +137,10 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int) -> list[d
     with torch.no_grad():
         z = vae.encode(torch.stack(clips).to(next(vae.parameters()).device))  # (k, C, F, h, w)
     out = []
-    for zi, segs in zip(z, metas):
+    for zi, clip, segs in zip(z, clips, metas):
         soft = float(rng.choice([0, 0, 2, 4]))
         gates = segment_gates(segs, spec, n, F_, soft)
-        out.append({"z": zi, "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)]})
+        out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)]})
     return out
 
 
@@ -137,7 +151,7 @@ class Pools:
         self.rng, self.vae, self.text, self.spec, self.pools = rng, vae, text, spec, {}
 
     def batch(self, B: int, empty: torch.Tensor):
-        """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L)."""
+        """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w)."""
         rng = self.rng
         w, h = SIZES[rng.integers(len(SIZES))]
         n = int(rng.choice(FRAME_COUNTS))
@@ -156,7 +170,7 @@ class Pools:
         text_b = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in texts])
         gate_b = torch.stack([F.pad(g, (0, L - g.shape[1])) for g in gates])
         levels = torch.from_numpy(np.stack([start_levels(rng, F_) for _ in picks])).float().to(text_b.device)
-        return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b
+        return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
 
 
 def sample_t(rng, B: int) -> torch.Tensor:
@@ -212,10 +226,10 @@ def train_dit(args):
     rng = np.random.default_rng(args.seed + 7919 * run.step)
     pools = Pools(rng, vae, text, spec)
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {args.minutes} min, "
-            f"batch {args.batch}, lr {args.lr}")
+            f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     while run.progress < 1.0:
-        x0, s, txt, gate = pools.batch(args.batch, empty)
+        x0, s, txt, gate, mask = pools.batch(args.batch, empty)
         B, F_ = s.shape
         t = sample_t(rng, B).to(dev)
         tau = torch.minimum(t[:, None], s)                                  # (B, F) per-frame level
@@ -226,8 +240,9 @@ def train_dit(args):
             g["lr"] = run.lr(args.lr, warmup=300)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             v = model(x, tau, txt, gate)
-        live = (tau > 0).float()[:, None, :, None, None]                    # frozen frames carry no loss
-        loss = ((v.float() - (eps - x0)) ** 2 * live).sum() / (live.sum() * x0.shape[1] * x0.shape[3] * x0.shape[4]).clamp_min(1)
+        # Frozen frames carry no loss; object cells weigh more, since flat background dominates the mean.
+        wgt = (tau > 0).float()[:, :, None, None] * (1 + args.object_weight * mask)        # (B, F, h, w)
+        loss = ((v.float() - (eps - x0)) ** 2 * wgt[:, None]).sum() / (wgt.sum() * x0.shape[1]).clamp_min(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
