@@ -94,8 +94,18 @@ class Studio:
     def cancel(self, job_id: int) -> bool:
         return self._owner(job_id).cancel(job_id)
 
-    def wait(self, job_id: int) -> dict:
-        return self._owner(job_id).wait(job_id)
+    def wait(self, job_id: int, timeout: float | None = None) -> dict:
+        return self._owner(job_id).wait(job_id, timeout)
+
+    def resume(self):
+        """Start the queue of every backend that jobs left queued by a restart wait for (or fail them, saying why)."""
+        import time
+        for job in self.library.jobs(("queued",), limit=1_000_000):
+            if job["backend"] not in self.queues:
+                try:
+                    self.queue(job["backend"])  # its Jobs picks up its queued jobs
+                except InputError as e:
+                    self.library.update_job(job["id"], state="failed", error=str(e), finished=time.time())
 
     # ------------------------------------------------------------------ media
     def import_upload(self, path, field: str) -> str:

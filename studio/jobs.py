@@ -29,6 +29,10 @@ class Jobs:
         self._queue: queue.Queue[int] = queue.Queue()
         self._cancel: dict[int, threading.Event] = {}
         self._done: dict[int, threading.Event] = {}
+        self._submit_lock = threading.Lock()
+        for job in reversed(library.jobs(("queued",), limit=1_000_000)):  # left queued by a restart: resume, oldest first
+            if job["backend"] == self.backend_name:
+                self._enqueue(job["id"])
         self._worker = threading.Thread(target=self._run, name=f"cinepatch-jobs-{self.backend_name}", daemon=True)
         self._worker.start()
 
@@ -41,17 +45,24 @@ class Jobs:
 
     # ------------------------------------------------------------------ API
     def check(self, op: str, request: dict):
-        """Build the request now so bad input is refused at once, not minutes later in the queue."""
+        """Build the request (and its sampling settings) now so bad input is refused at once, not minutes later."""
+        from engine.api import resolve_settings
         from engine.requests import build
-        return build(op, request, self.library.resolve)
+        tl, explicit, lineage = build(op, request, self.library.resolve)
+        resolve_settings(tl, explicit)
+        return tl, explicit, lineage
 
     def submit(self, op: str, request: dict, label: str | None = None) -> int:
         tl, _, _ = self.check(op, request)
         label = label or _label(op, request, tl)
-        job = self.library.add_job(op, request, label, self.backend_name)
+        with self._submit_lock:  # ids and queue order agree, however many submit at once
+            job = self.library.add_job(op, request, label, self.backend_name)
+            self._enqueue(job)
+        return job
+
+    def _enqueue(self, job: int):
         self._cancel[job], self._done[job] = threading.Event(), threading.Event()
         self._queue.put(job)
-        return job
 
     def retry(self, job_id: int) -> int:
         """An interrupted, failed or cancelled job, queued again with the same request."""

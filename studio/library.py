@@ -25,6 +25,7 @@ import numpy as np
 from engine.params import InputError
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+INTERRUPTED = "the studio stopped while this job ran; Retry runs it again"
 KINDS = ("generate", "storyboard", "remix", "blend", "loop", "extend", "recut")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -62,9 +63,10 @@ class Library:
         with self._conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(SCHEMA)
-            # A job that was running or queued when the studio stopped will never finish now.
-            c.execute("UPDATE jobs SET state='interrupted', finished=? WHERE state IN ('queued', 'running')",
-                      (time.time(),))
+            # A job that was running when the studio stopped is not re-run on its own (it may be what
+            # stopped it): it is marked interrupted, for Retry. Queued jobs stay queued and resume.
+            c.execute("UPDATE jobs SET state='interrupted', error=?, finished=? WHERE state='running'",
+                      (INTERRUPTED, time.time()))
         for stale in (self.home / "videos").glob(".*.part*"):  # temp files of a write that never completed
             stale.unlink(missing_ok=True)
 
@@ -100,6 +102,24 @@ class Library:
             rows = c.execute(f"SELECT * FROM jobs WHERE state IN ({q}) ORDER BY id DESC LIMIT ?",
                              (*states, limit)).fetchall()
         return [_job(r) for r in rows]
+
+    def job_page(self, after: int | None = None, limit: int = 20, ascending: bool = False) -> list[dict]:
+        """Jobs by id, newest first (or oldest first), starting after job `after`: a cursor page."""
+        op, order = (">", "ASC") if ascending else ("<", "DESC")
+        where, args = (f"WHERE id {op} ?", [int(after)]) if after is not None else ("", [])
+        with self._conn() as c:
+            rows = c.execute(f"SELECT * FROM jobs {where} ORDER BY id {order} LIMIT ?", (*args, int(limit))).fetchall()
+        return [_job(r) for r in rows]
+
+    def delete_job(self, job_id: int) -> bool:
+        """A job and every video it made (the files too)."""
+        if self.job(job_id) is None:
+            return False
+        for v in self.videos_of_job(job_id):
+            self.delete(v["id"])
+        with self._conn() as c:
+            c.execute("DELETE FROM jobs WHERE id=?", (int(job_id),))
+        return True
 
     def videos_of_job(self, job_id: int) -> list[dict]:
         with self._conn() as c:
@@ -153,7 +173,8 @@ class Library:
             return False
         with self._conn() as c:
             c.execute("DELETE FROM videos WHERE id=?", (int(vid),))
-        for p in (item["path"], item["thumb_path"], self.home / "exports" / f"v{int(vid)}.gif"):
+        exports = self.home / "exports"
+        for p in (item["path"], item["thumb_path"], exports / f"v{int(vid)}.gif", exports / f"v{int(vid)}.sprites.jpg"):
             if p:
                 Path(p).unlink(missing_ok=True)
         return True
@@ -165,6 +186,25 @@ class Library:
         out = self.home / "exports" / f"v{int(vid)}.gif"
         if not out.exists():
             write_video(out, read_video(item["path"]), item["fps"], overwrite=True)
+        return out
+
+    def spritesheet(self, vid: int, n: int = 10, cols: int = 5) -> Path:
+        """Up to n frames evenly spaced through the video, `cols` to a row, as one JPEG (made once, in exports/)."""
+        from engine.video_io import read_video
+        from PIL import Image
+        item = self._need(vid)
+        out = self.home / "exports" / f"v{int(vid)}.sprites.jpg"
+        if not out.exists():
+            frames = read_video(item["path"])                                        # (N, H, W, 3)
+            picks = frames[np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)]
+            k, (h, w) = len(picks), picks.shape[1:3]
+            rows, cols = -(-k // min(cols, k)), min(cols, k)
+            sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
+            for i, f in enumerate(picks):
+                sheet[i // cols * h:(i // cols + 1) * h, i % cols * w:(i % cols + 1) * w] = f
+            tmp = out.with_name(f".{out.name}.part")
+            Image.fromarray(sheet).save(tmp, format="JPEG", quality=85)
+            tmp.replace(out)
         return out
 
     def _need(self, vid: int, field: str = "video") -> dict:

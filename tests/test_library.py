@@ -36,7 +36,7 @@ def test_video_round_trip_favourite_filter_delete(tmp_path):
     assert not lib.delete(vid)
 
 
-def test_restart_keeps_videos_and_marks_unfinished_jobs_interrupted(tmp_path):
+def test_restart_keeps_videos_and_queued_jobs_and_marks_the_running_one_interrupted(tmp_path):
     lib = Library(tmp_path)
     done = lib.add_job("generate", {}, "done", "toy")
     lib.add_video(done, "generate", "done", ramp_clip(6), 12.0, sidecar(), {})
@@ -47,7 +47,8 @@ def test_restart_keeps_videos_and_marks_unfinished_jobs_interrupted(tmp_path):
     (tmp_path / "videos" / ".v9.part.mp4").write_bytes(b"half a file")
     lib2 = Library(tmp_path)  # as after a kill and a new start
     assert lib2.job(done)["state"] == "done"
-    assert lib2.job(running)["state"] == "interrupted" and lib2.job(queued)["state"] == "interrupted"
+    assert lib2.job(running)["state"] == "interrupted" and "Retry" in lib2.job(running)["error"]
+    assert lib2.job(queued)["state"] == "queued"          # its backend's queue picks it up again (below)
     assert len(lib2.videos()) == 1 and not (tmp_path / "videos" / ".v9.part.mp4").exists()
     with sqlite3.connect(tmp_path / "library.sqlite") as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -144,6 +145,18 @@ def test_bad_requests_are_refused_before_queueing_and_failures_do_not_stop_the_q
     assert jobs.wait(good, 120)["state"] == "done"
     retried = jobs.retry(good)
     assert jobs.wait(retried, 120)["state"] == "done" and retried != good
+
+
+def test_jobs_left_queued_by_a_restart_resume_in_order(tmp_path, backend):
+    lib = Library(tmp_path / "home")
+    req = {"prompt": "a red circle", "duration_s": 0.5, "resolution": 32, "steps": 1}
+    queued = [lib.add_job("generate", req, f"job {k}", "reference") for k in range(3)]
+    other = lib.add_job("generate", req, "another backend's", "toy")
+    jobs = Jobs(Library(tmp_path / "home"), "reference", loader=lambda: backend)   # as after a restart
+    rows = [jobs.wait(j, timeout=120) for j in queued]
+    assert [r["state"] for r in rows] == ["done"] * 3
+    assert [r["started"] for r in rows] == sorted(r["started"] for r in rows)
+    assert lib.job(other)["state"] == "queued" and len(lib.videos_of_job(queued[0])) == 1
 
 
 def test_cancel(jobs):
