@@ -98,6 +98,23 @@ def output_size(tl: Timeline) -> tuple[int, int]:
     return (long_, short) if aw >= ah else (short, long_)
 
 
+def planned_size(tl: Timeline, spec=None) -> tuple[int, int, float]:
+    """(width, height, seconds) of the clip a timeline will make, before it is made.
+
+    `spec` is the backend's LatentSpec (None for a model-free re-cut); sources cut in by `assemble`
+    are counted at the timeline's fps, so the length can differ by a frame from what is decoded.
+    """
+    from engine.plan import make_grid
+    if spec is not None and needs_model(tl):
+        grid = make_grid(tl, spec)
+        w, h = grid.width, grid.height
+    else:
+        w, h = output_size(tl)
+    n = tl.n_frames if tl.assemble is None else \
+        sum(round(p.out_s * tl.fps) - round(p.in_s * tl.fps) for p in tl.assemble)
+    return w, h, n / tl.fps
+
+
 def assemble(tl: Timeline, generated: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
     """Cut the output together from generated time and source clips -> (N, H, W, 3) at tl.fps."""
     from engine.video_io import fit, read_video

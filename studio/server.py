@@ -1,14 +1,17 @@
-"""Start the studio: `cinepatch studio` (or `python -m studio`).
+"""Start the studio: `cinepatch studio` (or `python -m studio`): the page at / and the Videos API at /v1.
 
-Safe by default for a local server (../shared/SECURITY.md): 127.0.0.1 only, no share
-link, files served only from the data folder's videos/ and exports/, uploads capped, analytics off, Gradio's
-temp folder inside the data folder (set before gradio is imported: later has no effect).
+Safe by default for a local server (../shared/SECURITY.md): 127.0.0.1 only (any other address
+needs an API key), no share link, files served only from the data folder's videos/ and exports/,
+uploads capped, analytics off, Gradio's temp folder inside the data folder (set before gradio is
+imported: later has no effect).
 """
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 import sys
+import threading
 from pathlib import Path
 
 DEFAULT_HOME = "~/.cinepatch"
@@ -26,38 +29,63 @@ def prepare_env(home: Path) -> None:
     tempfile.tempdir = str(tmp)
 
 
-def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           max_upload_mb: int = 200, backend: str | None = None, block: bool = True, auth=None):
-    """-> (demo, url). Builds the library and job queue in `home`, then serves the page."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: int = 200,
+           backend: str | None = None, block: bool = True, api_key: str | None = None):
+    """-> (server, url). Builds the library and job queues in `home`, then serves the page at / and the
+    Videos API at /v1 from one app (studio/videos_api.py)."""
+    from engine.params import InputError
+    if host not in LOOPBACK and not api_key:
+        raise InputError(f"host: serving on {host} needs an API key (--api-key KEY or CINEPATCH_API_KEY): "
+                         "without one anyone who can reach it could use the studio")
     home = Path(home or os.environ.get("CINEPATCH_HOME") or DEFAULT_HOME).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     if "gradio" in sys.modules:  # gradio reads its temp folder at import: ours only counts if we set it first
         print("cinepatch: note: gradio was imported before the studio set its temp folder", file=sys.stderr)
     prepare_env(home)
     import gradio as gr
+    import uvicorn
 
     from studio.app import CSS, Studio, build
     from studio.jobs import Jobs
     from studio.library import Library
+    from studio.videos_api import create_app
     os.chdir(home)  # a path echoed by a handler can then only name files of the data folder
     lib = Library(home)
     studio = Studio(lib, Jobs(lib, backend), max_upload_mb)
+    studio.resume()  # jobs a restart left queued run again, in order
     demo = build(studio)
     demo.queue(default_concurrency_limit=8)
-    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(home / "videos"), str(home / "exports")],
-                            max_file_size=f"{max_upload_mb}mb", enable_monitoring=False, strict_cors=True,
-                            prevent_thread_lock=not block, quiet=not block, footer_links=["api"], auth=auth,
-                            css=CSS, theme=gr.themes.Soft(), ssr_mode=False, mcp_server=False, pwa=False)
-    return demo, url
+    app = create_app(studio, api_key)
+    # The page's own login takes the same key (any user name) when one is set.
+    auth = (lambda _user, password: hmac.compare_digest(password.encode(), api_key.encode())) if api_key else None
+    gr.mount_gradio_app(app, demo, "/", server_name=host, server_port=port, footer_links=["api"],
+                        allowed_paths=[str(home / "videos"), str(home / "exports")], max_file_size=f"{max_upload_mb}mb",
+                        enable_monitoring=False, ssr_mode=False, mcp_server=False, pwa=False, auth=auth,
+                        auth_message="The API key this studio was started with" if api_key else None,
+                        css=CSS, theme=gr.themes.Soft())
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False))
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    if not block:
+        threading.Thread(target=server.run, name="cinepatch-server", daemon=True).start()
+        return server, url
+    print(f"cinepatch: the studio is at {url} and the Videos API at {url}v1", file=sys.stderr)
+    server.run()
+    return server, url
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", default=None, help=f"data folder (default $CINEPATCH_HOME or {DEFAULT_HOME})")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; any other needs --api-key)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload accepted (default 200)")
     p.add_argument("--backend", default=None, help="toy (default when its weights are installed) or reference")
+    p.add_argument("--api-key", default=None,
+                   help="require `Authorization: Bearer KEY` on /v1 and this key at the page's login "
+                        "(default $CINEPATCH_API_KEY)")
 
 
 def run(a) -> None:
@@ -66,14 +94,15 @@ def run(a) -> None:
         raise InputError(f"port: {a.port} is not a port; allowed 1 to 65535")
     if a.max_upload_mb < 1:
         raise InputError(f"max-upload-mb: {a.max_upload_mb} is too small; allowed 1 or more")
-    if a.host not in ("127.0.0.1", "localhost", "::1") and not a.share:
-        print(f"cinepatch: note: serving on {a.host}: anyone who can reach it can use the studio", file=sys.stderr)
-    launch(a.home, a.host, a.port, a.share, a.max_upload_mb, a.backend, block=True)
+    key = a.api_key or os.environ.get("CINEPATCH_API_KEY") or None
+    if key is not None and (len(key) < 8 or not key.isprintable() or " " in key):
+        raise InputError("api-key: use at least 8 printable characters without spaces")
+    launch(a.home, a.host, a.port, a.max_upload_mb, a.backend, block=True, api_key=key)
 
 
 def register(sub) -> None:
     """Add the `studio` verb to the `cinepatch` CLI (found through the cinepatch.verbs entry point)."""
-    p = sub.add_parser("studio", help="start the studio page at http://127.0.0.1:7860")
+    p = sub.add_parser("studio", help="start the studio page at http://127.0.0.1:7860 (and the Videos API at /v1)")
     add_arguments(p)
     p.set_defaults(run=run)
 

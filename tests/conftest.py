@@ -142,23 +142,25 @@ def stable_box(page, locator) -> dict:
 class StudioServer:
     """`python -m studio` in a subprocess on a free port, as a person starts it."""
 
-    def __init__(self, home, max_upload_mb=5):
+    def __init__(self, home, max_upload_mb=5, args=(), env=None):
         self.home, self.max_upload_mb, self.proc = home, max_upload_mb, None
+        self.args, self.env = list(args), env or {}
 
     def start(self):
         import socket
         import subprocess
         import sys
         import time
+        import urllib.error
         import urllib.request
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-        self.log = open(self.home.parent / f"studio-{self.port}.log", "w")
+        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", **self.env)
+        self.log = open(self.home.parent / f"studio-{self.port}.log", "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "studio", "--home", str(self.home), "--port", str(self.port),
-                                      "--max-upload-mb", str(self.max_upload_mb)], env=env, stdout=self.log,
+                                      "--max-upload-mb", str(self.max_upload_mb), *self.args], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=os.path.dirname(os.path.dirname(__file__)))
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -168,6 +170,9 @@ class StudioServer:
                 with urllib.request.urlopen(self.url + "/", timeout=2) as r:
                     if r.status == 200:
                         return self
+            except urllib.error.HTTPError as e:  # a page behind a login answers too
+                if e.code < 500:
+                    return self
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError("the studio did not start in 120 s")
@@ -177,6 +182,11 @@ class StudioServer:
             self.proc.kill()  # as a crash would: no clean shutdown
             self.proc.wait(30)
         self.log.close()
+
+    def restart(self):
+        """Killed as a crash would, then started again on the same data folder (on a new port)."""
+        self.stop()
+        return self.start()
 
 
 @pytest.fixture(scope="module")
