@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -67,16 +68,18 @@ class Studio:
         self.default = jobs.backend_name
         self.queues = {jobs.backend_name: jobs}
         self._make_jobs = make_jobs or (lambda name: Jobs(library, name))
+        self._queues_lock = threading.Lock()   # two first requests for one backend must share one queue
 
     def queue(self, backend: str | None = None):
         """The job queue of a backend: its jobs run one at a time, other backends' beside them."""
         from engine.backends.registry import configured
         name = backend or self.default
-        if name not in self.queues:
-            if name not in configured():
-                raise InputError(f"backend: {name!r} is not set up here; available: {', '.join(configured())}")
-            self.queues[name] = self._make_jobs(name)
-        return self.queues[name]
+        with self._queues_lock:
+            if name not in self.queues:
+                if name not in configured():
+                    raise InputError(f"backend: {name!r} is not set up here; available: {', '.join(configured())}")
+                self.queues[name] = self._make_jobs(name)
+            return self.queues[name]
 
     @property
     def jobs(self):

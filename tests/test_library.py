@@ -178,3 +178,23 @@ def test_paths_of_library_files_map_back_to_references(tmp_path, make_video):
     assert lib.ref_for_path(make_video("elsewhere.mp4")) is None
     assert lib.ref_for_path(str(lib.home / "videos" / "v999.mp4")) is None
     assert lib.ref_for_path(str(lib.home / "library.sqlite")) is None
+
+
+def test_two_first_requests_for_one_backend_share_one_queue(tmp_path, jobs, monkeypatch):
+    import threading
+    import time
+
+    from studio.app import Studio
+    monkeypatch.setattr("engine.backends.registry.configured", lambda: [jobs.backend_name, "ltx"])
+    made = []
+
+    def make(name):                 # slow enough that both threads are inside queue() at once
+        time.sleep(0.2)
+        made.append(name)
+        return object()
+    studio = Studio(jobs.library, jobs, make_jobs=make)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(studio.queue("ltx"))) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert made == ["ltx"] and len({id(q) for q in got}) == 1
