@@ -1,16 +1,17 @@
-"""Engine vs diffusers' LTXPipeline on the same model and job (issue 5), on the CPU.
+"""Engine vs diffusers' LTXPipeline / WanPipeline on the same model and job (issue 5), on the CPU.
 
-Both run the same text-to-video job on the same components (the tiny random LTX of
-tests/test_ltx.py, or a somewhat larger `--size small` one): prompt encoding, the
-denoising loop with classifier-free guidance, and the final decode to host frames
-(engine: `engine.api.generate` -> uint8 clips; pipeline: `output_type="np"`).
+Both run the same text-to-video job on the same components (the tiny random models of
+tests/test_ltx.py and tests/test_wan.py, or a somewhat larger `--size small` one):
+prompt encoding, the denoising loop with classifier-free guidance, and the final decode
+to host frames (engine: `engine.api.generate` -> uint8 clips; pipeline: `output_type="np"`).
+bench/gpu.py times the same pair at real model sizes on a GPU.
 
 Prints the ratio engine / pipeline of wall time (goal <= 1.03) and of peak memory
 (goal <= 1.0): medians over several interleaved runs. Peak memory is the rise of the
 process's resident high-water mark over its level before the run (Linux: VmHWM reset
 through /proc/self/clear_refs, freed heap returned with malloc_trim before each run).
 
-    python bench/conformance_speed.py [--size tiny|small] [--steps 8] [--repeats 5]
+    python bench/conformance_speed.py [--model ltx|wan] [--size tiny|small] [--steps 8] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -27,23 +28,69 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import ops  # noqa: E402
 from engine.api import Settings, generate  # noqa: E402
-from engine.backends.ltx import LTXBackend  # noqa: E402
 from engine.plan import compile  # noqa: E402
-from tests.test_ltx import tiny_components  # noqa: E402
 
 PROMPT = "a red ball rolls to the left across a wooden table"
 
 
-def small_components() -> dict:
+def small_components(model: str) -> dict:
     """The tiny components with a wider, deeper transformer: time goes into the model, not the loop."""
-    from diffusers import LTXVideoTransformer3DModel
-    parts = tiny_components()
     torch.manual_seed(1)
-    parts["transformer"] = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
-                                                      num_attention_heads=4, attention_head_dim=32,
-                                                      cross_attention_dim=128, num_layers=4,
-                                                      caption_channels=32).eval()
+    if model == "ltx":
+        from diffusers import LTXVideoTransformer3DModel
+        from tests.test_ltx import tiny_components
+        parts = tiny_components()
+        parts["transformer"] = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+                                                          num_attention_heads=4, attention_head_dim=32,
+                                                          cross_attention_dim=128, num_layers=4,
+                                                          caption_channels=32).eval()
+    else:
+        from diffusers import WanTransformer3DModel
+        from tests.test_wan import tiny_components
+        parts = tiny_components()
+        parts["transformer"] = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32,
+                                                     in_channels=16, out_channels=16, text_dim=32, freq_dim=256,
+                                                     ffn_dim=256, num_layers=4, cross_attn_norm=True,
+                                                     qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
     return parts
+
+
+def tiny_components(model: str) -> dict:
+    if model == "ltx":
+        from tests.test_ltx import tiny_components as make
+    else:
+        from tests.test_wan import tiny_components as make
+    return make()
+
+
+def pipeline_and_backend(model: str, parts: dict):
+    """diffusers' own pipeline over `parts`, and the engine's backend sharing the same modules."""
+    if model == "ltx":
+        from diffusers import LTXPipeline as Pipe
+        from engine.backends.ltx import LTXBackend as Backend
+    else:
+        from diffusers import WanPipeline as Pipe
+        from engine.backends.wan import WanBackend as Backend
+    pipe = Pipe(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, Backend.from_pipe(pipe)
+
+
+def job_pair(model: str, pipe, backend, tl, settings, device="cpu"):
+    """-> (engine_job, pipeline_job, grid): the same text-to-video job, same noise, both ways."""
+    g = compile(tl, backend).grid
+    noise = torch.randn((1, backend.spec.channels, g.latent_frames, g.latent_h, g.latent_w),
+                        generator=torch.Generator().manual_seed(tl.seed)).to(device)  # the engine's noise for the seed
+    extra = dict(frame_rate=int(g.fps), latents=backend.pack(noise)) if model == "ltx" else dict(latents=noise)
+
+    def engine_job():
+        return generate(tl, backend, settings)
+
+    def pipe_job():
+        return pipe(prompt=PROMPT, negative_prompt="", height=g.height, width=g.width, num_frames=g.n_frames,
+                    num_inference_steps=settings.steps, guidance_scale=settings.guidance, output_type="np",
+                    **extra).frames
+    return engine_job, pipe_job, g
 
 
 def _status_kib(field: str) -> int:
@@ -70,6 +117,7 @@ def measure(fn) -> tuple[float, float]:
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=("ltx", "wan"), default="ltx")
     ap.add_argument("--size", choices=("tiny", "small"), default="small")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--guidance", type=float, default=3.0)
@@ -78,25 +126,13 @@ def main():
     ap.add_argument("--resolution", type=int, default=64)
     args = ap.parse_args()
 
-    from diffusers import LTXPipeline
-    pipe = LTXPipeline(**(small_components() if args.size == "small" else tiny_components()))
-    pipe.set_progress_bar_config(disable=True)
-    backend = LTXBackend.from_pipe(pipe)
+    parts = small_components(args.model) if args.size == "small" else tiny_components(args.model)
+    pipe, backend = pipeline_and_backend(args.model, parts)
     tl = ops.t2v(PROMPT, duration_s=args.duration, fps=8, aspect="1:1", resolution=args.resolution)
-    g = compile(tl, backend).grid
     settings = Settings(steps=args.steps, guidance=args.guidance)
-    noise = torch.randn((1, backend.spec.channels, g.latent_frames, g.latent_h, g.latent_w),
-                        generator=torch.Generator().manual_seed(tl.seed))   # the engine's own noise for seed 0
+    engine_job, pipe_job, g = job_pair(args.model, pipe, backend, tl, settings)
 
-    def engine_job():
-        return generate(tl, backend, settings)
-
-    def pipe_job():
-        return pipe(prompt=PROMPT, negative_prompt="", height=g.height, width=g.width, num_frames=g.n_frames,
-                    frame_rate=int(g.fps), num_inference_steps=args.steps, guidance_scale=args.guidance,
-                    latents=backend.pack(noise), output_type="np").frames
-
-    print(f"{args.size} LTX, {g.width}x{g.height} px x {g.n_frames} frames -> {g.latent_frames}x{g.latent_h}x"
+    print(f"{args.size} {args.model}, {g.width}x{g.height} px x {g.n_frames} frames -> {g.latent_frames}x{g.latent_h}x"
           f"{g.latent_w} latents, {args.steps} steps, guidance {args.guidance}, {torch.get_num_threads()} threads")
     with torch.no_grad():
         engine_job(), pipe_job()              # warm-up: first-call allocations and lazy imports
