@@ -171,12 +171,13 @@ class Studio:
         return None, f"Job #{job_id} {job['state']}" + (f": {job['error']}" if job["error"] else "")
 
     # ------------------------------------------------------------------ storyboard
-    def plan_rows(self, story: dict) -> list[list]:
-        """The compiled plan as table rows: per latent frame, its time, level, what is injected, what text it sees."""
+    def plan_rows(self, story: dict, backend: str | None = None) -> list[list]:
+        """The plan compiled for the picked model, as table rows: per latent frame, its time, level, what is
+        injected, what text it sees. (The model's latent grid decides the rows, so the model is loaded.)"""
         from engine.plan import compile
         from engine.requests import build
         tl, _, _ = build("storyboard", {"storyboard": story}, self.library.resolve)
-        return compile(tl, self.jobs.backend).rows()
+        return compile(tl, self.queue(backend).backend).rows()
 
     def strip_value(self, story: dict, selected: int | None) -> dict:
         thumbs = {}
@@ -484,9 +485,9 @@ def build(studio: Studio) -> gr.Blocks:
         media.upload(on_media, media, media)
 
         # ---------------------------------------------------------- Storyboard
-        def refresh_story(s, sel):
+        def refresh_story(s, sel, backend_=None):
             try:
-                rows, msg = studio.plan_rows(s) if s["cards"] else [], ""
+                rows, msg = studio.plan_rows(s, backend_) if s["cards"] else [], ""
             except InputError as e:
                 rows, msg = [], f"Plan: {e}"
             return studio.strip_value(s, sel), _card_rows(s), rows, msg
@@ -508,42 +509,46 @@ def build(studio: Studio) -> gr.Blocks:
             return s
 
         @_guard
-        def on_add(s, sel, dur, asp, *controls):
-            s = checked(dict(s, duration_s=float(dur), aspect=asp, cards=[*s["cards"], card_from_controls(*controls)]))
+        def on_add(s, sel, dur, asp, *controls_and_backend):
+            *controls_, backend_ = controls_and_backend
+            s = checked(dict(s, duration_s=float(dur), aspect=asp, cards=[*s["cards"], card_from_controls(*controls_)]))
             sel = len(s["cards"]) - 1
-            return s, sel, *refresh_story(s, sel)
+            return s, sel, *refresh_story(s, sel, backend_)
 
         @_guard
-        def on_update(s, sel, dur, asp, *controls):
+        def on_update(s, sel, dur, asp, *controls_and_backend):
+            *controls_, backend_ = controls_and_backend
             if sel is None or not (0 <= int(sel) < len(s["cards"])):
                 raise InputError("card: select a card in the timeline first")
             cards = list(s["cards"])
-            cards[int(sel)] = card_from_controls(*controls)
+            cards[int(sel)] = card_from_controls(*controls_)
             s = checked(dict(s, duration_s=float(dur), aspect=asp, cards=cards))
-            return s, sel, *refresh_story(s, sel)
+            return s, sel, *refresh_story(s, sel, backend_)
 
         @_guard
-        def on_delete(s, sel, dur, asp):
+        def on_delete(s, sel, dur, asp, backend_):
             if sel is None or not (0 <= int(sel) < len(s["cards"])):
                 raise InputError("card: select a card in the timeline first")
             s = dict(s, cards=[c for i, c in enumerate(s["cards"]) if i != int(sel)])
-            return s, None, *refresh_story(s, None)
+            return s, None, *refresh_story(s, None, backend_)
 
         @_guard
-        def on_settings(s, sel, dur, asp):
+        def on_settings(s, sel, dur, asp, backend_):
             s = dict(s, duration_s=float(dur), aspect=asp)
-            return s, sel, *refresh_story(s, sel)
+            return s, sel, *refresh_story(s, sel, backend_)
 
         controls = [card_kind, card_text, card_start, card_end, card_at, card_strength, card_src, card_up]
         sb_outs = [story, selected, strip, cards_df, plan_df, note]
-        add_card.click(on_add, [story, selected, sb_duration, sb_aspect, *controls], sb_outs)
-        upd_card.click(on_update, [story, selected, sb_duration, sb_aspect, *controls], sb_outs)
-        del_card.click(on_delete, [story, selected, sb_duration, sb_aspect], sb_outs)
-        sb_duration.release(on_settings, [story, selected, sb_duration, sb_aspect], sb_outs)
-        sb_aspect.change(on_settings, [story, selected, sb_duration, sb_aspect], sb_outs)
+        sb_ins = [story, selected, sb_duration, sb_aspect]
+        add_card.click(on_add, [*sb_ins, *controls, backend_dd], sb_outs)
+        upd_card.click(on_update, [*sb_ins, *controls, backend_dd], sb_outs)
+        del_card.click(on_delete, [*sb_ins, backend_dd], sb_outs)
+        sb_duration.release(on_settings, [*sb_ins, backend_dd], sb_outs)
+        sb_aspect.change(on_settings, [*sb_ins, backend_dd], sb_outs)
+        backend_dd.change(on_settings, [*sb_ins, backend_dd], sb_outs)   # the plan follows the picked model
 
         @_guard
-        def on_strip(v, s):
+        def on_strip(v, s, backend_):
             """A click selects a card (its fields go to the controls); a drag moves it."""
             if not isinstance(v, dict):
                 return (gr.update(),) * (len(sb_outs) + len(controls) - 2)
@@ -561,9 +566,9 @@ def build(studio: Studio) -> gr.Blocks:
             if c:
                 fields = [c["kind"], c.get("text", ""), c.get("start_s", 0.0), c.get("end_s", 0.0), c.get("at_s", 0.0),
                           c.get("strength", 1.0)]
-            _, rows, plan_rows, msg = refresh_story(s, sel)
+            _, rows, plan_rows, msg = refresh_story(s, sel, backend_)
             return s, sel, rows, plan_rows, msg, *fields
-        strip.input(on_strip, [strip, story], [story, selected, cards_df, plan_df, note, *controls[:6]])
+        strip.input(on_strip, [strip, story, backend_dd], [story, selected, cards_df, plan_df, note, *controls[:6]])
 
         @_guard
         def on_save(s):
@@ -577,7 +582,7 @@ def build(studio: Studio) -> gr.Blocks:
         sb_save.click(on_save, story, sb_save)
 
         @_guard
-        def on_load(f, sel):
+        def on_load(f, sel, backend_):
             from engine.timeline import read_json
             d = read_json(f)
             if not isinstance(d, dict):
@@ -592,8 +597,8 @@ def build(studio: Studio) -> gr.Blocks:
                                          "upload it and add the card again")
                     cards[i] = dict(c, path=ref)
             s = checked({"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": [], **d})
-            return s, None, *refresh_story(s, None)
-        sb_load.upload(on_load, [sb_load, selected], sb_outs)
+            return s, None, *refresh_story(s, None, backend_)
+        sb_load.upload(on_load, [sb_load, selected, backend_dd], sb_outs)
 
         @_guard
         def on_sb_generate(s, steps_, guidance_, seed_, backend_):
@@ -757,7 +762,7 @@ def build(studio: Studio) -> gr.Blocks:
         cancel.click(on_cancel, None, None)
 
         def opener(tab):
-            def open_in(vid, s):
+            def open_in(vid, s, backend_):
                 if vid is None:
                     raise gr.Error("Select a video first", print_exception=False)
                 ref = f"lib:{int(vid)}"
@@ -770,11 +775,11 @@ def build(studio: Studio) -> gr.Blocks:
                     s = dict(s, cards=[*s["cards"], {"kind": "video", "start_s": 0.0,
                                                       "end_s": min(float(v["duration_s"]), float(s["duration_s"])),
                                                       "path": ref, "strength": 1.0}])
-                    return (gr.Tabs(selected=tab), *ups.values(), s, *refresh_story(s, None))
+                    return (gr.Tabs(selected=tab), *ups.values(), s, *refresh_story(s, None, backend_))
                 return (gr.Tabs(selected=tab), *ups.values(), s, *[gr.update()] * 4)
             return open_in
         for tab, btn in open_btns.items():
-            btn.click(opener(tab), [lib_sel, story], [tabs, *pickers, story, strip, cards_df, plan_df, note])
+            btn.click(opener(tab), [lib_sel, story, backend_dd], [tabs, *pickers, story, strip, cards_df, plan_df, note])
 
         # ---------------------------------------------------------- API: the same request objects
         api_req = gr.JSON(visible=False)

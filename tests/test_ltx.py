@@ -321,3 +321,11 @@ def test_the_studio_offers_and_runs_a_configured_ltx_folder(tmp_path, pipe, monk
     video = lib.videos_of_job(job)[0]
     assert video["backend"] == "ltx" and (video["width"], video["height"]) == (32, 32)
     assert studio.wait(studio.retry(job))["backend"] == "ltx"       # a retry runs on the job's own backend
+    # the storyboard tab's plan table is compiled for the picked model's latent grid
+    from engine.requests import build
+    story = {"duration_s": 2.0, "fps": 8.0, "aspect": "1:1", "resolution": 32,
+             "cards": [{"kind": "text", "start_s": 0.0, "end_s": 1.0, "text": "a red ball"},
+                       {"kind": "text", "start_s": 1.0, "end_s": 2.0, "text": "a blue cube"}]}
+    tl = build("storyboard", {"storyboard": story}, lib.resolve)[0]
+    assert studio.plan_rows(story, "ltx") == compile(tl, studio.queue("ltx").backend).rows()
+    assert len(studio.plan_rows(story, "ltx")) != len(studio.plan_rows(story))  # 8x vs the reference's time factor
