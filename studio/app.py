@@ -25,6 +25,7 @@ RESOLUTIONS = [64, 96, 128, 192, 256, 384, 512, 720]
 # Short sides each backend was made for (the engine snaps any size to what the model accepts).
 BACKEND_RESOLUTIONS = {"toy": [64, 96, 128], "reference": [32, 64, 128], "ltx": [256, 384, 512, 704],
                        "wan": [480, 720]}
+BACKEND_FPS = {"toy": 8, "reference": 8, "ltx": 24, "wan": 16}   # the frame rates the models were trained at
 REMIX_AMOUNTS = {"Subtle": 0.25, "Mild": 0.5, "Strong": 0.8}
 API_OPS = ("generate", "storyboard", "remix", "blend", "loop", "extend", "recut")
 MEDIA_TYPES = [".mp4", ".mov", ".webm", ".mkv", ".gif", ".png", ".jpg", ".jpeg", ".webp"]
@@ -179,6 +180,17 @@ class Studio:
         tl, _, _ = build("storyboard", {"storyboard": story}, self.library.resolve)
         return compile(tl, self.queue(backend).backend).rows()
 
+    def frames_note(self, backend: str | None, duration_s: float, fps: float) -> str:
+        """What a duration becomes on the picked model: its frame rule, the frames made and the frames kept."""
+        spec = self.queue(backend).backend.spec
+        n = max(1, round(float(duration_s) * float(fps)))
+        made, tf = spec.snap_frames(n), spec.temporal_factor
+        rule = f"{tf}n+1" if spec.causal_first else f"{tf}n"
+        if made == n:
+            return f"{n} frames at {float(fps):g} fps: a length this model makes exactly ({rule} frames)"
+        return (f"{n} frames at {float(fps):g} fps: this model makes {rule} frames, so it makes {made} "
+                f"and keeps the first {n}")
+
     def strip_value(self, story: dict, selected: int | None) -> dict:
         thumbs = {}
         for i, c in enumerate(story["cards"]):
@@ -284,7 +296,9 @@ def build(studio: Studio) -> gr.Blocks:
                         with gr.Row():
                             variations = gr.Radio([1, 2, 4], value=1, label="Variations")
                             preset = gr.Dropdown(preset_names, value="(none)", label="Preset")
-                            fps = _slider("fps", "fps", hi=30, value=8)
+                            fps = _slider("fps", "fps", hi=30, value=BACKEND_FPS.get(studio.default, 8))
+                        frames_md = gr.Markdown(studio.frames_note(None, 2.0, BACKEND_FPS.get(studio.default, 8)),
+                                                elem_id="create-frames")
                         steps, guidance, seed = sampling_controls("create")
                         go = gr.Button("Generate", variant="primary", elem_id="create-generate")
                     with gr.Column(scale=2):
@@ -468,10 +482,17 @@ def build(studio: Studio) -> gr.Blocks:
                                seed, backend_dd], [watch, note])
 
         def on_backend(name):
-            """Sizes follow the chosen model: the short sides it was made for."""
+            """Sizes and frame rate follow the chosen model: the short sides and fps it was made for."""
             sizes = BACKEND_RESOLUTIONS.get(name, RESOLUTIONS)
-            return gr.update(choices=sizes, value=sizes[0]), gr.update(choices=sizes, value=sizes[-1])
-        backend_dd.change(on_backend, backend_dd, [resolution, rc_res])
+            return (gr.update(choices=sizes, value=sizes[0]), gr.update(choices=sizes, value=sizes[-1]),
+                    BACKEND_FPS.get(name, 8))
+        backend_dd.change(on_backend, backend_dd, [resolution, rc_res, fps])
+
+        @_guard
+        def on_length(name, dur_, fps_):
+            return studio.frames_note(name, dur_, fps_)
+        for ev in (duration.release, fps.release, fps.change):
+            ev(on_length, [backend_dd, duration, fps], frames_md)
 
         def on_media(media_):
             """Refuse a bad file as soon as it arrives: a message, and the upload box is cleared."""

@@ -329,3 +329,9 @@ def test_the_studio_offers_and_runs_a_configured_ltx_folder(tmp_path, pipe, monk
     tl = build("storyboard", {"storyboard": story}, lib.resolve)[0]
     assert studio.plan_rows(story, "ltx") == compile(tl, studio.queue("ltx").backend).rows()
     assert len(studio.plan_rows(story, "ltx")) != len(studio.plan_rows(story))  # 8x vs the reference's time factor
+    # the page says what a duration becomes on the picked model: frames made by its rule, frames kept
+    spec = studio.queue("ltx").backend.spec
+    made = spec.snap_frames(16)
+    assert made > 16 and (made - 1) % spec.temporal_factor == 0
+    assert f"makes {made} and keeps the first 16" in studio.frames_note("ltx", 2.0, 8)
+    assert "exactly" in studio.frames_note("ltx", made / 8, 8)
