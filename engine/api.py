@@ -78,7 +78,8 @@ def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, c
     # 4. sample
     x = sampler.sample(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
                        per_token=backend.spec.per_token_timestep, solver=settings.solver,
-                       callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"))
+                       callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"),
+                       cfg_batch=getattr(backend, "cfg_batch", True))
     return plan, x
 
 

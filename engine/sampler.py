@@ -13,7 +13,8 @@ Partial noise. Each latent frame f has a start level s_f (the plan's partial-noi
   (1 - t) known_f + t eps_f, and from the first step that reaches s_f it evolves freely.
 
 Both end with frames of level 0 equal to `known` exactly. Classifier-free guidance runs the
-conditional and unconditional branches as one batch.
+conditional and unconditional branches as one batch, or one after the other where a backend
+asks for it (`cfg_batch = False`: half the activation memory, as WanPipeline does).
 """
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ class Conditioning:
     text: torch.Tensor   # (B', L, D)
     gate: torch.Tensor   # (B', F, L)
     guided: bool
+    batched: bool = True  # guided: cond and uncond in one call (faster) or two (less memory)
 
 
-def batch_conditioning(plan, batch: int, guided: bool, device, dtype) -> Conditioning:
+def batch_conditioning(plan, batch: int, guided: bool, device, dtype, batched: bool = True) -> Conditioning:
     """Pad cond and uncond text to one length (padding closed by a zero gate) and repeat per sample."""
     rows = [(plan.text, plan.gate)] + ([(plan.uncond_text, plan.uncond_gate)] if guided else [])
     for _, g in rows:  # a frame with no open token would get NaN out of the softmax
@@ -62,15 +64,19 @@ def batch_conditioning(plan, batch: int, guided: bool, device, dtype) -> Conditi
         pad = L - t.shape[0]
         texts.append(torch.nn.functional.pad(t.to(device, dtype), (0, 0, 0, pad)).expand(batch, -1, -1))
         gates.append(torch.nn.functional.pad(g.to(device, dtype), (0, pad)).expand(batch, -1, -1))
-    return Conditioning(torch.cat(texts), torch.cat(gates), guided)
+    return Conditioning(torch.cat(texts), torch.cat(gates), guided, batched)
 
 
 def guided_velocity(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float) -> torch.Tensor:
-    """x (B, C, F, h, w), t (B, F) -> guided velocity (B, C, F, h, w); one denoiser call."""
+    """x (B, C, F, h, w), t (B, F) -> guided velocity (B, C, F, h, w); one denoiser call, or two unbatched."""
     if not cond.guided:
         return denoiser(x, t, cond.text, cond.gate)
-    v = denoiser(torch.cat([x, x]), torch.cat([t, t]), cond.text, cond.gate)
-    v_c, v_u = v.chunk(2)
+    if cond.batched:
+        v_c, v_u = denoiser(torch.cat([x, x]), torch.cat([t, t]), cond.text, cond.gate).chunk(2)
+    else:
+        B = x.shape[0]
+        v_c = denoiser(x, t, cond.text[:B], cond.gate[:B])
+        v_u = denoiser(x, t, cond.text[B:], cond.gate[B:])
     return v_u + guidance * (v_c - v_u)
 
 
@@ -82,11 +88,12 @@ def _frames(v: torch.Tensor) -> torch.Tensor:
 def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0,
            noise: torch.Tensor | None = None, generator: torch.Generator | None = None, batch: int = 1,
            per_token: bool = True, solver: str = "euler", callback: Callable[[dict], None] | None = None,
-           cancel=None, device="cpu", dtype=torch.float32) -> torch.Tensor:
+           cancel=None, device="cpu", dtype=torch.float32, cfg_batch: bool = True) -> torch.Tensor:
     """Denoise the plan's grid -> latents (B, C, F, h, w) at t = 0.
 
     noise: (B, C, F, h, w) initial eps (drawn from `generator` when None). cancel: anything
-    with `is_set()` (threading.Event), checked between steps.
+    with `is_set()` (threading.Event), checked between steps. cfg_batch: False runs the guided
+    branches one after the other (same result, half the activation memory).
     """
     # 1. inputs on the device
     known = plan.known.to(device, dtype)[None]                            # (1, C, F, h, w)
@@ -94,7 +101,7 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
     if noise is None:
         noise = torch.randn((batch, *plan.known.shape), generator=generator)
     eps = noise.to(device, dtype)                                          # (B, C, F, h, w)
-    cond = batch_conditioning(plan, eps.shape[0], guidance != 1.0, device, dtype)
+    cond = batch_conditioning(plan, eps.shape[0], guidance != 1.0, device, dtype, cfg_batch)
     path = _Path(known, eps, s, per_token)
 
     # 2. start: every frame at its own level (per-token) or all at sigma_0 (replacement)

@@ -95,6 +95,23 @@ def test_cfg_combines_one_batched_call():
     torch.testing.assert_close(x, torch.full_like(x, -6.0))
 
 
+def test_cfg_unbatched_makes_two_calls_of_the_sample_batch_with_the_same_result():
+    p, calls = fake_plan(), []
+
+    def den(x, t, text, gate):
+        calls.append((x.shape[0], text.shape[0], gate.shape[0]))
+        return gate.sum(-1)[:, None, :, None, None].expand_as(x).clone()
+    noise = torch.zeros(2, *p.known.shape)
+    x = sample(den, p, torch.tensor([1.0, 0.0]), guidance=4.0, noise=noise, cfg_batch=False)
+    assert calls == [(2, 2, 2), (2, 2, 2)]                      # cond rows, then uncond rows
+    torch.testing.assert_close(x, torch.full_like(x, -6.0))
+    target = torch.randn(1, *p.known.shape)                     # (broadcasts over whatever batch it is called with)
+    for batched in (True, False):                                # a perfect denoiser still lands on its target
+        out = sample(perfect(target), p, schedule(6), guidance=3.0, noise=torch.randn(2, *p.known.shape),
+                     cfg_batch=batched)
+        torch.testing.assert_close(out, target.expand_as(out), atol=1e-5, rtol=1e-5)
+
+
 def test_unconditional_branch_is_gated_open_to_the_empty_prompt(backend):
     tl = Timeline(duration_s=1, fps=8, cards=[TextCard(0, 0.5, "a red ball"), TextCard(0.5, 1, "a blue box")])
     p = compile(tl, backend)

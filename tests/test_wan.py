@@ -89,7 +89,7 @@ def run_both(pipe, wan, prompt: str, steps: int, guidance: float, duration_s: fl
     g = plan.grid
     noise = torch.randn((1, *plan.known.shape), generator=torch.Generator().manual_seed(seed))  # (1, C, F, h, w)
     sigmas = wan.sigmas(steps, g.latent_frames * g.latent_h * g.latent_w)
-    x = sample(wan.denoise, plan, sigmas, guidance, noise=noise, per_token=False)
+    x = sample(wan.denoise, plan, sigmas, guidance, noise=noise, per_token=False, cfg_batch=wan.cfg_batch)
     _, x_api = generate_latents(tl, wan, Settings(steps=steps, guidance=guidance))  # the hook: same schedule, noise
     assert torch.equal(x_api, x)
     ours = (wan.decode(x) / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)   # (1, N, 3, H, W)

@@ -24,6 +24,12 @@ How the engine's ideas map onto Wan (each matches diffusers' pipeline_wan.py):
 - Text. UMT5 as `WanPipeline._get_t5_prompt_embeds`: the cleaned prompt padded to max_sequence_length,
   encoded with its attention mask, the padding positions then zeroed. Wan attends to those zero tokens
   (they are not masked in WanPipeline), so they are kept and open by default (`trim_padding=False`).
+  In a storyboard each text card brings its own 512 rows and the gate closes the other cards' rows, so a
+  frame attends to exactly the 512 rows WanPipeline would give its card's prompt: the context the model
+  was trained on. Trimming would shift that context; the cost of keeping it, cross-attention keys that
+  grow by 512 a card, is small beside self-attention over the video's tokens.
+- Guidance. The conditional and unconditional branches run as two calls (`cfg_batch = False`), as in
+  WanPipeline, so peak memory is the pipeline's; LTX batches them, as LTXPipeline does.
 - Schedule. `sigmas(steps, n_tokens)` is the pipeline scheduler's own `set_timesteps(steps)` (Wan's fixed
   `shift` / `flow_shift`; no dynamic shift). A multistep scheduler (UniPC, Wan's default) gives its sigmas
   to the engine's own solver: only a flow-match Euler scheduler reproduces WanPipeline step for step.
@@ -155,6 +161,8 @@ class WanBackend(parts.DiffusersParts):
         # WanPipeline keeps the zero-filled padding up to max_sequence_length and Wan attends to it; trimming
         # (keeping the end-of-sequence token) saves memory but departs from the pipeline
         self.trim_padding = trim_padding
+        # WanPipeline runs guidance's two branches one after the other: half the activations at peak
+        self.cfg_batch = False
         cfg = self.transformer.config
         self.patch = tuple(cfg.patch_size)                                  # (pt, ph, pw)
         vc = self.vae.config
