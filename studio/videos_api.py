@@ -31,6 +31,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
@@ -50,9 +51,10 @@ SAMPLING = ("steps", "guidance", "shift", "solver", "seed", "fps", "negative_pro
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, param: str | None = None):
+    def __init__(self, status: int, message: str, code: str, param: str | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
 
 def bad(e: InputError | str, code: str = "invalid_value") -> ApiError:
@@ -66,9 +68,11 @@ def not_found(video_id: str) -> ApiError:
     return ApiError(404, f"video_id: no video {video_id[:80]!r} here", "not_found", "video_id")
 
 
-def error_response(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:
+def error_response(status: int, message: str, code: str | None, param: str | None = None,
+                   headers: dict | None = None) -> JSONResponse:
     kind = {401: "authentication_error", 404: "not_found_error", 500: "server_error"}.get(status, "invalid_request_error")
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code, "param": param}}, status)
+    return JSONResponse({"error": {"message": message, "type": kind, "code": code, "param": param}}, status,
+                        headers=headers)
 
 
 # ----------------------------------------------------------------------------- shapes (the openai package's types)
@@ -604,6 +608,12 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                    include_in_schema=False)
     def unknown(rest: str, request: Request):
+        # a known path asked with the wrong method is a 405 naming the methods it takes, as HTTP says
+        allowed = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.path != "/v1/{rest:path}"
+                          and r.path_regex.match(request.url.path) for m in r.methods})
+        if allowed:
+            raise ApiError(405, f"method: /v1/{rest[:80]} takes {', '.join(allowed)}, not {request.method}",
+                           "method_not_allowed", "method", {"Allow": ", ".join(allowed)})
         raise ApiError(404, f"{request.method} /v1/{rest[:80]}: no such endpoint", "unknown_url")
     return app
 
@@ -616,7 +626,7 @@ def _short(item: dict) -> int:
 def _handlers(app: FastAPI):
     @app.exception_handler(ApiError)
     async def api_error(request, e: ApiError):
-        return error_response(e.status, e.message, e.code, e.param)
+        return error_response(e.status, e.message, e.code, e.param, e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):

@@ -189,6 +189,12 @@ def test_errors_have_the_api_shape_and_status(client, server):
         assert api_error(httpx.get(f"{base}/videos/{vid}", timeout=30), 404)
         assert api_error(httpx.get(f"{base}/videos/{vid}/content", timeout=30), 404)
     assert api_error(httpx.delete(f"{base}/videos/video_999999", timeout=30), 404)["code"] == "not_found"
+    # a known path with the wrong method is a 405 that names the methods it takes; an unknown path a 404
+    wrong = httpx.put(f"{base}/videos/video_1", timeout=30)
+    assert api_error(wrong, 405)["code"] == "method_not_allowed"
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "DELETE"}
+    assert api_error(httpx.patch(f"{base}/videos", timeout=30), 405)["param"] == "method"
+    assert api_error(httpx.put(f"{base}/nothing/here", timeout=30), 404)["code"] == "unknown_url"
     for origin in ("https://evil.example", "null"):                              # no CORS grant to other pages
         r = httpx.get(f"{base}/videos", headers={"Origin": origin}, timeout=30)
         assert "access-control-allow-origin" not in {k.lower() for k in r.headers}
