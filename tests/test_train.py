@@ -29,3 +29,23 @@ def test_object_mask_marks_exactly_the_latent_cells_an_object_touches():
 
     empty = world.render(world.SceneSpec("gray", ()), w, h, 8, n)
     assert not object_mask(to_tensor(empty), spec).any()
+
+
+def test_decoder_only_training_leaves_the_latent_space_exactly_as_it_was(tmp_path, monkeypatch):
+    """--decoder-only fine-tunes the VAE's decoder; the encoder and the latent normalisation the DiT
+    was trained on must come out bit-identical, and the decoder must actually change."""
+    from safetensors.torch import load_file
+
+    from engine.backends.toy import train
+    monkeypatch.setattr(train, "eval_vae", lambda model, n=12: 0.0)          # the final evals are slow and not under test
+    monkeypatch.setattr(train, "eval_vae_motion", lambda model, n=24: 0.0)
+    init, out = train.ASSETS / "toy_vae.safetensors", tmp_path / "vae.safetensors"
+    train.main(["vae", "--minutes", "0.05", "--run", str(tmp_path / "run"), "--init", str(init), "--batch", "2",
+                "--decoder-only", "--motion-weight", "2", "--lr", "1e-2", "--threads", "1", "--export", "--out", str(out)])
+    before, after = load_file(str(init)), load_file(str(out))
+    assert before.keys() == after.keys()
+    kept = [k for k in before if not k.startswith("decoder.")]
+    assert any(k.startswith("encoder.") for k in kept) and {"shift", "scale"} <= set(kept)
+    for k in kept:
+        assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
