@@ -101,20 +101,38 @@ def vae_batch(rng: np.random.Generator, n: int, crop: int = 32, tf: int = 2) -> 
     return torch.stack(out)
 
 
-def eval_vae(model: VideoAE, n: int = 12, seed: int = 10_000) -> float:
-    """Mean PSNR (dB) of full held-out clips (25 frames, all three aspects) through encode/decode."""
+def held_out(model: VideoAE, n: int, seed: int, fps: float, frames: int) -> list[tuple]:
+    """n held-out rendered clips (all three aspects) through encode/decode ->
+    [(scene, x (1, 3, N, H, W), reconstruction (1, 3, N, H, W))], both in [-1, 1]."""
     rng = np.random.default_rng(seed)
     dev = next(model.parameters()).device
-    scores = []
+    out = []
     model.eval()
     with torch.no_grad():
         for i in range(n):
             w, h = SIZES[i % 3]
             scene = world.sample_scene(rng, (w, h))
-            x = to_tensor(world.render(scene, w, h, 12, 25))[None].to(dev)
-            scores.append(psnr(model.decode_raw(model.encode_raw(x)).clamp(-1, 1), x))
+            x = to_tensor(world.render(scene, w, h, fps, frames))[None].to(dev)
+            out.append((scene, x, model.decode_raw(model.encode_raw(x)).clamp(-1, 1)))
     model.train()
-    return float(np.mean(scores))
+    return out
+
+
+def eval_vae(model: VideoAE, n: int = 12, seed: int = 10_000) -> float:
+    """Mean PSNR (dB) of full held-out clips (25 frames at 12 fps) through encode/decode."""
+    return float(np.mean([psnr(y, x) for _, x, y in held_out(model, n, seed, 12, 25)]))
+
+
+def eval_vae_motion(model: VideoAE, n: int = 24, seed: int = 30_000) -> float:
+    """Share of held-out clips (17 frames at 8 fps, the eval's rate) whose objects the judge still
+    sees moving as captioned after encode/decode: a decoder that repeats each latent's frame
+    halves the motion and fails this while its PSNR stays high."""
+    from engine import judge
+    ok = 0
+    for scene, _, y in held_out(model, n, seed, 8, 17):
+        clip = ((y[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().cpu().numpy()     # (N, H, W, 3)
+        ok += all(o["motion"] for o in judge.match(clip, world.caption(scene), fps=8)["objects"])
+    return ok / n
 
 
 def train_vae(args):
@@ -172,26 +190,6 @@ def train_vae(args):
                                                       "psnr_db": f"{score:.2f}", "motion_kept": f"{motion:.2f}",
                                                       "steps": str(run.step)})
 
-
-def eval_vae_motion(model: VideoAE, n: int = 24, seed: int = 30_000) -> float:
-    """Share of held-out clips (17 frames at 8 fps, the eval's rate) whose objects the judge still
-    sees moving as captioned after encode/decode: a decoder that repeats each latent's frame
-    halves the motion and fails this while its PSNR stays high."""
-    from engine import judge
-    rng = np.random.default_rng(seed)
-    dev = next(model.parameters()).device
-    ok = 0
-    model.eval()
-    with torch.no_grad():
-        for i in range(n):
-            w, h = SIZES[i % 3]
-            scene = world.sample_scene(rng, (w, h))
-            x = to_tensor(world.render(scene, w, h, 8, 17))[None].to(dev)
-            y = model.decode_raw(model.encode_raw(x)).clamp(-1, 1)[0]                # (3, N, H, W)
-            clip = ((y.permute(1, 2, 3, 0) + 1) * 127.5).round().byte().cpu().numpy()
-            ok += all(o["motion"] for o in judge.match(clip, world.caption(scene), fps=8)["objects"])
-    model.train()
-    return ok / n
 
 
 def calibrate_vae(model: VideoAE, n: int = 48, seed: int = 20_000):
