@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.backends.toy.backend import ASSETS, MiniLM, ToyBackend, load_dit, load_vae, toy_spec
-from engine.backends.toy.vae import VAEConfig, VideoAE
+from engine.backends.toy.vae import VAEConfig, VideoAE, widen_decoder
 from engine.params import InputError
 
 HAVE_WEIGHTS = all((ASSETS / f).exists() for f in ("toy_vae.safetensors", "toy_dit.safetensors"))
@@ -26,6 +26,30 @@ def test_vae_maps_time_like_the_spec_and_windows_are_exact():
         a, b = spec.pixel_range(2)[0], spec.pixel_range(3)[1]
         w = vae.encode(torch.cat([x[:, :, a:a + 1], x[:, :, a:b]], dim=2))[:, :, 1:]
     assert torch.equal(w, z[:, :, 2:4])
+
+
+def test_decoder_context_reaches_exactly_one_latent_each_side_and_widening_changes_nothing():
+    torch.manual_seed(0)
+    vae = VideoAE(VAEConfig(decoder_context=1)).eval()
+    spec = toy_spec()
+    z = torch.randn(1, 16, 5, 4, 4)
+    with torch.no_grad():
+        y = vae.decode_raw(z)
+        z2 = z.clone()
+        z2[:, :, 4] += 1                                                    # change the last latent frame only
+        y2 = vae.decode_raw(z2)
+    changed = {f for f in range(y.shape[2]) if not torch.equal(y[:, :, f], y2[:, :, f])}
+    near = set(range(spec.pixel_range(3)[0], spec.pixel_range(4)[1]))      # its own frames and its neighbour's
+    assert changed and changed <= near and set(range(spec.pixel_range(3)[0])).isdisjoint(changed)
+
+    # an old decoder (no context) widened to context 1 decodes bit for bit as before
+    old = VideoAE(VAEConfig(decoder_context=0)).eval()
+    new = VideoAE(VAEConfig(decoder_context=1)).eval()
+    new.load_state_dict(widen_decoder(old.state_dict(), new.cfg))
+    with torch.no_grad():
+        assert torch.equal(old.decode_raw(z), new.decode_raw(z))
+    with pytest.raises(AssertionError):
+        widen_decoder(new.state_dict(), old.cfg)
 
 
 def test_minilm_gives_per_token_embeddings():

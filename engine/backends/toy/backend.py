@@ -42,7 +42,8 @@ def _read_weights(path: Path, stage: str) -> tuple[dict, dict]:
 
 def load_vae(path: Path = ASSETS / "toy_vae.safetensors") -> VideoAE:
     tensors, meta = _read_weights(Path(path), "vae")
-    cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["config"]).items()})
+    saved = {"decoder_context": 0, **json.loads(meta["config"])}             # files from before the field had none
+    cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     vae = VideoAE(cfg)
     vae.load_state_dict({k: v.float() for k, v in tensors.items()})
     return vae.eval()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
-from engine.backends.toy.vae import VAEConfig, VideoAE
+from engine.backends.toy.vae import VAEConfig, VideoAE, widen_decoder
 from engine.video_io import to_tensor
 
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
@@ -81,15 +81,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------- VAE
-def vae_batch(rng: np.random.Generator, n: int, crop: int = 32, tf: int = 2) -> torch.Tensor:
-    """(n, 3, tf+1, crop, crop): random frame pairs (plus a lead frame), cropped near objects."""
+def vae_batch(rng: np.random.Generator, n: int, crop: int = 32, tf: int = 2, pairs: int = 1) -> torch.Tensor:
+    """(n, 3, 1 + pairs*tf, crop, crop): runs of frame pairs (plus a lead frame), cropped near objects."""
     out = []
     for _ in range(n):
         w, h = SIZES[rng.integers(len(SIZES))]
         fps = float(rng.choice([6, 8, 12, 24]))
         scene = world.sample_scene(rng, (w, h))
         start = int(rng.integers(0, int(3 * fps)))
-        clip = world.render(scene, w, h, fps, start + tf + 1)[start:]           # (tf+1, H, W, 3)
+        clip = world.render(scene, w, h, fps, start + pairs * tf + 1)[start:]   # (1 + pairs*tf, H, W, 3)
         obj = scene.objects[rng.integers(len(scene.objects))]
         cx, cy = world.centres(obj, w, h, np.array([start / fps]))[0]
         if rng.random() < 0.8:   # mostly around an object: edges are what is hard to reconstruct
@@ -148,13 +148,14 @@ def train_vae(args):
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
     elif args.init:  # continue from shipped weights (a new machine has no checkpoint)
         from engine.backends.toy.backend import load_vae
-        model.load_state_dict(load_vae(args.init).state_dict())
+        model.load_state_dict(widen_decoder(load_vae(args.init).state_dict(), model.cfg))
         run.log(f"initialised from {args.init}")
     rng = np.random.default_rng(args.seed + run.step)
     run.log(f"vae: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {args.minutes} min")
     t_last, ema = time.time(), None
     while run.progress < 1.0:
-        x = vae_batch(rng, args.batch).to(dev)                                  # (B, 3, 3, 32, 32)
+        # enough pairs that a middle latent sees its whole decoder context
+        x = vae_batch(rng, args.batch, pairs=2 * model.cfg.decoder_context + 1).to(dev)   # (B, 3, N, 32, 32)
         for g in opt.param_groups:
             g["lr"] = run.lr(args.lr)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
