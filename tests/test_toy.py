@@ -93,7 +93,27 @@ def test_shipped_vae_reconstructs_held_out_clips():
         with torch.no_grad():
             rec = from_tensor(vae.decode(vae.encode(to_tensor(clip)[None]))[0])
         scores.append(psnr(rec, clip))
-    assert np.mean(scores) >= 28.0, scores
+    assert np.mean(scores) >= 32.0, scores                                 # issue 3's bar for the VAE
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="assets/ has no toy weights yet")
+def test_shipped_vae_keeps_motion_inside_each_latent():
+    """A decoder that draws a latent's two frames alike halves every motion; the judge must still
+    read the captioned motion of held-out clips after encode/decode, and objects must move between
+    the two frames of a latent, not only from one latent to the next."""
+    from engine.backends.toy.train import eval_vae_motion, held_out
+    vae = load_vae()
+    assert vae.cfg.decoder_context == 1
+    assert eval_vae_motion(vae, n=12) >= 0.9
+    steps = []
+    for scene, x, y in held_out(vae, 6, 31_000, 8, 17):
+        if len(scene.objects) == 1 and scene.objects[0].motion != "still":
+            off = (y[0] - x[0, :, :1].flatten(1).median(1).values[:, None, None, None]).abs().sum(0) > 0.5  # (N, H, W)
+            cx = torch.stack([torch.nonzero(f)[:, 1].float().mean() for f in off])
+            cy = torch.stack([torch.nonzero(f)[:, 0].float().mean() for f in off])
+            d = torch.maximum(cx.diff().abs(), cy.diff().abs())               # (N-1,) px per frame
+            steps.append((d[1::2].mean() / d[0::2].mean()).item())           # within a latent / across latents
+    assert steps and min(steps) > 0.5, steps  # truth is 1.0; a frame-repeating decoder gives ~0
 
 
 @pytest.mark.skipif(not HAVE_WEIGHTS, reason="assets/ has no toy weights yet")
