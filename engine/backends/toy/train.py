@@ -240,6 +240,7 @@ def main(argv=None):
                     help="vae: train the decoder alone (with --init), so the latents the DiT learned stay valid")
     ap.add_argument("--motion-weight", type=float, default=0.0,
                     help="vae: extra loss on frame-to-frame change (0 = off)")
+    ap.add_argument("--fresh", type=int, default=2, help="dit: clips rendered and encoded per step into the pool")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda when a GPU is lent (same command, same outputs)")
     ap.add_argument("--out", default=None, help="where --export writes (default assets/)")
     args = ap.parse_args(argv)

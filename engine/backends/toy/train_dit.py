@@ -35,7 +35,7 @@ FPS_CHOICES = (6, 8, 8, 12)
 FRAME_COUNTS = (9, 17, 17, 25)   # 5, 9, 9, 13 latent frames: about 1-4 s at these rates
 DIT_CONFIG = DiTConfig(in_channels=16, patch=2, width=192, depth=6, heads=4, text_dim=384)
 POOL = 48       # encoded clips kept per bucket
-FRESH = 2       # new clips per step
+FRESH = 2       # new clips per step (--fresh: more where the denoiser step is cheap, as on a GPU)
 
 
 class TextCache:
@@ -147,8 +147,8 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int) -> list[d
 class Pools:
     """Per bucket (width, height, frames): the last POOL encoded clips."""
 
-    def __init__(self, rng, vae, text, spec):
-        self.rng, self.vae, self.text, self.spec, self.pools = rng, vae, text, spec, {}
+    def __init__(self, rng, vae, text, spec, fresh: int = FRESH):
+        self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
 
     def batch(self, B: int, empty: torch.Tensor):
         """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w)."""
@@ -156,8 +156,8 @@ class Pools:
         w, h = SIZES[rng.integers(len(SIZES))]
         n = int(rng.choice(FRAME_COUNTS))
         pool = self.pools.setdefault((w, h, n), [])
-        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, FRESH if len(pool) >= B else B)
-        pool[:] = (pool + fresh)[-POOL:]
+        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, self.fresh if len(pool) >= B else B)
+        pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
         picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
         texts, gates = [], []
@@ -224,7 +224,7 @@ def train_dit(args):
         model.load_state_dict(init); ema.load_state_dict(init)
         run.log(f"initialised from {args.init}")
     rng = np.random.default_rng(args.seed + 7919 * run.step)
-    pools = Pools(rng, vae, text, spec)
+    pools = Pools(rng, vae, text, spec, args.fresh)
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {args.minutes} min, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
