@@ -76,15 +76,21 @@ def pipeline_and_backend(model: str, parts: dict):
     return pipe, Backend.from_pipe(pipe)
 
 
-def job_pair(model: str, pipe, backend, tl, settings, device="cpu"):
-    """-> (engine_job, pipeline_job, grid): the same text-to-video job, same noise, both ways."""
+def job_pair(model: str, pipe, backend, tl, settings, device="cpu", on_step=None):
+    """-> (engine_job, pipeline_job, grid): the same text-to-video job, same noise, both ways.
+
+    on_step: called with no arguments at the end of every denoising step on both sides.
+    """
     g = compile(tl, backend).grid
     noise = torch.randn((1, backend.spec.channels, g.latent_frames, g.latent_h, g.latent_w),
                         generator=torch.Generator().manual_seed(tl.seed)).to(device)  # the engine's noise for the seed
     extra = dict(frame_rate=int(g.fps), latents=backend.pack(noise)) if model == "ltx" else dict(latents=noise)
 
+    if on_step is not None:
+        extra["callback_on_step_end"] = lambda pipe, i, t, kw: on_step() or {}
+
     def engine_job():
-        return generate(tl, backend, settings)
+        return generate(tl, backend, settings, callback=None if on_step is None else lambda d: on_step())
 
     def pipe_job():
         return pipe(prompt=PROMPT, negative_prompt="", height=g.height, width=g.width, num_frames=g.n_frames,

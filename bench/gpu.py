@@ -10,9 +10,10 @@ trained ones, and nothing is downloaded):
 The text encoders are one-layer stand-ins with the real output width (4096) and sequence
 length: the bench times the denoiser, the guidance and the VAE decode, not T5.
 
-Per model: seconds per denoising step (from a run of `--steps` minus a run of 2 steps, so
-text encoding and decoding cancel; diffusers' schedulers refuse 1 step here), the whole job's wall time, peak GPU memory, and the
-ratio engine / pipeline of each. `--tiny` runs the same code on the tests' tiny models on
+Per model: seconds per denoising step, clocked between the ends of the first and the last
+step (a step-end callback on both sides, the GPU synchronised there, so neither text
+encoding nor the decode's run-to-run spread enters it), the whole job's wall time, peak GPU
+memory, and the ratio engine / pipeline of each. `--tiny` runs the same code on the tests' tiny models on
 the CPU, so this file is exercised on machines with no GPU (tests/test_bench.py).
 
     python bench/gpu.py [--models ltx wan] [--steps 10] [--dtype bfloat16]   # on a GPU
@@ -70,22 +71,30 @@ def real_components(model: str) -> dict:
                 tokenizer=tokenizer, scheduler=scheduler)
 
 
-def timed(fn, device: torch.device) -> tuple[float, float]:
-    """-> (seconds, peak MiB) of one call: GPU memory on a GPU, resident memory on the CPU."""
+def timed(fn, device: torch.device, marks: list) -> tuple[float, float, float]:
+    """-> (seconds, seconds per step, peak MiB) of one call: GPU memory on a GPU, resident memory on the CPU.
+
+    marks: the list the job's step-end callback appends perf_counter() to.
+    """
+    marks.clear()
     if device.type != "cuda":
-        return measure(fn)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - t0, (torch.cuda.max_memory_allocated() - base) / 2**20
+        seconds, peak = measure(fn)
+    else:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        seconds, peak = time.perf_counter() - t0, (torch.cuda.max_memory_allocated() - base) / 2**20
+    if len(marks) < 2:
+        raise RuntimeError(f"{len(marks)} step callbacks: a step is clocked between two")
+    return seconds, (marks[-1] - marks[0]) / (len(marks) - 1), peak
 
 
 def bench_model(model: str, tiny: bool, steps: int, guidance: float, device: torch.device, dtype,
                 repeats: int = 3) -> dict:
-    """Medians of `repeats` interleaved runs at 2 and `steps` steps -> per-step seconds, wall, peak memory."""
+    """Medians of `repeats` interleaved runs -> per-step seconds, wall, peak memory of both sides."""
     job = TINY_JOB if tiny else JOBS[model]
     torch.manual_seed(0)
     with torch.device(device):
@@ -97,19 +106,29 @@ def bench_model(model: str, tiny: bool, steps: int, guidance: float, device: tor
     aspect = f"{job['width']}:{job['height']}"
     tl = ops.t2v("a red ball rolls to the left across a wooden table", duration_s=job["frames"] / job["fps"],
                  fps=job["fps"], aspect=aspect, resolution=min(job["width"], job["height"]))
-    out = {}
+    marks: list[float] = []
+
+    def on_step():
+        if device.type == "cuda":
+            torch.cuda.synchronize()   # the step's kernels have run, not only been queued
+        marks.append(time.perf_counter())
+
     with torch.no_grad():
-        for n in (2, steps):
-            engine_job, pipe_job, g = job_pair(model, pipe, backend, tl, Settings(steps=n, guidance=guidance), device)
-            engine_job(), pipe_job()                       # warm-up (kernels, allocator, lazy imports)
-            runs = [(timed(engine_job, device), timed(pipe_job, device)) for _ in range(repeats)]   # interleaved
-            out[n] = {side: (statistics.median(r[i][0] for r in runs), statistics.median(r[i][1] for r in runs))
-                      for i, side in enumerate(("engine", "pipeline"))}
+        engine_job, pipe_job, g = job_pair(model, pipe, backend, tl, Settings(steps=steps, guidance=guidance),
+                                           device, on_step)
+        engine_job(), pipe_job()                           # warm-up (kernels, allocator, lazy imports)
+        runs = []
+        for _ in range(repeats):                           # interleaved, so drift hits both alike
+            runs.append((timed(engine_job, device, marks), len(marks), timed(pipe_job, device, marks), len(marks)))
+    if any(r[1] != steps or r[3] != steps for r in runs):
+        raise RuntimeError(f"step callbacks per run {[(r[1], r[3]) for r in runs]}, expected {steps} a side")
+    runs = [(r[0], r[2]) for r in runs]
     res = {"model": model, "job": f"{g.width}x{g.height}x{g.n_frames}", "tokens": g.latent_frames * g.latent_h * g.latent_w}
-    for side in ("engine", "pipeline"):
-        res[side] = {"s_per_step": (out[steps][side][0] - out[2][side][0]) / (steps - 2),
-                     "wall_s": out[steps][side][0], "peak_mib": out[steps][side][1]}
+    for i, side in enumerate(("engine", "pipeline")):
+        wall, step, peak = (statistics.median(r[i][k] for r in runs) for k in range(3))
+        res[side] = {"s_per_step": step, "wall_s": wall, "peak_mib": peak}
     res["step_ratio"] = res["engine"]["s_per_step"] / res["pipeline"]["s_per_step"]
+    res["wall_ratio"] = res["engine"]["wall_s"] / res["pipeline"]["wall_s"]
     res["memory_ratio"] = res["engine"]["peak_mib"] / max(res["pipeline"]["peak_mib"], 1e-9)
     return res
 
@@ -124,7 +143,7 @@ def main(argv=None):
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     args = ap.parse_args(argv)
     if args.steps < 3:
-        ap.error("--steps: at least 3 (a 2-step run is subtracted)")
+        ap.error("--steps: at least 3 (steps are clocked between the first and the last)")
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.tiny:
         ap.error("no GPU here: run with --tiny to check the script on the CPU")
@@ -132,15 +151,15 @@ def main(argv=None):
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"device {name}, dtype {str(dtype).split('.')[-1]}, {args.steps} steps, guidance {args.guidance}")
     print("| model | job (WxHxframes) | latent tokens | engine s/step | diffusers s/step | step ratio | "
-          "engine peak MiB | diffusers peak MiB | memory ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "wall ratio | engine peak MiB | diffusers peak MiB | memory ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     results = []
     for model in args.models:
         r = bench_model(model, args.tiny, args.steps, args.guidance, device, dtype, args.repeats)
         results.append(r)
         e, p = r["engine"], r["pipeline"]
         print(f"| {model} | {r['job']} | {r['tokens']} | {e['s_per_step']:.3f} | {p['s_per_step']:.3f} | "
-              f"{r['step_ratio']:.3f} | {e['peak_mib']:.0f} | {p['peak_mib']:.0f} | {r['memory_ratio']:.3f} |",
+              f"{r['step_ratio']:.3f} | {r['wall_ratio']:.3f} | {e['peak_mib']:.0f} | {p['peak_mib']:.0f} | {r['memory_ratio']:.3f} |",
               flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
