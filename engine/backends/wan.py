@@ -263,7 +263,9 @@ class WanBackend(parts.DiffusersParts):
         device = self.device
         with self._visiting(self.text_encoder):
             te_dev = next(self.text_encoder.parameters()).device
-            hidden = self.text_encoder(enc.input_ids.to(te_dev), enc.attention_mask.to(te_dev)).last_hidden_state
+            # one prompt a call, as WanPipeline encodes prompt and negative prompt: half the encoder's peak
+            hidden = torch.cat([self.text_encoder(ids[None].to(te_dev), m[None].to(te_dev)).last_hidden_state
+                                for ids, m in zip(enc.input_ids, enc.attention_mask)])
         hidden = hidden.to(device, self.dtype)                               # (P, Lmax, D)
         seq_lens = enc.attention_mask.gt(0).sum(dim=1).long()
         out = []
