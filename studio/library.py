@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -52,23 +53,60 @@ def safe_name(name: str) -> str:
 
 
 class Library:
-    """Thread-safe: one connection per call, SQLite in WAL mode does the locking."""
+    """Thread-safe: one connection per call, SQLite in WAL mode does the locking.
 
-    def __init__(self, home: str | Path):
+    own=True (the studio server): this process runs the folder's jobs. It takes an OS lock on
+    home/studio.lock for as long as it lives (the kernel drops it when the process dies, however
+    it dies), so a second studio on the same folder is refused, and it cleans up after a studio
+    that stopped: running jobs marked interrupted, half-written files removed. Without own, a
+    Library only reads and adds, and never touches what a running studio is doing.
+    """
+
+    def __init__(self, home: str | Path, own: bool = False):
         self.home = Path(home).expanduser().resolve()
         for sub in ("videos", "uploads", "exports", "previews"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         self.db = self.home / "library.sqlite"
         self._lock = threading.Lock()
+        self._owner = self._take_ownership() if own else None
         with self._conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(SCHEMA)
-            # A job that was running when the studio stopped is not re-run on its own (it may be what
-            # stopped it): it is marked interrupted, for Retry. Queued jobs stay queued and resume.
-            c.execute("UPDATE jobs SET state='interrupted', error=?, finished=? WHERE state='running'",
-                      (INTERRUPTED, time.time()))
-        for stale in (self.home / "videos").glob(".*.part*"):  # temp files of a write that never completed
-            stale.unlink(missing_ok=True)
+            if own:
+                # A job that was running when the studio stopped is not re-run on its own (it may be what
+                # stopped it): it is marked interrupted, for Retry. Queued jobs stay queued and resume.
+                c.execute("UPDATE jobs SET state='interrupted', error=?, finished=? WHERE state='running'",
+                          (INTERRUPTED, time.time()))
+        if own:
+            for stale in (self.home / "videos").glob(".*.part*"):  # temp files of a write that never completed
+                stale.unlink(missing_ok=True)
+
+    def _take_ownership(self):
+        """-> the open lock file, held exclusively; InputError naming the folder when a studio has it."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one studio per folder is then up to the person
+            return None
+        f = open(self.home / "studio.lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise InputError(f"home: {self.home} is in use by another running studio (pid {pid}); "
+                             "stop it, or start this one with another --home") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def close(self):
+        """Give up ownership (a studio stopping in-process); the lock also goes with the process."""
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
 
     def _conn(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.db, timeout=30, isolation_level=None)

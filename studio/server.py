@@ -42,6 +42,8 @@ def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 
                          "without one anyone who can reach it could use the studio")
     home = Path(home or os.environ.get("CINEPATCH_HOME") or DEFAULT_HOME).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
+    from studio.library import Library
+    lib = Library(home, own=True)   # first, and refused at once while another studio runs on this folder
     if "gradio" in sys.modules:  # gradio reads its temp folder at import: ours only counts if we set it first
         print("cinepatch: note: gradio was imported before the studio set its temp folder", file=sys.stderr)
     prepare_env(home)
@@ -50,10 +52,8 @@ def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 
 
     from studio.app import CSS, Studio, build
     from studio.jobs import Jobs
-    from studio.library import Library
     from studio.videos_api import create_app
     os.chdir(home)  # a path echoed by a handler can then only name files of the data folder
-    lib = Library(home)
     studio = Studio(lib, Jobs(lib, backend), max_upload_mb)
     studio.resume()  # jobs a restart left queued run again, in order
     demo = build(studio)

@@ -45,13 +45,35 @@ def test_restart_keeps_videos_and_queued_jobs_and_marks_the_running_one_interrup
     lib.update_job(running, state="running", step=3, steps=8)
     queued = lib.add_job("generate", {}, "queued", "toy")
     (tmp_path / "videos" / ".v9.part.mp4").write_bytes(b"half a file")
-    lib2 = Library(tmp_path)  # as after a kill and a new start
+    assert Library(tmp_path).job(running)["state"] == "running"   # only the studio that owns the folder cleans up
+    assert (tmp_path / "videos" / ".v9.part.mp4").exists()
+    lib2 = Library(tmp_path, own=True)  # as after a kill and a new start
     assert lib2.job(done)["state"] == "done"
     assert lib2.job(running)["state"] == "interrupted" and "Retry" in lib2.job(running)["error"]
     assert lib2.job(queued)["state"] == "queued"          # its backend's queue picks it up again (below)
     assert len(lib2.videos()) == 1 and not (tmp_path / "videos" / ".v9.part.mp4").exists()
     with sqlite3.connect(tmp_path / "library.sqlite") as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_one_studio_per_data_folder(tmp_path):
+    """The folder's owner holds an OS lock: a second owner is refused with a one-line error, in this
+    process and from a second `python -m studio` (exit 2, before it loads anything), and the lock
+    is free again once the owner closes."""
+    import subprocess
+    import sys
+    owner = Library(tmp_path, own=True)
+    with pytest.raises(InputError, match=rf"^home: .* is in use by another running studio \(pid {os.getpid()}\)"):
+        Library(tmp_path, own=True)
+    second = subprocess.run([sys.executable, "-m", "studio", "--home", str(tmp_path), "--port", "1"],
+                            capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().splitlines() == [f"cinepatch: error: home: {tmp_path.resolve()} is in use by "
+                                                  f"another running studio (pid {os.getpid()}); stop it, or start "
+                                                  "this one with another --home"]
+    owner.close()
+    Library(tmp_path, own=True).close()
 
 
 def test_references_resolve_only_inside_the_data_folder(tmp_path, make_video):
@@ -152,7 +174,7 @@ def test_jobs_left_queued_by_a_restart_resume_in_order(tmp_path, backend):
     req = {"prompt": "a red circle", "duration_s": 0.5, "resolution": 32, "steps": 1}
     queued = [lib.add_job("generate", req, f"job {k}", "reference") for k in range(3)]
     other = lib.add_job("generate", req, "another backend's", "toy")
-    jobs = Jobs(Library(tmp_path / "home"), "reference", loader=lambda: backend)   # as after a restart
+    jobs = Jobs(Library(tmp_path / "home", own=True), "reference", loader=lambda: backend)   # as after a restart
     rows = [jobs.wait(j, timeout=120) for j in queued]
     assert [r["state"] for r in rows] == ["done"] * 3
     assert [r["started"] for r in rows] == sorted(r["started"] for r in rows)

@@ -48,7 +48,7 @@ def clip(client):
 
 
 def rows(server, sql, *args):
-    """Read the studio's own library (read-only: opening a Library would mark the server's running jobs)."""
+    """Read the studio's own library as it stands, through a read-only SQLite connection."""
     with sqlite3.connect(f"file:{server.home / 'library.sqlite'}?mode=ro", uri=True) as c:
         return c.execute(sql, args).fetchall()
 
