@@ -329,3 +329,29 @@ def compile(tl: Timeline, backend: Backend, media_cache: dict | None = None) -> 
     # 3. text: segments, gates and the unconditional branch
     text, gate, segments, u_text, u_gate = compile_text(tl, backend, grid)
     return Plan(grid, known, torch.from_numpy(level).float(), text, gate, segments, u_text, u_gate, sources)
+
+
+class _Outline:
+    """A stand-in backend with a spec and no model: encoders return zeros of the right shapes, one token a
+    prompt. Compiling on it gives the real plan's grid, levels, sources and gates (nothing there reads a
+    latent or token value), so a page can show a model's plan without loading the model."""
+    name = "outline"
+
+    def __init__(self, spec: LatentSpec):
+        self.spec = spec
+
+    def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.zeros(1, 1), torch.ones(1, dtype=torch.bool)) for _ in prompts]   # (1, 1), (1,)
+
+    def encode_video(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, N, H, W) -> zeros (B, C, latent frames, H / sf, W / sf)."""
+        B, _, N, H, W = x.shape
+        s = self.spec
+        F_ = (1 + -(-(N - 1) // s.temporal_factor)) if s.causal_first else -(-N // s.temporal_factor)
+        return torch.zeros(B, s.channels, F_, H // s.spatial_factor, W // s.spatial_factor)
+
+
+def outline(tl: Timeline, spec: LatentSpec) -> Plan:
+    """Timeline -> the Plan's geometry on a LatentSpec, with placeholder latents and tokens: the same rows()
+    as compile() on a backend with that spec, at no model cost."""
+    return compile(tl, _Outline(spec))

@@ -173,16 +173,16 @@ class Studio:
 
     # ------------------------------------------------------------------ storyboard
     def plan_rows(self, story: dict, backend: str | None = None) -> list[list]:
-        """The plan compiled for the picked model, as table rows: per latent frame, its time, level, what is
-        injected, what text it sees. (The model's latent grid decides the rows, so the model is loaded.)"""
-        from engine.plan import compile
+        """The plan on the picked model's latent grid, as table rows: per latent frame, its time, level, what is
+        injected, what text it sees. Its outline needs the model's spec only, so picking a model loads nothing."""
+        from engine.plan import outline
         from engine.requests import build
         tl, _, _ = build("storyboard", {"storyboard": story}, self.library.resolve)
-        return compile(tl, self.queue(backend).backend).rows()
+        return outline(tl, self.queue(backend).spec).rows()
 
     def frames_note(self, backend: str | None, duration_s: float, fps: float) -> str:
         """What a duration becomes on the picked model: its frame rule, the frames made and the frames kept."""
-        spec = self.queue(backend).backend.spec
+        spec = self.queue(backend).spec
         n = max(1, round(float(duration_s) * float(fps)))
         made, tf = spec.snap_frames(n), spec.temporal_factor
         rule = f"{tf}n+1" if spec.causal_first else f"{tf}n"

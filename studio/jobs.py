@@ -24,7 +24,9 @@ class Jobs:
         self.library = library
         self.backend_name = backend_name or default_backend()
         self._loader = loader or (lambda: load_backend(self.backend_name))
+        self._custom_loader = loader is not None
         self._backend = None
+        self._spec = None
         self._load_lock = threading.Lock()
         self._queue: queue.Queue[int] = queue.Queue()
         self._cancel: dict[int, threading.Event] = {}
@@ -42,6 +44,16 @@ class Jobs:
             if self._backend is None:
                 self._backend = self._loader()
             return self._backend
+
+    @property
+    def spec(self):
+        """The backend's LatentSpec; read from its configs, not by loading it, while the model is not loaded."""
+        from engine.backends.registry import spec_of
+        if self._backend is not None or self._custom_loader:  # a custom loader's spec is only known by loading
+            return self.backend.spec
+        if self._spec is None:
+            self._spec = spec_of(self.backend_name)
+        return self._spec
 
     # ------------------------------------------------------------------ API
     def check(self, op: str, request: dict):

@@ -245,6 +245,7 @@ class VideosApi:
         """("WxH", "seconds") as made, or as it will be made while the job waits."""
         vids = self.library.videos_of_job(job["id"]) if job["state"] == "done" else []
         if vids:
+            self._planned.pop(job["id"], None)  # made: the planned size is not needed again
             return f"{vids[0]['width']}x{vids[0]['height']}", _secs(vids[0]["duration_s"])
         if job["id"] not in self._planned:
             self._planned[job["id"]] = self._plan(job)
@@ -256,7 +257,7 @@ class VideosApi:
         try:
             tl, _, _ = build(job["op"], job["request"], self.library.resolve)
             try:
-                spec = self.studio.queue(job["backend"]).backend.spec
+                spec = self.studio.queue(job["backend"]).spec  # from the model's configs: listing loads nothing
             except InputError:  # a backend not set up here any more
                 spec = None
             w, h, s = planned_size(tl, spec)
@@ -535,6 +536,7 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
         if job["state"] in ("queued", "running"):
             studio.cancel(job["id"])
             studio.wait(job["id"], 120)  # the worker stops at its next step
+        api._planned.pop(job["id"], None)
         return DeletedVideo(id=video_id, deleted=api.library.delete_job(job["id"]))
 
     @app.get("/v1/videos/{video_id}/content", responses={200: {"content": {"video/mp4": {}, "image/jpeg": {}}},

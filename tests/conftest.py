@@ -93,6 +93,41 @@ def check_missing_folder(cls, name: str, tmp_path):
     assert str(folder) in msg and "vae" in msg and "\n" not in msg
 
 
+def check_spec_without_loading(cls, name: str, folder, tmp_path, monkeypatch, want):
+    """A saved model folder: its spec is read from configs alone (== `want`, the loaded backend's), and the
+    page's frame rule and plan table for it load nothing; the plan table is the plan the model compiles."""
+    from engine.backends.registry import spec_of
+    from engine.params import InputError
+    from engine.plan import compile
+    from engine.requests import build
+    from engine.video_io import write_image
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    monkeypatch.delenv(f"CINEPATCH_{name.upper()}_MODEL", raising=False)
+    monkeypatch.setenv("CINEPATCH_MODELS", str(folder.parent))
+    assert cls.read_spec(folder) == want and spec_of(name) == want
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[8:20, 8:20] = (220, 30, 30)
+    ref = lib.add_upload(write_image(tmp_path / "red.png", img))
+    story = {"duration_s": 2.0, "fps": 8.0, "aspect": "1:1", "resolution": 32, "crossfade_s": 0.5,
+             "cards": [{"kind": "image", "at_s": 0.0, "path": ref},
+                       {"kind": "text", "start_s": 0.0, "end_s": 1.0, "text": "a red ball"},
+                       {"kind": "text", "start_s": 1.0, "end_s": 2.0, "text": "a blue cube"}]}
+    note, rows = studio.frames_note(name, 2.0, 8), studio.plan_rows(story, name)
+    assert studio.queues[name]._backend is None, "picking the model in the page loaded it"
+    made = want.snap_frames(16)
+    assert f"makes {made} and keeps the first 16" in note
+    tl = build("storyboard", {"storyboard": story}, lib.resolve)[0]
+    assert rows == compile(tl, studio.queue(name).backend).rows() and rows[0][4] == "cards[0]"
+    (folder / "vae" / "config.json").write_text("{not json")
+    with pytest.raises(InputError) as e:
+        cls.read_spec(folder)
+    assert str(folder) in str(e.value) and "\n" not in str(e.value)
+
+
 # ----------------------------------------------------------------------------- studio
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -16,7 +16,8 @@ from engine.params import InputError  # noqa: E402
 from engine.plan import compile  # noqa: E402
 from engine.sampler import sample  # noqa: E402
 from engine.timeline import TextCard  # noqa: E402
-from tests.conftest import check_missing_folder, check_operations_end_to_end, tiny_tokenizer  # noqa: E402
+from tests.conftest import (check_missing_folder, check_operations_end_to_end, check_spec_without_loading,  # noqa: E402
+                            tiny_tokenizer)
 
 FPS = 8
 SIZE = dict(fps=FPS, aspect="1:1", resolution=32)  # 32x32 px -> 8x8 latent cells with the tiny VAE (4x)
@@ -335,3 +336,10 @@ def test_the_studio_offers_and_runs_a_configured_ltx_folder(tmp_path, pipe, monk
     assert made > 16 and (made - 1) % spec.temporal_factor == 0
     assert f"makes {made} and keeps the first 16" in studio.frames_note("ltx", 2.0, 8)
     assert "exactly" in studio.frames_note("ltx", made / 8, 8)
+
+
+def test_the_page_reads_the_models_spec_without_loading_it(tmp_path, pipe, monkeypatch):
+    from engine.backends.ltx import LTXBackend
+    pipe.save_pretrained(tmp_path / "models" / "ltx")
+    check_spec_without_loading(LTXBackend, "ltx", tmp_path / "models" / "ltx", tmp_path, monkeypatch,
+                               LTXBackend.from_pipe(pipe).spec)

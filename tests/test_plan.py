@@ -233,3 +233,23 @@ def test_no_side_exceeds_the_backends_limit(aspect):
     spec = LatentSpec(channels=4, temporal_factor=8, spatial_factor=32, max_side=1024)
     w, h = spec.frame_size(aspect, 2160)
     assert max(w, h) <= 1024 and w % 32 == 0 and h % 32 == 0
+
+
+@pytest.mark.parametrize("tf,causal", [(2, True), (4, False), (8, True)])
+def test_outline_has_the_compiled_plans_rows_and_geometry(tf, causal, make_video, make_image):
+    """The page's plan table comes from outline() on the spec alone; it must be the plan compile() makes."""
+    from engine.plan import outline
+    be = ReferenceBackend(temporal_factor=tf, causal_first=causal)
+    a = make_video("a.mp4", seed=1, w=112, h=64)
+    b = make_video("b.mp4", seed=2, w=112, h=64)
+    tl = Timeline(duration_s=2.5, fps=8, prompt="on grass", negative_prompt="blurry", crossfade_s=0.25,
+                  cards=[ImageCard(0, make_image()), ImageCard(1.3, make_image("b.png", color=(20, 200, 40)), 0.6),
+                         VideoCard(0.5, 1.5, a, weight=Curve(((0, 1), (1, 0)))),
+                         VideoCard(0.5, 1.5, b, weight=Curve(((0, 0), (1, 1)))),
+                         TextCard(0, 1.2, "a red ball bouncing"),
+                         TextCard(1.0, 2.5, "a blue cube", weight=Curve(((0, 1), (1, 0.3))))],
+                  noise=Curve(((0, 1), (1, 0.6))))
+    real, out = compile(tl, be), outline(tl, be.spec)
+    assert out.rows() == real.rows() and out.explain().splitlines()[2:] == real.explain().splitlines()[2:]
+    assert torch.equal(out.start_level, real.start_level) and out.known.shape == real.known.shape
+    assert np.array_equal(out.segment_gates(), real.segment_gates()) and out.sources == real.sources

@@ -18,7 +18,8 @@ from engine.params import InputError  # noqa: E402
 from engine.plan import compile  # noqa: E402
 from engine.sampler import sample  # noqa: E402
 from engine.timeline import TextCard  # noqa: E402
-from tests.conftest import check_missing_folder, check_operations_end_to_end, tiny_tokenizer  # noqa: E402
+from tests.conftest import (check_missing_folder, check_operations_end_to_end, check_spec_without_loading,  # noqa: E402
+                            tiny_tokenizer)
 
 FPS = 8
 SIZE = dict(fps=FPS, aspect="1:1", resolution=32)  # 32x32 px -> 4x4 latent cells (8x VAE) -> 2x2 tokens a frame
@@ -352,3 +353,11 @@ def test_load_from_a_saved_folder_offline(tmp_path, pipe):
     (tmp_path / "m" / "vae" / "config.json").unlink()
     with pytest.raises(InputError, match="vae/config.json"):
         WanBackend.load(tmp_path / "m")
+
+
+def test_the_page_reads_the_models_spec_without_loading_it(tmp_path, pipe, monkeypatch):
+    from engine.backends.wan import WanBackend
+    with diffusers_processors(pipe.transformer):
+        pipe.save_pretrained(tmp_path / "models" / "wan")
+    check_spec_without_loading(WanBackend, "wan", tmp_path / "models" / "wan", tmp_path, monkeypatch,
+                               WanBackend.from_pipe(pipe).spec)

@@ -47,6 +47,19 @@ def check_folder(path, name: str, title: str) -> Path:
     return folder
 
 
+def meta_parts(folder: Path, transformer_cls, vae_cls):
+    """The transformer and VAE of a checked folder built from their configs on the meta device: diffusers'
+    own classes fill the defaults and derive the compression, and no weight is read or allocated."""
+    try:
+        tcfg = transformer_cls.load_config(folder, subfolder="transformer", local_files_only=True)
+        vcfg = vae_cls.load_config(folder, subfolder="vae", local_files_only=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise InputError(f"model: {folder} could not be read ({first[:200]})") from None
+    with torch.device("meta"):
+        return transformer_cls.from_config(tcfg), vae_cls.from_config(vcfg)
+
+
 class DiffusersParts:
     """Placement of a pipeline's parts; subclasses set `normalize` for their VAE's latent statistics."""
 

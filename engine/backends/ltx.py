@@ -49,6 +49,13 @@ def check_folder(path) -> Path:
     return parts.check_folder(path, "ltx", "LTX-Video")
 
 
+def ltx_spec(cfg, vae) -> LatentSpec:
+    """The latent grid of a transformer config and a VAE: tokens are patch x patch cells of the latent."""
+    sf, tf = vae.spatial_compression_ratio, vae.temporal_compression_ratio
+    return LatentSpec(channels=cfg.in_channels, temporal_factor=tf, spatial_factor=sf, causal_first=True,
+                      size_multiple=sf * cfg.patch_size, per_token_timestep=True, min_side=sf * cfg.patch_size)
+
+
 class LTXBackend(parts.DiffusersParts):
     name = "ltx"
 
@@ -70,11 +77,17 @@ class LTXBackend(parts.DiffusersParts):
         self.like = like
         cfg = self.transformer.config
         self.patch, self.patch_t = cfg.patch_size, cfg.patch_size_t
-        sf, tf = vae.spatial_compression_ratio, vae.temporal_compression_ratio
-        self.spec = LatentSpec(channels=cfg.in_channels, temporal_factor=tf, spatial_factor=sf, causal_first=True,
-                               size_multiple=sf * self.patch, per_token_timestep=True, min_side=sf * self.patch)
+        self.spec = ltx_spec(cfg, vae)
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def read_spec(cls, path=None, model: str | None = None, **_) -> LatentSpec:
+        """The latent spec of a model folder from its configs alone: no weights are read."""
+        folder = check_folder(path or model or default_model_path())
+        from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+        transformer, vae = parts.meta_parts(folder, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo)
+        return ltx_spec(transformer.config, vae)
+
     @classmethod
     def from_pipe(cls, pipe, **opts) -> "LTXBackend":
         """Wrap an existing LTXPipeline's components (shared, not copied)."""

@@ -52,6 +52,22 @@ def configured() -> list[str]:
     return [default_backend()] + [n for n in ("ltx", "wan") if (p := default_model_path(n)) and Path(p).is_dir()]
 
 
+def spec_of(name: str | None = None, **opts):
+    """A backend's LatentSpec without loading its weights: the embedded model's is fixed, a real model's is
+    read from its folder's configs. For what a page shows before anything runs (frame rules, plan tables)."""
+    name = name or default_backend()
+    if name == "toy":
+        from engine.backends.toy.backend import toy_spec
+        return toy_spec()
+    if name == "ltx":
+        from engine.backends.ltx import LTXBackend
+        return LTXBackend.read_spec(**opts)
+    if name == "wan":
+        from engine.backends.wan import WanBackend
+        return WanBackend.read_spec(**opts)
+    return load_backend(name, **opts).spec  # reference: a few random weights, built in milliseconds
+
+
 def load_backend(name: str | None = None, **opts):
     """A backend object by name; raises InputError for an unknown name."""
     name = name or default_backend()

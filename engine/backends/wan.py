@@ -59,6 +59,14 @@ def check_folder(path) -> Path:
     return parts.check_folder(path, "wan", "Wan")
 
 
+def wan_spec(cfg, vae_cfg) -> LatentSpec:
+    """The latent grid of a transformer config and a VAE config; one timestep per call (Wan 2.1)."""
+    sf, tf = vae_cfg.scale_factor_spatial, vae_cfg.scale_factor_temporal
+    side = sf * max(tuple(cfg.patch_size)[1:])
+    return LatentSpec(channels=cfg.in_channels, temporal_factor=tf, spatial_factor=sf, causal_first=True,
+                      size_multiple=side, per_token_timestep=False, min_side=side)
+
+
 def scheduler_config(scheduler) -> dict:
     """The scheduler's config with its class name (a config dict alone does not say which class made it)."""
     return {**scheduler.config, "_class_name": type(scheduler).__name__}
@@ -163,13 +171,8 @@ class WanBackend(parts.DiffusersParts):
         self.trim_padding = trim_padding
         # WanPipeline runs guidance's two branches one after the other: half the activations at peak
         self.cfg_batch = False
-        cfg = self.transformer.config
-        self.patch = tuple(cfg.patch_size)                                  # (pt, ph, pw)
-        vc = self.vae.config
-        sf, tf = vc.scale_factor_spatial, vc.scale_factor_temporal
-        self.spec = LatentSpec(channels=cfg.in_channels, temporal_factor=tf, spatial_factor=sf, causal_first=True,
-                               size_multiple=sf * max(self.patch[1:]), per_token_timestep=False,
-                               min_side=sf * max(self.patch[1:]))
+        self.patch = tuple(self.transformer.config.patch_size)                # (pt, ph, pw)
+        self.spec = wan_spec(self.transformer.config, self.vae.config)
         # the gate reaches cross-attention through one processor shared by every block's attn2 (bias: _BIAS)
         self.processor = GatedWanCrossAttnProcessor()
         self.install_processor()
@@ -192,6 +195,14 @@ class WanBackend(parts.DiffusersParts):
             _BIAS.reset(token)
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def read_spec(cls, path=None, model: str | None = None, **_) -> LatentSpec:
+        """The latent spec of a model folder from its configs alone: no weights are read."""
+        folder = check_folder(path or model or default_model_path())
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        transformer, vae = parts.meta_parts(folder, WanTransformer3DModel, AutoencoderKLWan)
+        return wan_spec(transformer.config, vae.config)
+
     @classmethod
     def from_pipe(cls, pipe, **opts) -> "WanBackend":
         """Wrap an existing WanPipeline's components (shared, not copied)."""
