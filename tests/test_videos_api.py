@@ -280,6 +280,27 @@ def test_a_restart_mid_queue_keeps_every_job(server):
             assert v.status == "completed" or (v.error.code == "interrupted" and "Retry" in v.error.message)
 
 
+def test_the_size_reported_while_queued_is_the_size_made_and_then_forgotten(tmp_path):
+    """In-process: a waiting job reports the size it will be made at (worked out once, cached); once made,
+    the real file's size is reported and the cached plan is dropped, so the cache does not grow with the library."""
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.videos_api import VideosApi
+    lib = Library(tmp_path / "home")
+    api = VideosApi(Studio(lib, Jobs(lib, "reference")))
+    req = {"prompt": "a red circle", "duration_s": 1.0, **api.size_fields("100x60", None), "steps": 1}
+    job_id = lib.add_job("generate", req, "a red circle", "reference")  # in the library, not in a running queue
+    queued = api.video(lib.job(job_id))
+    assert queued.status == "queued" and job_id in api._planned
+    w, h = map(int, queued.size.split("x"))
+    assert w > h and queued.seconds == "1"
+    assert Jobs(lib, "reference").wait(job_id, 120)["state"] == "done"         # a restarted queue picks it up
+    made = api.video(lib.job(job_id))
+    assert (made.status, made.size, made.seconds) == ("completed", queued.size, queued.seconds)
+    assert job_id not in api._planned
+
+
 # ----------------------------------------------------------------------------- schemathesis (last: it leaves odd jobs queued)
 def test_schemathesis_finds_no_server_errors(server):
     """Cases generated from the served OpenAPI schema, 25 per operation: none answered with a 5xx."""
