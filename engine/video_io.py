@@ -579,5 +579,6 @@ def from_tensor(x) -> np.ndarray:  # (3, N, H, W) in [-1, 1] -> (N, H, W, 3) uin
 
     if x.ndim != 4 or x.shape[0] != 3:
         raise MediaError(f"frames: a tensor must be (3, N, H, W); got {tuple(x.shape)}")
-    u8 = ((x.detach().to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return rearrange(u8, "c n h w -> n h w c").cpu().numpy()
+    # one float32 temporary, on x's device; the copy to the host is of uint8
+    u8 = x.detach().to(torch.float32).add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return rearrange(u8, "c n h w -> n h w c").contiguous().cpu().numpy()

@@ -166,7 +166,7 @@ def _write_preview(backend, denoised, out):
     try:
         z = denoised[:1, :, denoised.shape[2] // 2:denoised.shape[2] // 2 + 1]     # (1, C, 1, h, w)
         with torch.no_grad():
-            frame = from_tensor(backend.decode(z)[0, :, :1].float().cpu())[0]      # (H, W, 3)
+            frame = from_tensor(backend.decode(z)[0, :, :1])[0]                       # (H, W, 3)
         tmp = out.with_name(out.name + ".part")
         im = Image.fromarray(frame)
         im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # small once here: the page embeds it on every poll
