@@ -30,6 +30,8 @@ def prepare_env(home: Path) -> None:
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Files of the data folder that no request may name, even though the folder is the working directory.
+PRIVATE = ("library.sqlite", "library.sqlite-wal", "library.sqlite-shm", "studio.lock")
 
 
 def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: int = 200,
@@ -65,7 +67,11 @@ def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 
                         allowed_paths=[str(home / "videos"), str(home / "exports")], max_file_size=f"{max_upload_mb}mb",
                         enable_monitoring=False, ssr_mode=False, mcp_server=False, pwa=False, auth=auth,
                         auth_message="The API key this studio was started with" if api_key else None,
-                        css=CSS, theme=gr.themes.Soft())
+                        show_error=False,  # only our own messages (gr.Error) reach the page; Gradio's may name paths
+                        css=CSS, theme=gr.themes.Soft(), blocked_paths=[str(home / n) for n in PRIVATE])
+    # Mounted Blocks never count as launched, and Gradio checks the paths inside a request's FileData only
+    # for launched ones: without this any file the server can read was copied into tmp/ and served.
+    demo.has_launched = True
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False))
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     if not block:
