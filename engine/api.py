@@ -58,10 +58,18 @@ def needs_model(tl: Timeline) -> bool:
     return tl.assemble is None or any(p.source == "generated" for p in tl.assemble)
 
 
+def check_cancel(cancel, phase: str) -> None:
+    """Raise sampler.Cancelled when the cancel token (anything with is_set(), or None) is set."""
+    if cancel is not None and cancel.is_set():
+        raise sampler.Cancelled(f"cancelled {phase}")
+
+
 def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
     """-> (plan, latents (B, C, F, h, w)) with B = tl.variations, variation k seeded with tl.seed + k."""
-    # 1. compile the timeline (its preset applied) onto the backend's grid
+    # 1. compile the timeline (its preset applied) onto the backend's grid: encodes its media and text
+    check_cancel(cancel, "before encoding")
     plan = plan_mod.compile(with_preset(tl), backend)
+    check_cancel(cancel, "after encoding")
     # 2. noise per variation, each reproducible on its own
     noise = torch.stack([torch.randn(plan.known.shape, generator=torch.Generator().manual_seed(tl.seed + k))
                          for k in range(tl.variations)])                     # (B, C, F, h, w)
@@ -117,13 +125,14 @@ def planned_size(tl: Timeline, spec=None) -> tuple[int, int, float]:
     return w, h, n / tl.fps
 
 
-def assemble(tl: Timeline, generated: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+def assemble(tl: Timeline, generated: np.ndarray | None, size: tuple[int, int], cancel=None) -> np.ndarray:
     """Cut the output together from generated time and source clips -> (N, H, W, 3) at tl.fps."""
     from engine.video_io import fit, read_video
     if tl.assemble is None:
         return generated
     parts = []
     for p in tl.assemble:
+        check_cancel(cancel, "while cutting")
         if p.source == "generated":
             a, b = round(p.in_s * tl.fps), round(p.out_s * tl.fps)
             parts.append(generated[a:min(b, len(generated))])
@@ -137,11 +146,15 @@ def generate(tl: Timeline, backend=None, settings: Settings | None = None, callb
     """Timeline -> tl.variations clips (N, H, W, 3) uint8 at tl.fps, assembled."""
     settings = settings or Settings()
     if not needs_model(tl):
-        return [assemble(tl, None, output_size(tl))] * tl.variations
+        clip = assemble(tl, None, output_size(tl), cancel)
+        check_cancel(cancel, "after cutting")
+        return [clip] * tl.variations
     plan, x = generate_latents(tl, backend, settings, callback, cancel)
     grid = plan.grid
+    check_cancel(cancel, "before decoding")
     clips = decode_frames(backend, x, grid.out_frames)
-    return [assemble(tl, c, (grid.width, grid.height)) for c in clips]
+    check_cancel(cancel, "after decoding")
+    return [assemble(tl, c, (grid.width, grid.height), cancel) for c in clips]
 
 
 def sidecar(tl: Timeline, backend_name: str, settings: Settings, variation: int, extra: dict | None = None) -> dict:

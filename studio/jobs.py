@@ -84,71 +84,104 @@ class Jobs:
         return self.submit(old["op"], old["request"], old["label"])
 
     def cancel(self, job_id: int) -> bool:
-        ev = self._cancel.get(int(job_id))
-        if ev is None:
-            return False
-        ev.set()
-        job = self.library.job(job_id)
-        if job and job["state"] == "queued":  # never started: it ends here
-            self.library.update_job(job_id, state="cancelled", finished=time.time())
-            self._done[job_id].set()
-        return True
+        """Ask a job to stop; returns at once -> False when it is not queued or running.
+
+        A queued job ends here (queued -> cancelled, compare-and-set: the worker's queued -> running
+        can only win before it). A running job is flagged; its worker ends it at its next check (each
+        phase and step) and writes no video: wait() says cancelled once the worker has stopped."""
+        job_id = int(job_id)
+        if self.library.transition(job_id, "queued", "cancelled", finished=time.time()):
+            self._token(job_id).set()
+            done = self._done.get(job_id)
+            if done is not None:
+                done.set()
+            return True
+        if self.library.request_cancel(job_id):
+            self._token(job_id).set()
+            return True
+        return False
+
+    def _token(self, job_id: int) -> threading.Event:
+        """The job's cancel token (a fresh one for a job this queue never held: nothing reads it)."""
+        return self._cancel.get(job_id) or threading.Event()
 
     def wait(self, job_id: int, timeout: float | None = None) -> dict:
+        """The job's row once it is over (done, failed, cancelled; or when timeout passes first)."""
         ev = self._done.get(int(job_id))
         if ev is not None:
             ev.wait(timeout)
         return self.library.job(job_id)
 
-    def _preview_file(self, job_id: int):
-        return self.library.home / "previews" / f"j{int(job_id)}.jpg"
-
     def preview_path(self, job_id: int):
-        p = self._preview_file(job_id)
+        p = self.library.preview_file(job_id)
         return p if p.exists() else None
 
     # ------------------------------------------------------------------ worker
     def _run(self):
+        from engine.sampler import Cancelled
         while True:
             job_id = self._queue.get()
-            if self._cancel[job_id].is_set():
-                continue
+            cancel = self._cancel[job_id]
             try:
-                self._one(job_id)
+                self._one(job_id, cancel)
             except Exception as e:  # one job failing must never stop the queue
-                msg = str(e).splitlines()[0] if isinstance(e, InputError) else f"{e.__class__.__name__}: {e}"
-                if not isinstance(e, InputError):
-                    traceback.print_exc()
-                self.library.update_job(job_id, state="failed", error=msg[:500], finished=time.time())
+                if isinstance(e, Cancelled) or cancel.is_set():
+                    self.library.transition(job_id, "running", "cancelled", finished=time.time())
+                else:
+                    self._fail(job_id, e)
             finally:
-                self._done[job_id].set()
+                self._cancel.pop(job_id, None)
+                self._done.pop(job_id, threading.Event()).set()
+                if self.library.job(job_id) is None:  # deleted while it ran: its last preview goes too
+                    self.library.preview_file(job_id).unlink(missing_ok=True)
 
-    def _one(self, job_id: int):
-        from engine.api import generate, needs_model, resolve_settings, sidecar
+    def _fail(self, job_id: int, e: Exception):
+        msg = str(e).splitlines()[0] if isinstance(e, InputError) else f"{e.__class__.__name__}: {e}"
+        if not isinstance(e, InputError):
+            traceback.print_exc()
+        for src in ("running", "queued"):  # queued: it failed before it could start
+            if self.library.transition(job_id, src, "failed", error=msg[:500], finished=time.time()):
+                break
+
+    def _one(self, job_id: int, cancel: threading.Event):
+        """Run one job; Cancelled (from any phase) ends it cancelled. Only this thread ends a running job."""
+        from engine.api import check_cancel, generate, needs_model, resolve_settings, sidecar
         from engine.requests import build
-        from engine.sampler import Cancelled
-        job = self.library.job(job_id)
         lib = self.library
-        lib.update_job(job_id, state="running", started=time.time())
+        # 1. claim it: a cancel that landed since it was queued has already ended it
+        if not lib.transition(job_id, "queued", "running", started=time.time()):
+            return
+        job = lib.job(job_id)
+        if job is None:  # deleted the moment it started
+            return
+        # 2. read the request and its media, load the model
         tl, explicit, lineage = build(job["op"], job["request"], lib.resolve)
         settings = resolve_settings(tl, explicit)
+        check_cancel(cancel, "before loading the model")
         backend = self.backend if needs_model(tl) else None
+        check_cancel(cancel, "after loading the model")
         lib.update_job(job_id, steps=settings.steps if backend else 0)
+        # 3. encode, denoise, decode (the engine checks the token at each phase and step)
+        clips = generate(tl, backend, settings, callback=self._progress(job_id, backend), cancel=cancel)
+        # 4. write the clips under temp names, then attach them and end the job in one transaction
+        staged = []
         try:
-            clips = generate(tl, backend, settings, callback=self._progress(job_id, backend),
-                             cancel=self._cancel[job_id])
-        except Cancelled:
-            lib.update_job(job_id, state="cancelled", finished=time.time())
-            return
-        for k, clip in enumerate(clips):
-            meta = sidecar(tl, self.backend_name if backend else "none", settings, k)
-            lib.add_video(job_id, job["op"], job["label"], clip, tl.fps, meta, lineage)
-        lib.update_job(job_id, state="done", step=settings.steps if backend else 0, finished=time.time())
+            for k, clip in enumerate(clips):
+                check_cancel(cancel, "before writing to the library")
+                meta = sidecar(tl, self.backend_name if backend else "none", settings, k)
+                staged.append(lib.stage_video(job["op"], job["label"], clip, tl.fps, meta, lineage))
+            check_cancel(cancel, "before writing to the library")
+        except BaseException:
+            lib.discard(staged)
+            raise
+        if not lib.finish_job(job_id, staged, step=settings.steps if backend else 0, finished=time.time()):
+            from engine.sampler import Cancelled
+            raise Cancelled("cancelled (or deleted) before its videos were attached")
 
     def _progress(self, job_id: int, backend):
         if backend is None:
             return None
-        out = self._preview_file(job_id)
+        out = self.library.preview_file(job_id)
 
         def cb(d):
             self.library.update_job(job_id, step=d["step"])

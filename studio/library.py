@@ -15,10 +15,13 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +29,33 @@ import numpy as np
 from engine.params import InputError
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+# The only state changes there are, each one compare-and-set in SQL (Library.transition). Only the worker ends
+# a running job: a cancel of a running job sets cancel_requested and the worker ends it at its next check.
+TRANSITIONS = {"queued": ("running", "cancelled", "failed"), "running": ("done", "failed", "cancelled", "interrupted")}
+JOB_FIELDS = ("step", "steps", "error", "started", "finished")
 INTERRUPTED = "the studio stopped while this job ran; Retry runs it again"
 KINDS = ("generate", "storyboard", "remix", "blend", "loop", "extend", "recut")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY, op TEXT NOT NULL, request TEXT NOT NULL, label TEXT NOT NULL,
+# AUTOINCREMENT: an id is never given twice, even after the newest row is deleted (a retried DELETE, a client
+# polling an old id, or a deleted job's worker must never reach another job).
+TABLES = {
+    "jobs": """CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, request TEXT NOT NULL, label TEXT NOT NULL,
     backend TEXT NOT NULL, state TEXT NOT NULL, step INTEGER DEFAULT 0, steps INTEGER DEFAULT 0,
-    error TEXT, created REAL NOT NULL, started REAL, finished REAL);
-CREATE TABLE IF NOT EXISTS videos (
-    id INTEGER PRIMARY KEY, job_id INTEGER REFERENCES jobs(id), kind TEXT NOT NULL, label TEXT NOT NULL,
-    file TEXT NOT NULL, thumb TEXT, storyboard TEXT NOT NULL, settings TEXT NOT NULL, backend TEXT NOT NULL,
-    seed INTEGER, lineage TEXT NOT NULL, favourite INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
-    duration_s REAL, width INTEGER, height INTEGER, fps REAL);
-CREATE INDEX IF NOT EXISTS videos_created ON videos(created);
-"""
+    error TEXT, created REAL NOT NULL, started REAL, finished REAL, cancel_requested INTEGER NOT NULL DEFAULT 0)""",
+    "videos": """CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER REFERENCES jobs(id), kind TEXT NOT NULL,
+    label TEXT NOT NULL, file TEXT NOT NULL, thumb TEXT, storyboard TEXT NOT NULL, settings TEXT NOT NULL,
+    backend TEXT NOT NULL, seed INTEGER, lineage TEXT NOT NULL, favourite INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, duration_s REAL, width INTEGER, height INTEGER, fps REAL)""",
+}
+SCHEMA = ";\n".join(t.format(name=n) for n, t in TABLES.items()) + \
+    ";\nCREATE INDEX IF NOT EXISTS videos_created ON videos(created);\n"
+# Files named after row ids (their numbers count as ids once used) and what a crash can leave beside them.
+NUMBERED = {"videos": ("videos", r"v(\d{1,12})\.(?:mp4|jpg)"), "exports": ("videos", r"v(\d{1,12})\..+"),
+            "previews": ("jobs", r"j(\d{1,12})\.jpg")}
+WORK_FOLDERS = ("videos", "uploads", "exports", "previews")
+TMP_MAX_AGE_S = 3 * 3600   # Gradio keeps a copy of every upload in tmp/; by then the request that used it is over
+TMP_SWEEP_EVERY_S = 600
 REF = re.compile(r"^(lib):(\d{1,12})$|^(upload):([A-Za-z0-9][A-Za-z0-9._-]{0,120})$")
 MEDIA_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -52,34 +68,115 @@ def safe_name(name: str) -> str:
     return f"{stem}.{suffix}" if suffix else stem
 
 
+@dataclass
+class Staged:
+    """A finished clip's mp4 and thumbnail written into videos/ under temp names; a row makes it a library item."""
+    mp4: Path
+    thumb: Path
+    row: dict   # the videos columns but id, job_id, file and thumb
+
+
 class Library:
     """Thread-safe: one connection per call, SQLite in WAL mode does the locking.
 
     own=True (the studio server): this process runs the folder's jobs. It takes an OS lock on
     home/studio.lock for as long as it lives (the kernel drops it when the process dies, however
     it dies), so a second studio on the same folder is refused, and it cleans up after a studio
-    that stopped: running jobs marked interrupted, half-written files removed. Without own, a
-    Library only reads and adds, and never touches what a running studio is doing.
+    that stopped: running jobs marked interrupted, half-written and orphaned files removed, tmp/
+    emptied (and swept of old files while it runs). Without own, a Library only reads and adds,
+    and never touches what a running studio is doing.
     """
 
     def __init__(self, home: str | Path, own: bool = False):
         self.home = Path(home).expanduser().resolve()
-        for sub in ("videos", "uploads", "exports", "previews"):
+        for sub in WORK_FOLDERS:
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         self.db = self.home / "library.sqlite"
-        self._lock = threading.Lock()
         self._owner = self._take_ownership() if own else None
         with self._conn() as c:
+            c.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file (an old one: VACUUM below)
             c.execute("PRAGMA journal_mode=WAL")
+            self._migrate(c)
             c.executescript(SCHEMA)
             if own:
                 # A job that was running when the studio stopped is not re-run on its own (it may be what
-                # stopped it): it is marked interrupted, for Retry. Queued jobs stay queued and resume.
+                # stopped it): it is marked interrupted, for Retry (cancelled if a cancel was asked for).
+                # Queued jobs stay queued and resume.
+                now = time.time()
+                c.execute("UPDATE jobs SET state='cancelled', finished=? WHERE state='running' AND cancel_requested=1",
+                          (now,))
                 c.execute("UPDATE jobs SET state='interrupted', error=?, finished=? WHERE state='running'",
-                          (INTERRUPTED, time.time()))
+                          (INTERRUPTED, now))
+                if c.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a file made before: rebuilt once
+                    c.execute("VACUUM")
+        self._stop = threading.Event()
         if own:
-            for stale in (self.home / "videos").glob(".*.part*"):  # temp files of a write that never completed
-                stale.unlink(missing_ok=True)
+            self._clean_leftovers()
+            self.sweep_tmp(0)
+            threading.Thread(target=self._sweep_tmp_until_closed, name="cinepatch-sweep-tmp", daemon=True).start()
+
+    def _migrate(self, c):
+        """Tables made before ids came from AUTOINCREMENT (or before cancel_requested): rebuilt in one transaction
+        with every row and id kept, the id sequence set above the highest id ever used (live rows, and the
+        numbers in the names of files that deleted rows left behind: previews, exports)."""
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for table, create in TABLES.items():
+                row = c.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
+                if row is None or "AUTOINCREMENT" in row[0].upper():
+                    continue
+                c.execute(create.format(name=f"{table}_new"))
+                new = {r[1] for r in c.execute(f"PRAGMA table_info({table}_new)")}
+                cols = ", ".join(r[1] for r in c.execute(f"PRAGMA table_info({table})") if r[1] in new)
+                c.execute(f"INSERT INTO {table}_new ({cols}) SELECT {cols} FROM {table}")
+                c.execute(f"DROP TABLE {table}")
+                c.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+                c.execute("DELETE FROM sqlite_sequence WHERE name=?", (table,))
+                c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, self._highest_used(c, table)))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _highest_used(self, c, table: str) -> int:
+        found = [c.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]]
+        if table == "jobs" and c.execute("SELECT 1 FROM sqlite_master WHERE name='videos'").fetchone():
+            found.append(c.execute("SELECT COALESCE(MAX(job_id), 0) FROM videos").fetchone()[0])
+        for sub, (owner, pattern) in NUMBERED.items():
+            if owner == table:
+                found += [int(m.group(1)) for p in (self.home / sub).iterdir() if (m := re.fullmatch(pattern, p.name))]
+        return max(found)
+
+    def _clean_leftovers(self):
+        """What a studio that died left: temp files of writes that never completed (dot names, `.part`), and
+        files of rows that are gone (a crash between a row's delete and its files', or before a row's insert)."""
+        with self._conn() as c:
+            live = {t: {r[0] for r in c.execute(f"SELECT id FROM {t}")} for t in ("jobs", "videos")}
+        for sub in WORK_FOLDERS:
+            owner, pattern = NUMBERED.get(sub, (None, None))
+            for p in (self.home / sub).iterdir():
+                m = re.fullmatch(pattern, p.name) if pattern else None
+                if p.name.startswith(".") or p.name.endswith(".part") or (m and int(m.group(1)) not in live[owner]):
+                    _remove(p)
+
+    def sweep_tmp(self, max_age_s: float = TMP_MAX_AGE_S) -> int:
+        """Remove what tmp/ has held for longer than max_age_s (0: everything) -> entries removed.
+
+        tmp/ is Gradio's upload and cache folder (and the API's scratch space): nothing there is kept
+        for long, so it is emptied when the owner starts and swept every TMP_SWEEP_EVERY_S after."""
+        tmp = self.home / "tmp"
+        cutoff = time.time() - max_age_s
+        gone = [p for p in (tmp.iterdir() if tmp.is_dir() else ()) if max_age_s <= 0 or _newest_mtime(p) < cutoff]
+        for p in gone:
+            _remove(p)
+        return len(gone)
+
+    def _sweep_tmp_until_closed(self):
+        while not self._stop.wait(TMP_SWEEP_EVERY_S):
+            try:
+                self.sweep_tmp()
+            except OSError:  # a file vanishing under the sweep is not worth stopping it for
+                pass
 
     def _take_ownership(self):
         """-> the open lock file, held exclusively; InputError naming the folder when a studio has it."""
@@ -104,6 +201,7 @@ class Library:
 
     def close(self):
         """Give up ownership (a studio stopping in-process); the lock also goes with the process."""
+        self._stop.set()
         if self._owner is not None:
             self._owner.close()
             self._owner = None
@@ -113,6 +211,23 @@ class Library:
         c.row_factory = sqlite3.Row
         return _Closing(c)
 
+    @contextmanager
+    def _transaction(self):
+        """A connection inside BEGIN IMMEDIATE (the write lock taken at once): committed, or rolled back on error."""
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def _reclaim(self):
+        """Give the pages of deleted rows back to the file system (auto_vacuum=INCREMENTAL)."""
+        with self._conn() as c:
+            c.executescript("PRAGMA incremental_vacuum;")  # run to the end (a bare execute() frees one page)
+
     # ------------------------------------------------------------------ jobs
     def add_job(self, op: str, request: dict, label: str, backend: str) -> int:
         with self._conn() as c:
@@ -120,14 +235,26 @@ class Library:
                             (op, json.dumps(request), label[:500], backend, "queued", time.time()))
             return int(cur.lastrowid)
 
+    def transition(self, job_id: int, src: str, dst: str, **fields) -> bool:
+        """Move a job from state src to dst (and set fields) only if it is in src now -> whether it moved."""
+        with self._conn() as c:
+            return _cas(c, job_id, src, dst, fields)
+
+    def request_cancel(self, job_id: int) -> bool:
+        """Flag a running job for its worker to end -> False when it is not running (any more)."""
+        with self._conn() as c:
+            cur = c.execute("UPDATE jobs SET cancel_requested=1 WHERE id=? AND state='running'", (int(job_id),))
+            return cur.rowcount == 1
+
     def update_job(self, job_id: int, **fields):
-        bad = set(fields) - {"state", "step", "steps", "error", "started", "finished"}
-        assert not bad, bad
+        """Progress fields of a job. A state given here moves a queued job only (see transition)."""
         if "state" in fields:
-            assert fields["state"] in STATES, fields["state"]
+            self.transition(job_id, "queued", fields.pop("state"), **fields)
+            return
+        assert not set(fields) - set(JOB_FIELDS), fields
         sets = ", ".join(f"{k}=?" for k in fields)
         with self._conn() as c:
-            c.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
+            c.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), int(job_id)))
 
     def job(self, job_id: int) -> dict | None:
         with self._conn() as c:
@@ -150,41 +277,91 @@ class Library:
         return [_job(r) for r in rows]
 
     def delete_job(self, job_id: int) -> bool:
-        """A job and every video it made (the files too)."""
-        if self.job(job_id) is None:
-            return False
-        for v in self.videos_of_job(job_id):
-            self.delete(v["id"])
-        with self._conn() as c:
-            c.execute("DELETE FROM jobs WHERE id=?", (int(job_id),))
+        """A job and every video it made: the rows in one transaction, then the files. A worker still running
+        it finds the row gone and attaches nothing (Jobs.cancel it first so the worker stops early)."""
+        with self._transaction() as c:
+            if c.execute("DELETE FROM jobs WHERE id=?", (int(job_id),)).rowcount == 0:
+                return False
+            gone = [self._video(r) for r in c.execute("SELECT * FROM videos WHERE job_id=?", (int(job_id),))]
+            c.execute("DELETE FROM videos WHERE job_id=?", (int(job_id),))
+        for v in gone:
+            self._remove_files(v)
+        self.preview_file(job_id).unlink(missing_ok=True)
+        self._reclaim()
         return True
+
+    def preview_file(self, job_id: int) -> Path:
+        """Where a job's latest step preview is kept (it may not exist)."""
+        return self.home / "previews" / f"j{int(job_id)}.jpg"
 
     def videos_of_job(self, job_id: int) -> list[dict]:
         with self._conn() as c:
             rows = c.execute("SELECT * FROM videos WHERE job_id=? ORDER BY id", (int(job_id),)).fetchall()
         return [self._video(r) for r in rows]
 
+    def finish_job(self, job_id: int, staged: list[Staged], **fields) -> bool:
+        """running -> done with its staged videos attached, in one transaction. False, with nothing attached and
+        the staged files removed, when the job was cancelled or deleted in the meantime."""
+        return self._attach(job_id, staged, lambda c: _cas(c, job_id, "running", "done", fields)) is not None
+
     # ------------------------------------------------------------------ videos
     def add_video(self, job_id: int | None, kind: str, label: str, frames: np.ndarray, fps: float, sidecar: dict,
                   lineage: dict) -> int:
         """Write the mp4 and its thumbnail, then the row: a crash before the row leaves no half item."""
+        return self._attach(job_id, [self.stage_video(kind, label, frames, fps, sidecar, lineage)])[0]
+
+    def stage_video(self, kind: str, label: str, frames: np.ndarray, fps: float, sidecar: dict,
+                    lineage: dict) -> Staged:
+        """Encode a clip and its thumbnail into videos/ under temp names (no row yet: nobody sees them)."""
         from engine.video_io import write_video
         from PIL import Image
         assert kind in KINDS, kind
-        with self._lock:  # ids are reserved under the lock so two writers never share a file name
-            with self._conn() as c:
-                vid = int(c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM videos").fetchone()[0])
-            name = f"v{vid}.mp4"
-            write_video(self.home / "videos" / name, frames, fps, overwrite=True)
-            thumb = f"v{vid}.jpg"
-            Image.fromarray(frames[len(frames) // 2]).save(self.home / "videos" / thumb, quality=85)
-            with self._conn() as c:
-                c.execute("INSERT INTO videos (id, job_id, kind, label, file, thumb, storyboard, settings, backend, seed,"
-                          " lineage, created, duration_s, width, height, fps) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          (vid, job_id, kind, label[:500], name, thumb, json.dumps(sidecar["storyboard"]),
-                           json.dumps(sidecar["settings"]), sidecar["backend"], sidecar["seed"], json.dumps(lineage),
-                           time.time(), len(frames) / fps, int(frames.shape[2]), int(frames.shape[1]), fps))
-        return vid
+        tmp = self.home / "videos" / f".new-{secrets.token_hex(6)}"
+        staged = Staged(tmp.with_suffix(".mp4"), tmp.with_suffix(".jpg"), {
+            "kind": kind, "label": label[:500], "storyboard": json.dumps(sidecar["storyboard"]),
+            "settings": json.dumps(sidecar["settings"]), "backend": sidecar["backend"], "seed": sidecar["seed"],
+            "lineage": json.dumps(lineage), "created": time.time(), "duration_s": len(frames) / fps,
+            "width": int(frames.shape[2]), "height": int(frames.shape[1]), "fps": fps})
+        try:
+            write_video(staged.mp4, frames, fps, overwrite=True)
+            Image.fromarray(frames[len(frames) // 2]).save(staged.thumb, format="JPEG", quality=85)
+        except BaseException:
+            self.discard([staged])
+            raise
+        return staged
+
+    @staticmethod
+    def discard(staged: list[Staged]):
+        """Remove staged files that will not become library items."""
+        for s in staged:
+            s.mp4.unlink(missing_ok=True)
+            s.thumb.unlink(missing_ok=True)
+
+    def _attach(self, job_id: int | None, staged: list[Staged], claim=None) -> list[int] | None:
+        """Rows for staged videos, their files renamed to v<id>.mp4/.jpg, all in one transaction that first
+        runs claim(conn) (None: nothing to claim) -> the ids, or None when claim said no (files removed)."""
+        moved = []
+        try:
+            with self._transaction() as c:
+                if claim is not None and not claim(c):
+                    return None
+                ids = []
+                for s in staged:
+                    cols = {"job_id": job_id, "file": "", **s.row}
+                    vid = int(c.execute(f"INSERT INTO videos ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                        tuple(cols.values())).lastrowid)
+                    name, thumb = f"v{vid}.mp4", f"v{vid}.jpg"
+                    for src, dst in ((s.mp4, name), (s.thumb, thumb)):
+                        os.replace(src, self.home / "videos" / dst)
+                        moved.append(self.home / "videos" / dst)
+                    c.execute("UPDATE videos SET file=?, thumb=? WHERE id=?", (name, thumb, vid))
+                    ids.append(vid)
+            moved = []  # committed: the files are the items'
+            return ids
+        finally:
+            self.discard(staged)  # renamed ones are gone from their temp names already
+            for p in moved:
+                p.unlink(missing_ok=True)
 
     def video(self, vid: int) -> dict | None:
         with self._conn() as c:
@@ -211,11 +388,15 @@ class Library:
             return False
         with self._conn() as c:
             c.execute("DELETE FROM videos WHERE id=?", (int(vid),))
-        exports = self.home / "exports"
-        for p in (item["path"], item["thumb_path"], exports / f"v{int(vid)}.gif", exports / f"v{int(vid)}.sprites.jpg"):
+        self._remove_files(item)
+        self._reclaim()
+        return True
+
+    def _remove_files(self, item: dict):
+        """A deleted item's mp4, thumbnail and the downloads made of it (exports/v<id>.*)."""
+        for p in (item["path"], item["thumb_path"], *(self.home / "exports").glob(f"v{int(item['id'])}.*")):
             if p:
                 Path(p).unlink(missing_ok=True)
-        return True
 
     def gif(self, vid: int) -> Path:
         """The video as a looping GIF (made once, kept in exports/)."""
@@ -318,3 +499,29 @@ def _job(row) -> dict:
     d = dict(row)
     d["request"] = json.loads(d["request"])
     return d
+
+
+def _cas(c, job_id: int, src: str, dst: str, fields: dict) -> bool:
+    """UPDATE ... WHERE id=? AND state=src: a job moves only from the state its writer saw (checked rowcount)."""
+    assert dst in TRANSITIONS.get(src, ()), f"a job cannot go from {src} to {dst}"
+    assert not set(fields) - set(JOB_FIELDS), fields
+    guard = " AND cancel_requested=0" if dst == "done" else ""  # a cancel that got in first wins
+    sets = ", ".join(f"{k}=?" for k in ("state", *fields))
+    cur = c.execute(f"UPDATE jobs SET {sets} WHERE id=? AND state=?{guard}", (dst, *fields.values(), int(job_id), src))
+    return cur.rowcount == 1
+
+
+def _remove(p: Path):
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def _newest_mtime(p: Path) -> float:
+    """A file's mtime, or the newest of a folder's and everything in it (lstat: links are not followed)."""
+    times = [p.lstat().st_mtime]
+    if p.is_dir() and not p.is_symlink():
+        for root, dirs, files in os.walk(p):
+            times += [os.lstat(os.path.join(root, n)).st_mtime for n in dirs + files]
+    return max(times)

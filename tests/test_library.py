@@ -1,6 +1,8 @@
 """The studio's library (SQLite + files), its job queue and the request objects, without a browser."""
 import os
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -40,9 +42,10 @@ def test_restart_keeps_videos_and_queued_jobs_and_marks_the_running_one_interrup
     lib = Library(tmp_path)
     done = lib.add_job("generate", {}, "done", "toy")
     lib.add_video(done, "generate", "done", ramp_clip(6), 12.0, sidecar(), {})
-    lib.update_job(done, state="done")
+    assert lib.transition(done, "queued", "running") and lib.transition(done, "running", "done")
     running = lib.add_job("generate", {}, "running", "toy")
-    lib.update_job(running, state="running", step=3, steps=8)
+    assert lib.transition(running, "queued", "running")
+    lib.update_job(running, step=3, steps=8)
     queued = lib.add_job("generate", {}, "queued", "toy")
     (tmp_path / "videos" / ".v9.part.mp4").write_bytes(b"half a file")
     assert Library(tmp_path).job(running)["state"] == "running"   # only the studio that owns the folder cleans up
@@ -220,3 +223,252 @@ def test_two_first_requests_for_one_backend_share_one_queue(tmp_path, jobs, monk
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert made == ["ltx"] and len({id(q) for q in got}) == 1
+
+
+# ----------------------------------------------------------------------------- issue 19: ids, cancel, leftovers
+class Hold:
+    """A callable that, on its `at`-th call, sets `reached` and waits for `release` before calling `fn`."""
+
+    def __init__(self, fn, at: int = 1, reached=None, release=None):
+        self.fn, self.at, self.calls = fn, at, 0
+        self.reached, self.release = reached or threading.Event(), release or threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at:
+            self.reached.set()
+            assert self.release.wait(120), "the test never released the hold"
+        return self.fn(*args, **kwargs)
+
+
+class WorkerHeld:
+    """A library whose first call from a job worker thread waits at a gate (every other call goes straight on)."""
+
+    def __init__(self, lib):
+        self._lib, self.reached, self.release = lib, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        attr = getattr(self._lib, name)
+        worker = threading.current_thread().name.startswith("cinepatch-jobs")
+        if not callable(attr) or not worker or self.reached.is_set():
+            return attr
+        return Hold(attr, reached=self.reached, release=self.release)
+
+
+TINY = {"prompt": "x", "duration_s": 0.5, "resolution": 32, "steps": 2}
+
+
+def test_ids_are_never_given_twice_after_deletes_and_restarts(tmp_path):
+    """Issue 19 finding 3: with MAX(id)+1 the newest id came back after its row was deleted."""
+    lib = Library(tmp_path)
+    jobs_seen, videos_seen = [], []
+    for k in range(3):
+        job = lib.add_job("generate", {}, f"job {k}", "reference")
+        videos_seen.append(lib.add_video(job, "generate", "x", ramp_clip(6), 12.0, sidecar(), {}))
+        jobs_seen.append(job)
+        assert lib.delete_job(job)
+    lone = lib.add_video(None, "generate", "x", ramp_clip(6), 12.0, sidecar(), {})
+    assert lib.delete(lone)
+    videos_seen.append(lone)
+    lib = Library(tmp_path, own=True)                               # as after a restart
+    jobs_seen.append(lib.add_job("generate", {}, "after", "reference"))
+    videos_seen.append(lib.add_video(None, "generate", "x", ramp_clip(6), 12.0, sidecar(), {}))
+    for seen in (jobs_seen, videos_seen):
+        assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
+
+
+OLD_SCHEMA = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY, op TEXT NOT NULL, request TEXT NOT NULL, label TEXT NOT NULL,
+    backend TEXT NOT NULL, state TEXT NOT NULL, step INTEGER DEFAULT 0, steps INTEGER DEFAULT 0,
+    error TEXT, created REAL NOT NULL, started REAL, finished REAL);
+CREATE TABLE videos (
+    id INTEGER PRIMARY KEY, job_id INTEGER REFERENCES jobs(id), kind TEXT NOT NULL, label TEXT NOT NULL,
+    file TEXT NOT NULL, thumb TEXT, storyboard TEXT NOT NULL, settings TEXT NOT NULL, backend TEXT NOT NULL,
+    seed INTEGER, lineage TEXT NOT NULL, favourite INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    duration_s REAL, width INTEGER, height INTEGER, fps REAL);
+CREATE INDEX videos_created ON videos(created);
+"""
+
+
+def test_an_old_library_is_migrated_keeping_every_row_and_id(tmp_path):
+    """A library.sqlite made before AUTOINCREMENT: rows and ids kept, and the next ids start above the highest
+    ever used, including ids only files still name (job 9's preview, video 12's export)."""
+    (tmp_path / "previews").mkdir()
+    (tmp_path / "exports").mkdir()
+    with sqlite3.connect(tmp_path / "library.sqlite") as c:
+        c.executescript(OLD_SCHEMA)
+        for k in (1, 2, 5):
+            c.execute("INSERT INTO jobs (id, op, request, label, backend, state, created) VALUES (?,?,?,?,?,?,?)",
+                      (k, "generate", "{}", f"job {k}", "reference", "done", 1.0))
+        c.execute("INSERT INTO videos (id, job_id, kind, label, file, thumb, storyboard, settings, backend, seed, "
+                  "lineage, created) VALUES (3, 5, 'generate', 'v', 'v3.mp4', 'v3.jpg', '{}', '{}', 'reference', 1, "
+                  "'{}', 1.0)")
+        before = {t: c.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in ("jobs", "videos")}
+    (tmp_path / "previews" / "j9.jpg").write_bytes(b"jpg")       # job 9 existed once (and was deleted)
+    (tmp_path / "exports" / "v12.gif").write_bytes(b"gif")       # so did video 12
+    lib = Library(tmp_path)
+    with sqlite3.connect(tmp_path / "library.sqlite") as c:
+        after = {t: [r[:len(before[t][0])] for r in c.execute(f"SELECT * FROM {t} ORDER BY id")] for t in before}
+        schema = " ".join(r[0] for r in c.execute("SELECT sql FROM sqlite_master WHERE type='table'"))
+    assert after == before and schema.count("AUTOINCREMENT") == 2
+    assert lib.job(5)["cancel_requested"] == 0
+    assert lib.add_job("generate", {}, "next", "reference") == 10
+    assert lib.add_video(None, "generate", "x", ramp_clip(6), 12.0, sidecar(), {}) == 13
+    Library(tmp_path, own=True).close()                           # the owner also turns on incremental vacuum
+    with sqlite3.connect(tmp_path / "library.sqlite") as c:
+        assert c.execute("PRAGMA auto_vacuum").fetchone()[0] == 2 and c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 4
+
+
+def test_job_states_move_only_by_compare_and_set(tmp_path):
+    lib = Library(tmp_path)
+    job = lib.add_job("generate", {}, "x", "reference")
+    assert not lib.transition(job, "running", "done")              # it is queued, not running: nothing moves
+    assert lib.transition(job, "queued", "running") and not lib.transition(job, "queued", "running")
+    assert lib.request_cancel(job) and lib.job(job)["state"] == "running"   # only the worker ends a running job
+    staged = [lib.stage_video("generate", "x", ramp_clip(6), 12.0, sidecar(), {})]
+    assert not lib.finish_job(job, staged)                         # a cancel that got in first wins
+    assert lib.videos_of_job(job) == [] and list((lib.home / "videos").iterdir()) == []
+    assert lib.transition(job, "running", "cancelled") and lib.job(job)["state"] == "cancelled"
+    for dst in ("running", "done", "queued"):                      # terminal states are final
+        with pytest.raises(AssertionError, match="cannot go from cancelled"):
+            lib.transition(job, "cancelled", dst)
+
+
+def test_a_cancel_between_dequeue_and_start_is_final(tmp_path, backend):
+    """Issue 19 finding 5a: the worker wrote "running" over a cancel that landed after it took the job."""
+    lib = Library(tmp_path / "home")
+    held = WorkerHeld(lib)
+    jobs = Jobs(held, "reference", loader=lambda: backend)
+    job = jobs.submit("generate", TINY)
+    assert held.reached.wait(120)                                 # the worker has the job and is about to start it
+    assert jobs.cancel(job) and jobs.wait(job, 120)["state"] == "cancelled"
+    held.release.set()
+    after = jobs.submit("generate", TINY)
+    assert jobs.wait(after, 120)["state"] == "done"                # the worker is past the cancelled job
+    row = lib.job(job)
+    assert row["state"] == "cancelled" and row["started"] is None and lib.videos_of_job(job) == []
+
+
+def _hold_phase(phase, lib, backend, monkeypatch) -> tuple[Hold, object]:
+    """-> (the hold, the Jobs loader) for a job held at `phase`."""
+    import engine.api
+    where = {"encode": (backend, "encode_text"), "step": (backend, "denoise"), "decode": (engine.api, "decode_frames"),
+             "recut": (engine.api, "assemble"), "write": (lib, "stage_video"), "attach": (lib, "finish_job")}
+    if phase == "load":
+        hold = Hold(lambda: backend)
+        return hold, hold
+    obj, name = where[phase]
+    hold = Hold(getattr(obj, name))
+    monkeypatch.setattr(obj, name, hold)
+    return hold, lambda: backend
+
+
+@pytest.mark.parametrize("phase", ["load", "encode", "step", "decode", "recut", "write", "attach"])
+def test_cancel_is_honoured_at_every_phase_and_returns_at_once(phase, tmp_path, backend, monkeypatch, make_video):
+    """Issue 19 finding 5b/5c: a re-cut, a decode and a library write ignored cancel, and cancel was only seen
+    between steps. The worker is held inside the phase while cancel is called: cancel must answer without waiting
+    for it, and once released the job ends cancelled with no video and no file left."""
+    lib = Library(tmp_path / "home")
+    hold, loader = _hold_phase(phase, lib, backend, monkeypatch)
+    jobs = Jobs(lib, "reference", loader=loader)
+    if phase == "recut":
+        job = jobs.submit("recut", {"video": lib.add_upload(make_video(), "clip.mp4"), "trim": [0.0, 1.0]})
+    else:
+        job = jobs.submit("generate", TINY)
+    assert hold.reached.wait(120)
+    answered = threading.Event()
+    threading.Thread(target=lambda: jobs.cancel(job) and answered.set(), daemon=True).start()
+    assert answered.wait(60), "cancel waited for the worker"
+    assert lib.job(job)["state"] == "running" and lib.job(job)["cancel_requested"] == 1
+    hold.release.set()
+    assert jobs.wait(job, 120)["state"] == "cancelled"
+    assert lib.videos_of_job(job) == [] and lib.videos() == [] and list((lib.home / "videos").iterdir()) == []
+
+
+def test_a_deleted_running_job_attaches_nothing_to_a_later_job(tmp_path, backend, monkeypatch):
+    """Issue 19 finding 3: a job deleted while it ran (no cancel) went on, and its clip was attached to the next
+    job, which had been given the same id."""
+    import engine.api
+    lib = Library(tmp_path / "home")
+    hold = Hold(engine.api.decode_frames)
+    monkeypatch.setattr(engine.api, "decode_frames", hold)
+    jobs = Jobs(lib, "reference", loader=lambda: backend)
+    gone = jobs.submit("generate", dict(TINY, duration_s=1.0))
+    assert hold.reached.wait(120)
+    assert lib.delete_job(gone)
+    later = lib.add_job("generate", TINY, "later", "reference")    # made while the deleted one still runs
+    hold.release.set()
+    assert jobs.wait(gone, 120) is None and later != gone
+    assert lib.videos() == [] and lib.videos_of_job(later) == [] and list((lib.home / "videos").iterdir()) == []
+    assert jobs.preview_path(gone) is None
+
+
+def test_the_owner_removes_leftovers_of_a_crash(tmp_path):
+    """Issue 19 finding 7: temp files in exports/ and uploads/, files of rows that are gone, Gradio's tmp/."""
+    lib = Library(tmp_path)
+    vid = lib.add_video(None, "generate", "kept", ramp_clip(6), 12.0, sidecar(), {})
+    keep = [lib.home / "videos" / f"v{vid}.mp4", lib.home / "videos" / f"v{vid}.jpg", lib.home / "exports" / f"v{vid}.gif",
+            lib.home / "uploads" / "abc_clip.mp4", lib.home / "exports" / "storyboard.json"]
+    junk = [lib.home / "exports" / f".v{vid}.sprites.jpg.part", lib.home / "exports" / f".v{vid}.1234-0badcafe.part.gif",
+            lib.home / "uploads" / ".abc_clip.mp4.part", lib.home / "previews" / "j3.jpg.part",
+            lib.home / "videos" / ".new-0123456789ab.mp4", lib.home / "videos" / "v999.mp4",
+            lib.home / "exports" / "v999.gif", lib.home / "previews" / "j999.jpg",
+            lib.home / "tmp" / "0f3a" / "upload.bin", lib.home / "tmp" / "api-x" / "clip.mp4"]
+    for p in keep[2:] + junk:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    Library(tmp_path, own=True).close()
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in junk)
+    assert list((lib.home / "tmp").iterdir()) == []
+
+
+def test_tmp_keeps_only_what_is_recent(tmp_path):
+    """Gradio copies every upload into tmp/ and never removes it: the owner sweeps what is older than a bound."""
+    from studio.library import TMP_MAX_AGE_S
+    lib = Library(tmp_path)
+    old, new, nested = tmp_path / "tmp" / "old", tmp_path / "tmp" / "new", tmp_path / "tmp" / "busy"
+    for folder in (old, new, nested):
+        folder.mkdir(parents=True)
+        (folder / "upload.mp4").write_bytes(b"x" * 1000)
+    long_ago = time.time() - TMP_MAX_AGE_S - 60
+    for p in (old, old / "upload.mp4", nested):                    # busy/ is old but holds a recent file
+        os.utime(p, (long_ago, long_ago))
+    assert lib.sweep_tmp() == 1
+    assert not old.exists() and (new / "upload.mp4").exists() and (nested / "upload.mp4").exists()
+
+
+def test_deleted_jobs_give_their_space_back(tmp_path):
+    """Issue 19 finding 7: the file kept the pages of deleted jobs (now auto_vacuum=INCREMENTAL)."""
+    lib = Library(tmp_path, own=True)
+    ids = [lib.add_job("generate", {"prompt": "x" * 100_000}, "big", "reference") for _ in range(20)]
+    full = os.path.getsize(lib.db)
+    for job in ids:
+        lib.delete_job(job)
+    assert full > 2_000_000 and os.path.getsize(lib.db) < full / 10, (full, os.path.getsize(lib.db))
+
+
+# ----------------------------------------------------------------------------- temp files of killed writers
+def test_a_later_write_removes_the_part_file_of_a_killed_writer(tmp_path):
+    """Issue 19 finding 7: a writer killed with SIGKILL leaves `.NAME.<pid>-<hex>.part.SUFFIX`; the next write
+    to the same output removes it (its pid is dead), and keeps a live writer's part."""
+    import signal
+    import subprocess
+    import sys
+
+    from engine.files import atomic_write_text, part_path
+    out = tmp_path / "out.json"
+    code = ("import sys, time\nfrom engine.files import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_text('half')\n    print(tmp, flush=True)\n    time.sleep(600)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    dead_part = writer.stdout.readline().strip()
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(60)
+    live_part = part_path(out)                                     # this process is alive: its part stays
+    live_part.write_text("mine")
+    other = tmp_path / ".out.v2.123-0badcafe.part.json"            # not a part of out.json
+    other.write_text("x")
+    assert os.path.exists(dead_part) and os.path.basename(dead_part).startswith(".out.")
+    atomic_write_text(out, "{}")
+    assert out.read_text() == "{}" and not os.path.exists(dead_part) and live_part.exists() and other.exists()
