@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small slice (minutes, not an hour)")
     _opt(p, "--steps", "steps"); _opt(p, "--guidance", "guidance"); _opt(p, "--shift", "shift"); _opt(p, "--solver", "solver")
 
+    p = sub.add_parser("probe", help="does the embedded model read its prompt? caption-swap loss ratios (1.00 = ignores)")
+    p.add_argument("--weights", default=None, help="DiT weights: .safetensors or a runs/*/ckpt*.pt (default assets/)")
+    p.add_argument("--vae", default=None, help="VAE weights (default assets/toy_vae.safetensors)")
+    p.add_argument("--clips", type=int, default=12, help="rendered clips in the probe set [1..64]")
+    p.add_argument("--seed", type=int, default=0, help="the probe's noise")
+
     p = sub.add_parser("demo", help="render the example storyboard and say where it is")
     p.add_argument("--backend", default=None)
     p.add_argument("--out", default=None, help="default out/demo.mp4 (replaced on every run)")
@@ -272,6 +278,16 @@ def cmd_eval(a):
     print(table(results))
 
 
+def cmd_probe(a):
+    from engine.backends.toy.backend import ASSETS
+    from engine.probe import probe_weights, table
+    if not 1 <= a.clips <= 64:
+        raise InputError(f"clips: {a.clips} is outside [1..64]")
+    weights = a.weights or ASSETS / "toy_dit.safetensors"
+    print(f"probe of {weights}: loss(swapped caption) / loss(true caption), {a.clips} clips; 1.00 = the word is ignored")
+    print(table(probe_weights(weights, a.vae, a.clips, a.seed)))
+
+
 def cmd_demo(a):
     from engine.api import Settings, render
     from engine.timeline import load
@@ -288,7 +304,7 @@ def cmd_demo(a):
 
 VERBS = {"generate": cmd_generate, "t2v": cmd_t2v, "i2v": cmd_i2v, "remix": cmd_remix, "blend": cmd_blend,
          "loop": cmd_loop, "extend": cmd_extend, "recut": cmd_recut, "plan": cmd_plan, "judge": cmd_judge,
-         "eval": cmd_eval, "demo": cmd_demo}
+         "eval": cmd_eval, "probe": cmd_probe, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
