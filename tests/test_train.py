@@ -40,7 +40,7 @@ def test_decoder_only_training_leaves_the_latent_space_exactly_as_it_was(tmp_pat
     monkeypatch.setattr(train, "eval_vae", lambda model, n=12: 0.0)          # the final evals are slow and not under test
     monkeypatch.setattr(train, "eval_vae_motion", lambda model, n=24: 0.0)
     init, out = train.ASSETS / "toy_vae.safetensors", tmp_path / "vae.safetensors"
-    train.main(["vae", "--minutes", "0.05", "--run", str(tmp_path / "run"), "--init", str(init), "--batch", "2",
+    train.main(["vae", "--max-steps", "2", "--run", str(tmp_path / "run"), "--init", str(init), "--batch", "2",
                 "--decoder-only", "--motion-weight", "2", "--lr", "1e-2", "--threads", "1", "--export", "--out", str(out)])
     before, after = load_file(str(init)), load_file(str(out))
     assert before.keys() == after.keys()
@@ -49,3 +49,72 @@ def test_decoder_only_training_leaves_the_latent_space_exactly_as_it_was(tmp_pat
     for k in kept:
         assert torch.equal(before[k], after[k]), k
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+
+
+def test_timestep_shift_moves_the_same_draws_toward_high_noise():
+    from engine.backends.toy.train_dit import sample_t
+    base = sample_t(np.random.default_rng(3), 4000)
+    same = sample_t(np.random.default_rng(3), 4000, shift=1.0)
+    high = sample_t(np.random.default_rng(3), 4000, shift=3.0)
+    assert torch.equal(base, same)                                          # the default recipe is untouched
+    assert (high >= base - 1e-6).all() and ((high > 0) & (high < 1)).all()
+    assert high.mean() > base.mean() + 0.1
+    assert (high[base.argsort()].diff() >= 0).all()                         # same draws, monotone map
+
+
+def test_forced_image_to_video_keeps_the_first_frame_only_and_only_in_its_share():
+    from engine.backends.toy.train_dit import force_i2v
+    levels = torch.rand(2000, 5) * 0.5 + 0.5
+    out = force_i2v(levels, 0.8, np.random.default_rng(0))
+    forced = (out[:, 0] == 0) & (out[:, 1:] == 1).all(1)
+    assert 0.75 < forced.float().mean() < 0.85
+    assert torch.equal(out[~forced], levels[~forced])
+    assert force_i2v(levels, 0.0, np.random.default_rng(0)) is levels
+
+
+def test_pooled_text_reaches_only_the_frames_its_gate_opens():
+    """Two segments: frames 0-1 see tokens 0-1, frames 2-3 tokens 2-4. The pooled vector of a frame
+    changes with its own segment's tokens and not with the other's."""
+    from engine.backends.toy.model import DiT, DiTConfig, pooled_text
+    txt = torch.randn(1, 5, 8)
+    gate = torch.zeros(1, 4, 5)
+    gate[0, :2, :2] = 1
+    gate[0, 2:, 2:] = 1
+    p = pooled_text(txt, gate)                                              # (1, 4, 8)
+    assert torch.allclose(p[0, 0], txt[0, :2].mean(0)) and torch.allclose(p[0, 3], txt[0, 2:].mean(0))
+    txt2 = txt.clone()
+    txt2[0, 3] = torch.linspace(-2, 2, 8)                                  # a new word (not a shift: LayerNorm hides one)
+    q = pooled_text(txt2, gate)
+    assert torch.equal(p[0, :2], q[0, :2]) and not torch.allclose(p[0, 2:], q[0, 2:])
+
+    torch.manual_seed(0)
+    cfg = DiTConfig(in_channels=4, patch=1, width=16, depth=1, heads=2, text_dim=8, pooled_text=True)
+    model = DiT(cfg).eval()
+    for blk in model.blocks:                                                 # wake adaLN-Zero so c matters
+        torch.nn.init.normal_(blk.ada[-1].weight, std=0.5)
+    torch.nn.init.normal_(model.patch_out.weight, std=0.5)
+    for blk in model.blocks:              # cut the paths between frames (self-attention) and the cross-attention
+        torch.nn.init.zeros_(blk.cross.out.weight)
+        torch.nn.init.zeros_(blk.attn.out.weight)
+    x, t = torch.randn(1, 4, 4, 2, 2), torch.full((1, 4), 0.5)
+    with torch.no_grad():
+        a, b = model(x, t, txt, gate), model(x, t, txt2, gate)
+    assert torch.equal(a[:, :, :2], b[:, :, :2]) and not torch.allclose(a[:, :, 2:], b[:, :, 2:])
+
+
+def test_shipped_weights_without_the_pooled_path_still_load_and_the_recipe_default_is_off():
+    from engine.backends.toy.backend import load_dit
+    from engine.backends.toy.train_dit import DIT_CONFIG
+    model = load_dit()
+    assert not model.cfg.pooled_text and not hasattr(model, "text_pool")
+    assert not DIT_CONFIG.pooled_text
+
+
+def test_a_step_budget_sets_progress_and_keeps_weights(tmp_path):
+    from engine.backends.toy.train import Run
+    run = Run(str(tmp_path), minutes=1e-6, max_steps=10)
+    run.step = 5
+    assert run.progress == 0.5                                              # steps, not the (spent) minutes
+    run.keep({"w": torch.ones(2)}, {"width": 8})
+    saved = torch.load(tmp_path / "ckpt_000005.pt", weights_only=True)
+    assert saved["step"] == 5 and saved["config"] == {"width": 8} and torch.equal(saved["model"]["w"], torch.ones(2))

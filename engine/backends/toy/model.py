@@ -29,6 +29,7 @@ class DiTConfig:
     text_dim: int = 384       # all-MiniLM-L6-v2 token width
     mlp_ratio: float = 4.0
     rope_theta: float = 256.0  # positions are small integers; a small base keeps every band useful
+    pooled_text: bool = False  # add a gated mean of the text per frame to adaLN (a short path for the caption)
 
 
 def rope_frequencies(F_: int, H: int, W: int, head_dim: int, theta: float, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +96,13 @@ class CrossAttention(nn.Module):
         return self.out(rearrange(y, "b h s d -> b s (h d)"))                                   # (B, S, D)
 
 
+def pooled_text(txt: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """txt (B, L, D), gate (B, F, L) -> (B, F, D): each frame's gate-weighted mean of the tokens it may
+    see, so a storyboard segment's caption reaches only its own frames, as in the cross-attention."""
+    w = gate.float()
+    return (w @ txt.float()).to(txt.dtype) / w.sum(-1, keepdim=True).clamp_min(1e-6).to(txt.dtype)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
     """x (B, S, D) with per-frame shift/scale (B, F, D) -> (B, S, D); tokens are frame-major."""
     x = x.unflatten(1, (frames, -1))                                        # (B, F, S_f, D)
@@ -136,6 +144,8 @@ class DiT(nn.Module):
         self.patch_in = nn.Linear(C * p * p, D)
         self.t_embed = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         self.text_in = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, D))
+        if cfg.pooled_text:   # absent otherwise, so weights without it load unchanged
+            self.text_pool = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
@@ -165,6 +175,8 @@ class DiT(nn.Module):
         x_ = self.patch_in(tokens)                                                  # (B, S, D)
         c = self.t_embed(timestep_embedding(t, self.cfg.width))                     # (B, F, D)
         txt = self.text_in(text)                                                    # (B, L, D)
+        if self.cfg.pooled_text:
+            c = c + self.text_pool(pooled_text(txt, gate))                          # (B, F, D)
         bias = gate_bias(gate, h * w)                                               # (B, 1, S, L)
         rope = rope_frequencies(Fr, h, w, self.cfg.width // self.cfg.heads, self.cfg.rope_theta, x.device)
         for blk in self.blocks:

@@ -31,12 +31,14 @@ SIZES = ((112, 64), (64, 64), (64, 112))
 
 # ----------------------------------------------------------------------------- shared
 class Run:
-    """Checkpoint, log and progress for one training run, budgeted in wall-clock minutes."""
+    """Checkpoint, log and progress for one training run, budgeted in wall-clock minutes or, with
+    max_steps, in steps (runs compared on a shared, noisy CPU must see the same schedule)."""
 
-    def __init__(self, folder: str, minutes: float):
+    def __init__(self, folder: str, minutes: float, max_steps: int = 0):
         self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.budget = minutes * 60
+        self.max_steps = max_steps
         self.elapsed = 0.0
         self.step = 0
         self.t0 = time.time()
@@ -45,6 +47,8 @@ class Run:
 
     @property
     def progress(self) -> float:
+        if self.max_steps:
+            return min(1.0, self.step / self.max_steps)
         return min(1.0, (self.elapsed + time.time() - self.t0) / self.budget)
 
     def lr(self, peak: float, warmup: int = 200) -> float:
@@ -63,6 +67,10 @@ class Run:
             torch.save(state, tmp)
             tmp.replace(self.dir / "ckpt.pt")
             self.last_save = time.time()
+
+    def keep(self, weights: dict, config: dict):
+        """Weights alone at this step (ckpt_<step>.pt), so the probe can be rerun on any of them later."""
+        torch.save({"model": weights, "config": config, "step": self.step}, self.dir / f"ckpt_{self.step:06d}.pt")
 
     def resume(self) -> dict | None:
         path = self.dir / "ckpt.pt"
@@ -137,7 +145,7 @@ def eval_vae_motion(model: VideoAE, n: int = 24, seed: int = 30_000) -> float:
 
 def train_vae(args):
     torch.manual_seed(args.seed)
-    run = Run(args.run, args.minutes)
+    run = Run(args.run, args.minutes, args.max_steps)
     dev = torch.device(args.device)
     model = VideoAE(VAEConfig()).to(dev)
     if args.decoder_only:   # the latent space (and so the DiT trained on it) stays exactly as it is
@@ -224,6 +232,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m engine.backends.toy.train")
     ap.add_argument("stage", choices=["vae", "dit"])
     ap.add_argument("--minutes", type=float, default=15)
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="budget in steps instead of minutes (lr decays over it): equal budgets on a noisy CPU")
+    ap.add_argument("--probe-every", type=int, default=250, help="dit: steps between probe lines in the log (0 = never)")
+    ap.add_argument("--keep-every", type=int, default=0, help="dit: keep the EMA weights every N steps (0 = never)")
     ap.add_argument("--run", default=None, help="checkpoint folder (default runs/<stage>)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
@@ -241,6 +253,12 @@ def main(argv=None):
     ap.add_argument("--motion-weight", type=float, default=0.0,
                     help="vae: extra loss on frame-to-frame change (0 = off)")
     ap.add_argument("--fresh", type=int, default=2, help="dit: clips rendered and encoded per step into the pool")
+    ap.add_argument("--t-shift", type=float, default=1.0, help="dit: >1 moves training timesteps toward high noise")
+    ap.add_argument("--i2v", type=float, default=0.0,
+                    help="dit: share of samples forced to image-to-video (first latent frame clean)")
+    ap.add_argument("--pooled-text", action="store_true",
+                    help="dit: add a gated, pooled text vector per latent frame to the adaLN conditioning")
+    ap.add_argument("--patch", type=int, default=0, help="dit: latent cells per token side (0 = the recipe's)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda when a GPU is lent (same command, same outputs)")
     ap.add_argument("--out", default=None, help="where --export writes (default assets/)")
     args = ap.parse_args(argv)

@@ -173,12 +173,44 @@ class Pools:
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
 
 
-def sample_t(rng, B: int) -> torch.Tensor:
-    """(B,) logit-normal noise levels (SD3), with some uniform mass for the ends."""
+def sample_t(rng, B: int, shift: float = 1.0) -> torch.Tensor:
+    """(B,) logit-normal noise levels (SD3), with some uniform mass for the ends; shift > 1 moves
+    them toward high noise (SD3's t' = s t / (1 + (s - 1) t)) from the same draws, so the data
+    stream of an ablation stays the baseline's."""
     t = 1 / (1 + np.exp(-rng.normal(0, 1, B)))
     u = rng.random(B)
     t = np.where(rng.random(B) < 0.2, u, t)
+    t = shift * t / (1 + (shift - 1) * t)
     return torch.from_numpy(t).float()
+
+
+def force_i2v(levels: torch.Tensor, share: float, rng) -> torch.Tensor:
+    """levels (B, F) -> (B, F) with a share of samples made image-to-video (first latent frame
+    clean, the rest generated): then only the caption says where the object goes next.
+    rng is the ablation's own, so the baseline's data stream is untouched."""
+    if share <= 0:
+        return levels
+    pick = torch.from_numpy(rng.random(levels.shape[0]) < share).to(levels.device)
+    i2v = torch.ones_like(levels)
+    i2v[:, 0] = 0
+    return torch.where(pick[:, None], i2v, levels)
+
+
+def dit_config(args) -> DiTConfig:
+    """The shipped recipe's config, changed only by the ablation flags given."""
+    return dataclasses.replace(DIT_CONFIG, patch=args.patch or DIT_CONFIG.patch, pooled_text=args.pooled_text)
+
+
+def probe_now(ema, clips, encoder, run):
+    """One log line: the prompt-reading probe (engine/probe.py) on the EMA weights at t = 0.9."""
+    from engine import probe
+    dev, t0 = next(ema.parameters()).device, time.time()
+    ema.eval()
+    with torch.no_grad():
+        r = probe.run_probe(lambda x, t, txt, g: ema(x.to(dev), t.to(dev), txt.to(dev), g.to(dev)), encoder.encode,
+                            clips, levels=(0.9,))
+    ema.train()
+    run.log(f"probe at step {run.step} (t=0.9, {len(clips)} clips): {probe.one_line(r)} ({time.time() - t0:.0f} s)")
 
 
 def judge_now(ema, vae, encoder, run, n: int = 6):
@@ -204,16 +236,17 @@ def train_dit(args):
     import engine.api, engine.evaluate, engine.judge, engine.ops, engine.presets, engine.video_io  # noqa: F401, E401
     from engine.backends.toy.backend import MiniLM, load_vae, toy_spec
     torch.manual_seed(args.seed)
-    run = Run(args.run, args.minutes)
+    run = Run(args.run, args.minutes, args.max_steps)
     dev = torch.device(args.device)
     vae = load_vae(args.vae or ASSETS / "toy_vae.safetensors").eval().to(dev)
     spec = toy_spec()
     encoder = MiniLM(dev)
     text = TextCache(encoder)
     empty = text("")
-    model = DiT(DIT_CONFIG).to(dev)
+    cfg = dit_config(args)
+    model = DiT(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    ema = DiT(DIT_CONFIG).to(dev)
+    ema = DiT(cfg).to(dev)
     ema.load_state_dict(model.state_dict())
     state = run.resume()
     if state:
@@ -224,14 +257,22 @@ def train_dit(args):
         model.load_state_dict(init); ema.load_state_dict(init)
         run.log(f"initialised from {args.init}")
     rng = np.random.default_rng(args.seed + 7919 * run.step)
+    abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
     pools = Pools(rng, vae, text, spec, args.fresh)
-    run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {args.minutes} min, "
-            f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}")
+    budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
+    run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
+            f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
+            f"i2v share {args.i2v}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
+    probe_clips = None
+    if args.probe_every:
+        from engine import probe
+        probe_clips = probe.make_clips(lambda p: vae.encode(p.to(dev)), spec, n=8)
     while run.progress < 1.0:
         x0, s, txt, gate, mask = pools.batch(args.batch, empty)
         B, F_ = s.shape
-        t = sample_t(rng, B).to(dev)
+        s = force_i2v(s, args.i2v, abl_rng)
+        t = sample_t(rng, B, args.t_shift).to(dev)
         tau = torch.minimum(t[:, None], s)                                  # (B, F) per-frame level
         eps = torch.randn_like(x0)
         tb = tau[:, None, :, None, None]
@@ -259,12 +300,18 @@ def train_dit(args):
             t_last, seen = time.time(), 0
             run.log(f"dit step {run.step} loss {smooth:.4f} lr {run.lr(args.lr, 300):.2e} {rate:.1f} clips/s "
                     f"{100 * run.progress:.0f}%")
-        run.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict()})
+        run.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
+                  "config": dataclasses.asdict(cfg)})
+        if args.keep_every and run.step % args.keep_every == 0:
+            run.keep(ema.state_dict(), dataclasses.asdict(cfg))
+        if args.probe_every and run.step % args.probe_every == 0:
+            probe_now(ema, probe_clips, encoder, run)
         if time.time() - last_eval > args.eval_every * 60:
             judge_now(ema, vae, encoder, run)
             last_eval = time.time()
-    run.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict()}, force=True)
+    run.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
+                  "config": dataclasses.asdict(cfg)}, force=True)
     run.log(f"dit done: step {run.step}")
     if args.export:
-        export(ema, args.out or ASSETS / "toy_dit.safetensors", {"config": json.dumps(dataclasses.asdict(DIT_CONFIG)),
+        export(ema, args.out or ASSETS / "toy_dit.safetensors", {"config": json.dumps(dataclasses.asdict(cfg)),
                                                       "steps": str(run.step)})
