@@ -81,3 +81,31 @@ def _show(value) -> str:
 def check(name: str, value, field: str | None = None):
     """Validate `value` against the declared parameter `name`."""
     return PARAMS[name].check(value, field)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """How much one request to the studio (page or API) may ask of the machine. The CLI is not held to
+    these: its user owns the machine. Shown in the API schema and checked before anything is parsed
+    that could cost time or memory."""
+    name: str
+    max: float
+    unit: str
+    help: str
+
+    def check(self, amount: float, field: str) -> None:
+        if amount > self.max:
+            raise InputError(f"{field}: {amount:g} {self.unit} asked, more than this server allows "
+                             f"({self.max:g} {self.unit}: {self.help})")
+
+
+# A minute of video is far past what the embedded model makes well and what a real model makes in one go
+# on one GPU; the counts are ten times what a person draws or writes by hand.
+LIMITS: dict[str, Limit] = {lim.name: lim for lim in [
+    Limit("seconds", 60, "s", "the most seconds of video one request may make"),
+    Limit("cards", 64, "cards", "the most cards in one storyboard"),
+    Limit("curve_points", 256, "points", "the most points in one drawn curve"),
+    Limit("prompt_chars", 2000, "characters", "the longest prompt"),
+    Limit("json_kb", 1024, "KB", "the largest JSON request body (uploads have their own cap)"),
+    Limit("memory_gb", 8, "GB", "the most memory one video may need, by the backend's estimate"),
+]}

@@ -88,6 +88,12 @@ def make_grid(tl: Timeline, spec: LatentSpec) -> Grid:
                 spec, out_frames=tl.n_frames)
 
 
+def estimate_bytes(grid: Grid, batch: int = 1) -> int:
+    """Peak memory a run of `batch` videos on this grid needs, by the backend's measured cost per latent
+    cell (0 where the backend gives none: nothing is refused for memory then)."""
+    return grid.spec.cell_bytes * grid.latent_frames * grid.latent_h * grid.latent_w * batch
+
+
 @dataclass
 class Segment:
     """A run of text tokens: which card they came from and where they sit in `text`."""

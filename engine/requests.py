@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from engine import ops
-from engine.params import InputError
+from engine.params import LIMITS, InputError
 from engine.timeline import Timeline
 
 COMMON = {"aspect", "resolution", "fps", "seed", "variations", "preset", "negative_prompt"}
@@ -26,6 +26,9 @@ FIELDS = {
     "extend": {"video", "prompt", "extend_s", "direction", "context_s"},
     "recut": {"video", "trim", "upscale", "amount", "prompt"},
 }
+TEXT_FIELDS = ("prompt", "negative_prompt", "prompt_a", "prompt_b")
+DURATION_FIELD = {"storyboard": "storyboard.duration_s", "extend": "extend_s", "loop": "bridge_s",
+                  "remix": "video", "recut": "video"}  # what a person changes to make the video shorter
 LINEAGE = {"remix": "remix_of", "blend": "blend_of", "loop": "loop_of", "extend": "extension_of",
            "recut": "recut_of", "generate": "made_from", "storyboard": "made_from"}
 
@@ -37,9 +40,12 @@ def _text(req: dict, name: str) -> str:
     return v
 
 
-def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, ref: ref
+def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, ref: ref, spec=None
           ) -> tuple[Timeline, dict, dict]:
-    """(op, request) -> (timeline, sampling settings given, lineage {relation: [refs]})."""
+    """(op, request) -> (timeline, sampling settings given, lineage {relation: [refs]}).
+
+    A request is held to LIMITS (it comes from the page or the API); with the backend's LatentSpec,
+    also to the memory its video would need."""
     if op not in FIELDS:
         raise InputError(f"op: {op!r} is not an operation; choose one of {', '.join(FIELDS)}")
     if not isinstance(req, dict):
@@ -48,6 +54,7 @@ def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, r
     unknown = sorted(set(req) - allowed)
     if unknown:
         raise InputError(f"request: unknown field {unknown[0]!r} for {op}; allowed: {', '.join(sorted(allowed))}")
+    check_counts(req)
     kw = {k: req[k] for k in COMMON if req.get(k) is not None}
     settings = {k: req[k] for k in SAMPLING if req.get(k) is not None}
     refs = [req[f] for f in ("image", "video", "a", "b") if req.get(f)]
@@ -68,7 +75,7 @@ def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, r
         story = req.get("storyboard")
         if not isinstance(story, dict):
             raise InputError("storyboard: expected the storyboard object (the engine's .json format)")
-        story = dict(story, cards=[_card_media(c, i, media, refs) for i, c in enumerate(story.get("cards") or [])])
+        story = map_media(story, lambda field, ref: _remember(refs, ref, media(field, ref)))
         story.update({k: req[k] for k in ("seed", "variations") if req.get(k) is not None})
         tl = Timeline.from_dict(story)
     elif op == "remix":
@@ -95,7 +102,32 @@ def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, r
             if trim is not None and (not isinstance(trim, (list, tuple)) or len(trim) != 2):
                 raise InputError("trim: expected [start_s, end_s]")
             tl = ops.recut(_need(path, "video"), tuple(trim) if trim else None, req.get("fps"))
+    LIMITS["seconds"].check(tl.duration_s, DURATION_FIELD.get(op, "duration_s"))
+    if spec is not None:
+        from engine.plan import estimate_bytes, make_grid
+        LIMITS["memory_gb"].check(round(estimate_bytes(make_grid(tl, spec), tl.variations) / 2**30, 1),
+                                  f"{DURATION_FIELD.get(op, 'duration_s')} x resolution")
     return tl, settings, ({LINEAGE[op]: refs} if refs else {})
+
+
+def check_counts(req: dict) -> None:
+    """Refuse a request whose prompts, cards or curves are larger than LIMITS allow, before any is parsed."""
+    story = req.get("storyboard") if isinstance(req.get("storyboard"), dict) else {}
+    texts = [(k, req.get(k)) for k in TEXT_FIELDS] + [(f"storyboard.{k}", story.get(k)) for k in TEXT_FIELDS]
+    curves = [(k, req.get(k)) for k in ("curve", "repaint")] + [("storyboard.noise", story.get("noise"))]
+    for name in ("cards", "assemble"):
+        items = story.get(name)
+        if isinstance(items, list):
+            LIMITS["cards"].check(len(items), f"storyboard.{name}")
+            texts += [(f"storyboard.{name}[{i}].text", c.get("text")) for i, c in enumerate(items) if isinstance(c, dict)]
+            curves += [(f"storyboard.{name}[{i}].weight", c.get("weight")) for i, c in enumerate(items)
+                       if isinstance(c, dict)]
+    for field, text in texts:
+        if isinstance(text, str):
+            LIMITS["prompt_chars"].check(len(text), field)
+    for field, curve in curves:
+        if isinstance(curve, (list, tuple, str)):
+            LIMITS["curve_points"].check(len(curve) if not isinstance(curve, str) else curve.count(",") + 1, field)
 
 
 def _dur(T) -> dict:
@@ -108,9 +140,23 @@ def _need(path: dict, field: str) -> str:
     return path[field]
 
 
-def _card_media(card, i: int, media, refs: list) -> dict:
-    """A storyboard card with its media reference resolved (and remembered for the lineage)."""
-    if not isinstance(card, dict) or card.get("kind") not in ("image", "video") or not card.get("path"):
-        return card
-    refs.append(card["path"])
-    return dict(card, path=media(f"cards[{i}].path", card["path"]))
+def map_media(story: dict, fn: Callable[[str, str], str]) -> dict:
+    """A storyboard dict with fn(field, ref) applied to every media reference in it: each image or video
+    card's path and each assembled piece's source other than "generated". The one list of where a
+    storyboard names media, so no reference can slip past the resolver."""
+    out = dict(story)
+    if isinstance(story.get("cards"), list):
+        out["cards"] = [dict(c, path=fn(f"cards[{i}].path", c["path"]))
+                        if isinstance(c, dict) and c.get("kind") in ("image", "video") and c.get("path") else c
+                        for i, c in enumerate(story["cards"])]
+    if isinstance(story.get("assemble"), list):
+        out["assemble"] = [dict(p, source=fn(f"assemble[{i}].source", p["source"]))
+                           if isinstance(p, dict) and p.get("source") not in (None, "", "generated") else p
+                           for i, p in enumerate(story["assemble"])]
+    return out
+
+
+def _remember(refs: list, ref, path: str) -> str:
+    """Keep a resolved reference for the lineage; -> its path."""
+    refs.append(ref)
+    return path

@@ -206,6 +206,8 @@ def parse_json(text: str, field: str = "storyboard"):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{field}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{field}: nested too deeply to be a storyboard") from None
 
 
 def read_json(path: str | os.PathLike, field: str = "storyboard"):

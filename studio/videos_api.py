@@ -32,18 +32,19 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.params import PARAMS, InputError
+from engine.params import LIMITS, PARAMS, InputError
 
 ID = re.compile(r"video_(\d{1,12})")
 SORA_MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
 DEFAULT_SIZE, DEFAULT_SECONDS = "720x1280", "4"   # the Sora API's defaults, snapped like any size
 POLL_AFTER_MS = 250                              # the SDK's poll helpers wait this long between retrievals
-MAX_PROMPT = 10_000
+MAX_PROMPT = int(LIMITS["prompt_chars"].max)
+MAX_POINTS = int(LIMITS["curve_points"].max)
 FORM_SLACK = 1 << 16                             # bytes of form fields allowed beside an upload of the cap
 STATUS = {"queued": "queued", "running": "in_progress", "done": "completed", "failed": "failed",
           "cancelled": "failed", "interrupted": "failed"}
@@ -64,8 +65,8 @@ def bad(e: InputError | str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, msg, code, field)
 
 
-def not_found(video_id: str) -> ApiError:
-    return ApiError(404, f"video_id: no video {video_id[:80]!r} here", "not_found", "video_id")
+def not_found(video_id: str, field: str = "video_id") -> ApiError:
+    return ApiError(404, f"{field}: no video {str(video_id)[:80]!r} here", "not_found", field)
 
 
 def error_response(status: int, message: str, code: str | None, param: str | None = None,
@@ -146,8 +147,8 @@ class Sampling(BaseModel):
 
 class CreateVideo(Sampling):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
-    seconds: str | float | None = Field(None, description="any length in seconds (snapped to the frame grid); "
-                                                          "default 4")
+    seconds: StrictStr | StrictFloat | StrictInt | None = Field(None, description="any length in seconds (snapped to the frame grid); "
+                                                          f"default 4, at most {LIMITS['seconds'].max:g}")
     size: str | None = Field(None, description="WxH, any size (snapped to what the model accepts); default 720x1280")
     input_reference: dict[str, Any] | None = Field(None, description="JSON: {\"image_url\": \"data:image/...;base64,...\"}"
                                                                       "; multipart: an image file. Pinned at 0 s")
@@ -165,24 +166,26 @@ class VideoRef(BaseModel):
 
 class ExtendVideo(Sampling):
     prompt: str = Field(max_length=MAX_PROMPT)
-    seconds: str | float = Field(description="seconds of new video; the result's `seconds` is the stitched total")
+    seconds: StrictStr | StrictFloat | StrictInt = Field(description="seconds of new video; the result's `seconds` is the stitched total")
     video: VideoRef | str = Field(description="{\"id\": \"video_...\"} of a completed video, or an uploaded clip")
 
 
 class StoryboardVideo(Sampling):
-    storyboard: dict[str, Any] = Field(description="the engine's storyboard JSON (see README); a card's `path` is "
-                                                   "a video id (video_...), lib:<id> or upload:<name>")
+    storyboard: dict[str, Any] = Field(description="the engine's storyboard JSON (see README); a card's `path` and "
+                                                   "an assembled piece's `source` are a video id (video_...), "
+                                                   f"lib:<id> or upload:<name>; at most {LIMITS['cards'].max:g} cards")
 
 
 class BlendVideo(Sampling):
     a: str = Field(description="id of the first video (mix 0)")
     b: str = Field(description="id of the second video (mix 1)")
-    curve: list[list[float]] | str = Field(description="[[time 0..1, mix 0..1], ...] or \"0:0,0.5:0.5,1:1\"")
+    curve: list[list[float]] | str = Field(description="[[time 0..1, mix 0..1], ...] or \"0:0,0.5:0.5,1:1\"; "
+                                                       f"at most {MAX_POINTS} points")
     repaint: list[list[float]] | str | None = Field(None, description="how much is repainted over time (default: "
-                                                                      "most where the mix is 0.5)")
+                                                                      f"most where the mix is 0.5); at most {MAX_POINTS} points")
     prompt_a: str = Field("", max_length=MAX_PROMPT)
     prompt_b: str = Field("", max_length=MAX_PROMPT)
-    seconds: str | float | None = None
+    seconds: StrictStr | StrictFloat | StrictInt | None = None
 
 
 class LoopVideo(Sampling):
@@ -202,14 +205,22 @@ def validated(model: type[BaseModel], data: dict) -> Any:
 def _first_error(errors, model=None) -> tuple[str, str, str]:
     """pydantic's errors -> (one-line message naming the field, code, field)."""
     err = errors[0]
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-    field = ".".join(loc[:1] + [f"[{p}]" if p.isdigit() else p for p in loc[1:]]).replace(".[", "[") or "body"
     kind = err.get("type", "")
+    if kind in ("json_invalid", "json_type"):
+        return "body: not valid JSON; send a JSON object or multipart/form-data", "invalid_json", "body"
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path") and not _type_tag(p)]
+    field = ".".join(loc[:1] + [f"[{p}]" if p.isdigit() else p for p in loc[1:]]).replace(".[", "[") or "body"
     if kind == "extra_forbidden" and model is not None:
         return f"{field}: unknown field; allowed: {', '.join(model.model_fields)}", "unknown_parameter", field
     if kind == "missing":
         return f"{field}: missing", "missing_required_parameter", field
     return f"{field}: {err.get('msg', 'invalid')[:200]}", "invalid_value", field
+
+
+def _type_tag(part) -> bool:
+    """A union member's name in a pydantic error location (`seconds.str`, `video.VideoRef.id`), not a field."""
+    return isinstance(part, str) and bool(re.fullmatch(r"[A-Z]\w*|(str|int|float|bool|dict|list|none|function-\w+)(\[.*\])?"
+                                                      r"|.*\[.*", part))
 
 
 # ----------------------------------------------------------------------------- the API over a Studio
@@ -221,11 +232,11 @@ class VideosApi:
         self._planned: dict[int, tuple[str, str]] = {}
 
     # -- jobs <-> videos
-    def job(self, video_id: str) -> dict:
-        m = ID.fullmatch(video_id or "")
-        job = self.library.job(int(m.group(1))) if m else None
+    def job(self, video_id: str, field: str = "video_id") -> dict:
+        m = ID.fullmatch(video_id or "") if isinstance(video_id, str) else None
+        job = self.library.job(int(m.group(1))) if m and m.group(1) == str(int(m.group(1))) else None  # one spelling
         if job is None:
-            raise not_found(video_id)
+            raise not_found(video_id, field)
         return job
 
     def video(self, job: dict) -> Video:
@@ -273,7 +284,7 @@ class VideosApi:
 
     def source(self, video_id: str, field: str) -> dict:
         """The first library video of a completed video (404 unknown, 409 unfinished)."""
-        job = self.job(video_id)
+        job = self.job(video_id, field)
         if job["state"] != "done":
             raise ApiError(409, f"{field}: {video_id} is {STATUS[job['state']]}, not completed; "
                                 "wait until its status is completed", "video_not_ready", field)
@@ -287,6 +298,15 @@ class VideosApi:
         if isinstance(value, str) and value.startswith("video_"):
             return self.source(value, field)["ref"]
         return value
+
+    def served(self, path: str | None, video_id: str, variant: str) -> str:
+        """A library file fit to send: a regular file inside the data folder, not a link planted there."""
+        home = self.library.home.resolve()
+        p = Path(path) if path else None
+        if p is None or p.is_symlink() or not p.is_file() or home not in p.resolve().parents:
+            raise ApiError(404, f"variant: {video_id} has no readable {variant} (its file is missing or damaged)",
+                           "not_found", "variant")
+        return str(p)
 
     # -- making videos
     def backend(self, model: str | None) -> str:
@@ -303,7 +323,10 @@ class VideosApi:
         try:
             job = self.studio.queue(backend).submit(op, request)
         except InputError as e:
-            raise bad(e) from None
+            err = bad(e)
+            if op == "storyboard" and err.param and err.param.split("[")[0].split(".")[0] not in (*SAMPLING, "storyboard"):
+                err.message, err.param = f"storyboard.{err.message}", f"storyboard.{err.param}"  # where it was sent
+            raise err from None
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # odd shapes inside a storyboard
             raise ApiError(400, f"request: could not be read ({e.__class__.__name__}: {str(e)[:120]})",
                            "invalid_value") from None
@@ -363,11 +386,14 @@ def _secs(s: float) -> str:
 
 def seconds_value(value, field: str = "seconds") -> float:
     try:
+        if isinstance(value, bool):  # JSON true is not one second
+            raise TypeError
         s = float(value)
     except (TypeError, ValueError):
         raise ApiError(400, f"{field}: {str(value)[:40]!r} is not a number of seconds; allowed "
                             f"{PARAMS['duration_s'].min:g} to {PARAMS['duration_s'].max:g}", "invalid_value", field) from None
     try:
+        LIMITS["seconds"].check(s, field)
         return PARAMS["duration_s"].check(s, field)
     except InputError as e:
         raise bad(e) from None
@@ -455,18 +481,20 @@ class Guard:
         if self.api_key and not _authorized(headers.get("authorization", ""), self.api_key):
             return await error_response(401, "Authorization: send `Authorization: Bearer <key>` with the key the "
                                              "server was started with", "invalid_api_key")(scope, receive, send)
+        form = headers.get("content-type", "").lower().startswith("multipart/form-data")
+        cap = self.max_bytes if form else int(LIMITS["json_kb"].max) * 1024   # only a form carries an upload
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self.too_large()(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            return await self.too_large(cap)(scope, receive, send)
         received, answered = 0, False
 
         async def counted():  # a body sent without a length is counted as it arrives
             nonlocal received, answered
             msg = await receive()
             received += len(msg.get("body", b""))
-            if msg["type"] == "http.request" and received > self.max_bytes and not answered:
+            if msg["type"] == "http.request" and received > cap and not answered:
                 answered = True
-                await self.too_large()(scope, receive, send)
+                await self.too_large(cap)(scope, receive, send)
                 return {"type": "http.disconnect"}
             return msg
 
@@ -479,8 +507,11 @@ class Guard:
             if not answered:
                 raise
 
-    def too_large(self) -> JSONResponse:
-        return error_response(413, f"body: larger than the {self.max_bytes // 2**20} MB upload limit", "file_too_large")
+    def too_large(self, cap: int) -> JSONResponse:
+        if cap == self.max_bytes:
+            return error_response(413, f"body: larger than the {cap // 2**20} MB upload limit", "file_too_large")
+        return error_response(413, f"body: larger than {cap // 1024} KB, the most a JSON request may send here "
+                                   "(upload media as multipart/form-data)", "request_too_large", "body")
 
 
 def _authorized(header: str, key: str) -> bool:
@@ -504,7 +535,7 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
     def create_video(fields: dict, files: dict) -> Video:
         image = files.pop("input_reference", None)
         body = validated(CreateVideo, fields)
-        req = {"prompt": body.prompt, "duration_s": seconds_value(body.seconds or DEFAULT_SECONDS),
+        req = {"prompt": body.prompt, "duration_s": seconds_value(DEFAULT_SECONDS if body.seconds is None else body.seconds),
                **api.size_fields(body.size or DEFAULT_SIZE, body.model), **body.settings()}
         if body.input_reference is not None:
             image = image_url(body.input_reference)
@@ -545,11 +576,18 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
     def video_content(video_id: str, variant: Literal["video", "thumbnail", "spritesheet"] = "video"):
         item = api.source(video_id, "video_id")
         if variant == "video":
-            return FileResponse(item["path"], media_type="video/mp4", filename=f"{video_id}.mp4")
-        path = item["thumb_path"] if variant == "thumbnail" else str(api.library.spritesheet(item["id"]))
-        if not path or not Path(path).is_file():
-            raise ApiError(404, f"variant: {video_id} has no {variant}", "not_found", "variant")
-        return FileResponse(path, media_type="image/jpeg", filename=f"{video_id}.{variant}.jpg")
+            return FileResponse(api.served(item["path"], video_id, variant), media_type="video/mp4",
+                                filename=f"{video_id}.mp4")
+        try:
+            path = item["thumb_path"] if variant == "thumbnail" else str(api.library.spritesheet(item["id"]))
+        except InputError:  # the library's file is damaged: the sheet cannot be drawn from it
+            path = None
+        return FileResponse(api.served(path, video_id, variant), media_type="image/jpeg",
+                            filename=f"{video_id}.{variant}.jpg")
+
+    @app.get("/v1/cinepatch/limits", tags=["cinepatch"], summary="How much one request may ask of this server")
+    def limits():
+        return {name: {"max": lim.max, "unit": lim.unit, "description": lim.help} for name, lim in LIMITS.items()}
 
     @app.post("/v1/videos/{video_id}/remix", response_model=Video, responses=ERRORS, tags=["videos"],
               summary="Remix a completed video with a new prompt")
@@ -581,12 +619,8 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/cinepatch/storyboard", response_model=Video, responses=ERRORS, tags=["cinepatch"],
               summary="Make a video from a storyboard (text, image and video cards on a timeline)")
     def storyboard_video(body: StoryboardVideo):
-        story = dict(body.storyboard)
-        cards = story.get("cards")
-        if isinstance(cards, list):
-            story["cards"] = [dict(c, path=api.ref(c["path"], f"storyboard.cards[{i}].path"))
-                              if isinstance(c, dict) and isinstance(c.get("path"), str) else c
-                              for i, c in enumerate(cards)]
+        from engine.requests import map_media
+        story = map_media(body.storyboard, lambda field, ref: api.ref(ref, f"storyboard.{field}"))
         return api.submit("storyboard", {"storyboard": story, **body.settings()}, body.model)
 
     @app.post("/v1/cinepatch/blend", response_model=Video, responses=ERRORS, tags=["cinepatch"],

@@ -23,6 +23,7 @@ class LatentSpec:
     per_token_timestep: bool = True  # the denoiser takes t per latent frame (else one t)
     min_side: int = 16
     max_side: int = 2160
+    cell_bytes: int = 0        # peak memory per latent cell of one sampling run, measured (0: not known)
 
     @property
     def multiple(self) -> int:

@@ -1,0 +1,189 @@
+"""Issue 19 over HTTP against a real studio: raw paths (finding 2), request limits (4), damaged and planted
+library files (6) and the smaller findings (8). Each test failed before its fix."""
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from engine.params import LIMITS
+from tests.conftest import StudioServer, ramp_clip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = StudioServer(tmp_path_factory.mktemp("sec") / "home", max_upload_mb=1).start()
+    yield server
+    server.stop()
+
+
+def make_video(server) -> tuple[str, dict]:
+    """A finished 1 s video made through the API (one step) -> (its id, its library row)."""
+    import time
+    from studio.library import Library
+    vid = post(server, "videos", {"prompt": "a red ball", "seconds": "1", "size": "64x64", "steps": 1}).json()["id"]
+    for _ in range(600):
+        status = httpx.get(f"{server.url}/v1/videos/{vid}", timeout=30).json()["status"]
+        if status in ("completed", "failed"):
+            break
+        time.sleep(0.2)
+    assert status == "completed", status
+    return vid, Library(server.home).videos_of_job(int(vid.split("_")[1]))[0]
+
+
+@pytest.fixture(scope="module")
+def made(server):
+    return make_video(server)
+
+
+def post(server, path, body, **kw):
+    return httpx.post(f"{server.url}/v1/{path}", json=body, timeout=60, **kw)
+
+
+def error_of(r, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert "Traceback" not in r.text
+    return r.json()["error"]
+
+
+# ----------------------------------------------------------------------------- finding 2: no path in any request
+def _stories(path: str) -> dict[str, dict]:
+    base = {"duration_s": 1.0, "fps": 12, "aspect": "1:1", "resolution": 64}
+    return {
+        "cards[0].path": dict(base, cards=[{"kind": "video", "start_s": 0, "end_s": 1, "path": path}]),
+        "cards[1].path": dict(base, cards=[{"kind": "text", "start_s": 0, "end_s": 1, "text": "a red ball"},
+                                           {"kind": "image", "at_s": 0, "path": path}]),
+        "assemble[1].source": dict(base, cards=[{"kind": "text", "start_s": 0, "end_s": 1, "text": "a red ball"}],
+                                   assemble=[{"source": "generated", "in_s": 0, "out_s": 1},
+                                             {"source": path, "in_s": 0, "out_s": 0.5}]),
+    }
+
+
+def test_storyboard_media_are_library_references_only(server, made, tmp_path):
+    real = tmp_path / "real.mp4"
+    from engine.video_io import write_video
+    write_video(real, ramp_clip(12), 12)
+    paths = [str(real), str(tmp_path / "missing.mp4"), "../../real.mp4", "~/real.mp4", "file:///etc/passwd",
+             made[1]["path"]]   # even a file of the library itself, named by path
+    for field in _stories("x"):
+        messages = set()
+        for p in paths:
+            err = error_of(post(server, "cinepatch/storyboard", {"storyboard": _stories(p)[field]}), 400)
+            assert field in err["message"] and err["param"] == f"storyboard.{field}", err
+            messages.add(err["message"].replace(repr(p[:60]), "PATH"))
+        assert len(messages) == 1, messages   # an existing file and a missing one get the same answer
+    # the control: the same storyboards with the video's id are made
+    for field, story in _stories(made[0]).items():
+        r = post(server, "cinepatch/storyboard", {"storyboard": story, "steps": 1})
+        assert r.status_code == 200, (field, r.text[:300])
+
+
+def test_the_pages_storyboard_endpoint_refuses_paths_too(server, tmp_path):
+    from engine.video_io import write_video
+    real = write_video(tmp_path / "real.mp4", ramp_clip(12), 12)
+    for field, story in _stories(str(real)).items():
+        r = httpx.post(f"{server.url}/gradio_api/call/storyboard", json={"data": [{"storyboard": story}, []]},
+                       timeout=30)
+        stream = httpx.get(f"{server.url}/gradio_api/call/storyboard/{r.json()['event_id']}", timeout=60).text
+        assert "event: error" in stream and field in stream and "event: complete" not in stream, stream[:300]
+
+
+# ----------------------------------------------------------------------------- finding 4: bounded requests
+def test_limits_are_refused_at_submit_naming_the_field_and_the_limit(server, made):
+    too_long = LIMITS["seconds"].max + 1
+    cases = [
+        ("seconds", "videos", {"prompt": "x", "seconds": str(too_long), "size": "64x64"}),
+        ("prompt", "videos", {"prompt": "x" * int(LIMITS["prompt_chars"].max + 1)}),
+        ("storyboard.cards", "cinepatch/storyboard", {"storyboard": {
+            "duration_s": 1.0, "cards": [{"kind": "text", "start_s": 0, "end_s": 1, "text": "x"}]
+            * int(LIMITS["cards"].max + 1)}}),
+        ("storyboard.duration_s", "cinepatch/storyboard", {"storyboard": {"duration_s": too_long, "cards": []}}),
+        ("curve", "cinepatch/blend", {"a": made[0], "b": made[0],
+                                      "curve": [[k / 1000, 0.5] for k in range(int(LIMITS["curve_points"].max) + 1)]}),
+        ("seconds", "videos/extensions", {"video": {"id": made[0]}, "prompt": "", "seconds": str(too_long)}),
+    ]
+    for field, path, body in cases:
+        err = error_of(post(server, path, body), 400)
+        assert err["param"] == field and err["message"].startswith(field + ":"), (field, err)
+        limits = [f"{lim.max:g}" for lim in LIMITS.values()]
+        assert any(f" {n} " in err["message"] or f"({n} " in err["message"] for n in limits), err   # says the limit
+
+
+def test_a_huge_json_body_is_refused_before_it_is_read(server, made):
+    points = [[k / 10**6, 0.5] for k in range(10**6)]
+    r = post(server, "cinepatch/blend", {"a": made[0], "b": made[0], "curve": points})
+    err = error_of(r, 413)
+    assert err["param"] == "body" and "KB" in err["message"]
+    listed = httpx.get(f"{server.url}/v1/videos", timeout=30)        # nothing of it was stored
+    assert listed.status_code == 200 and len(listed.content) < 200_000
+
+
+def test_limits_are_in_the_schema_and_served(server):
+    schema = json.dumps(httpx.get(f"{server.url}/v1/openapi.json", timeout=30).json())
+    assert f"at most {LIMITS['curve_points'].max:g} points" in schema and f"at most {LIMITS['seconds'].max:g}" in schema
+    served = httpx.get(f"{server.url}/v1/cinepatch/limits", timeout=30).json()
+    assert {k: v["max"] for k, v in served.items()} == {k: v.max for k, v in LIMITS.items()}
+
+
+def test_memory_estimate_refuses_a_video_too_big_for_the_server():
+    """The toy backend's estimate (40 KB a latent cell): a minute at 1024 px is refused, 2 s at 64 px is not."""
+    from engine.backends.toy.backend import toy_spec
+    from engine.params import InputError
+    from engine.requests import build
+    spec = toy_spec()
+    build("generate", {"prompt": "x", "duration_s": 2.0, "resolution": 64}, spec=spec)
+    with pytest.raises(InputError) as e:
+        build("generate", {"prompt": "x", "duration_s": 30.0, "resolution": 1024}, spec=spec)
+    assert str(e.value).startswith("duration_s x resolution:") and "GB" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- finding 6: damaged and planted files
+def test_damaged_and_planted_library_files_are_4xx_not_500(server, made, tmp_path):
+    vid, row = make_video(server)
+    path = row["path"]
+    with open(path, "r+b") as f:
+        f.truncate(200)                                              # a crash or a disk error left it short
+    base = f"{server.url}/v1/videos/{vid}/content"
+    for variant in ("spritesheet", "thumbnail", "video"):
+        r = httpx.get(base, params={"variant": variant}, timeout=60)
+        assert r.status_code in (200, 404), (variant, r.status_code, r.text[:200])
+        if variant == "spritesheet":
+            assert error_of(r, 404)["param"] == "variant"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("planted")
+    os.remove(path)
+    os.symlink(secret, path)                                         # a link planted where the video was
+    r = httpx.get(base, timeout=30)
+    assert r.status_code == 404 and b"planted" not in r.content
+
+
+# ----------------------------------------------------------------------------- finding 8: the smaller ones
+def test_seconds_zero_and_true_are_errors_not_defaults(server):
+    for value in (0, "0", True, False):
+        err = error_of(post(server, "videos", {"prompt": "x", "seconds": value, "size": "64x64"}), 400)
+        assert err["param"] == "seconds", (value, err)
+
+
+def test_error_params_are_the_fields_a_client_sent(server, made):
+    err = error_of(post(server, "videos/extensions", {"prompt": "", "seconds": "1", "video": {"id": 5}}), 400)
+    assert err["param"] == "video.id", err
+    err = error_of(post(server, "videos", {"prompt": "x", "seconds": [1]}), 400)
+    assert err["param"] == "seconds", err
+    bad = httpx.post(f"{server.url}/v1/cinepatch/loop", content=b'{"video": "video_1",,}',
+                     headers={"content-type": "application/json"}, timeout=30)
+    assert error_of(bad, 400)["param"] == "body"
+    err = error_of(post(server, "cinepatch/blend", {"a": "video_999999", "b": made[0], "curve": "0:0,1:1"}), 404)
+    assert err["param"] == "a", err
+    padded = made[0].replace("video_", "video_000")
+    assert error_of(httpx.get(f"{server.url}/v1/videos/{padded}", timeout=30), 404)["param"] == "video_id"
+
+
+def test_cli_refuses_a_storyboard_nested_too_deep_in_one_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "generate", str(deep), "--out", str(tmp_path / "o.mp4")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o.mp4").exists()
