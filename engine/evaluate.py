@@ -21,7 +21,9 @@ EVAL_SET = Path(__file__).with_name("eval_set.json")
 SIZES = {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}  # (width, height) at a 64 px short side
 TARGETS = {"background": None, "colour": 0.90, "shape": 0.80, "motion": 0.80, "two_objects": 0.60, "storyboard": 0.80,
            "image_psnr_db": 30.0, "image_continues": None, "loop_seam": 1.5, "blend_error": 0.15,
-           "remix_keeps_0.3": 0.80, "remix_follows_0.9": 0.80}
+           "remix_keeps_0.3": 0.80, "remix_follows_0.9": 0.80,
+           "teleports": 0.03, "split_frames": 0.05, "presence": 0.95}
+LOWER_IS_BETTER = frozenset({"loop_seam", "blend_error", "teleports", "split_frames"})
 
 
 def build_eval_set(seed: int = 123_456) -> dict:
@@ -65,6 +67,29 @@ def _scene_dict(s) -> dict:
 def _scene(d):
     from engine.backends.toy import world
     return world.SceneSpec(d["background"], tuple(world.ObjectSpec(**o) for o in d["objects"]))
+
+
+@dataclass
+class Coherence:
+    """Prompted objects' coherence over generated clips: teleports per step, split frames per
+    frame found, presence per frame asked (an object never found is absent in every frame)."""
+    teleports: int = 0
+    steps: int = 0
+    split: int = 0
+    found: int = 0
+    asked: int = 0
+
+    def add(self, match: dict, n_frames: int):
+        for o in match["objects"]:
+            c = o["coherence"]
+            self.teleports += c["teleports"]; self.steps += c["steps"]
+            self.split += c["split_frames"]; self.found += c["frames_found"]
+            self.asked += n_frames
+
+    def rates(self) -> dict:
+        div = lambda a, b: a / b if b else float("nan")   # noqa: E731
+        return {"teleports": div(self.teleports, self.steps), "split_frames": div(self.split, self.found),
+                "presence": div(self.found, self.asked)}
 
 
 @dataclass
@@ -112,13 +137,17 @@ def evaluate(backend, settings: Settings | None = None, quick: bool = False, wor
 
 def evaluate_prompts(backend, settings: Settings, es: dict, n_single: int | None = None,
                      n_double: int | None = None) -> dict:
-    """Background of every prompt; colour / shape / motion of one-object prompts; both objects right in two."""
+    """Background of every prompt; colour / shape / motion of one-object prompts; both objects right in two;
+    coherence (teleports, split frames, presence) of every prompted object."""
     fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
     tallies = {k: Tally() for k in ("background", "colour", "shape", "motion", "two_objects")}
+    coherence = Coherence()
     for group, n in (("single", n_single), ("double", n_double)):
         for item in es[group][:n]:
             tl = ops.t2v(item["prompt"], dur, aspect=item["aspect"], seed=item["seed"], fps=fps, resolution=res)
-            m = judge.match(generate(tl, backend, settings)[0], item["prompt"], fps=fps)
+            clip = generate(tl, backend, settings)[0]
+            m = judge.match(clip, item["prompt"], fps=fps)
+            coherence.add(m, len(clip))
             objs = m["objects"]
             tallies["background"].add(m["background"]["ok"])
             if group == "single":
@@ -126,7 +155,7 @@ def evaluate_prompts(backend, settings: Settings, es: dict, n_single: int | None
                     tallies[key].add(all(o[attr] for o in objs))
             else:
                 tallies["two_objects"].add(all(o["color"] and o["shape"] and o["motion"] for o in objs))
-    return {k: t.rate for k, t in tallies.items()}
+    return {**{k: t.rate for k, t in tallies.items()}, **coherence.rates()}
 
 
 def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
@@ -199,7 +228,7 @@ def table(results: dict) -> str:
         t = TARGETS.get(k)
         if t is None:
             ok, ts = "", "-"
-        elif k in ("loop_seam", "blend_error"):
+        elif k in LOWER_IS_BETTER:
             ok, ts = ("yes" if v <= t else "no"), f"<= {t}"
         else:
             ok, ts = ("yes" if v >= t else "no"), f">= {t}"
@@ -207,6 +236,30 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def small_eval(weights, n_single: int = 12, n_double: int = 6) -> dict:
+    """The prompt rows and coherence of a weights file or training checkpoint, at default settings:
+    what the ablations are compared on (minutes, where the full eval takes an hour)."""
+    from engine.backends.toy.backend import MiniLM, ToyBackend, load_vae
+    from engine.probe import load_weights
+    backend = ToyBackend(load_vae(), load_weights(weights), MiniLM())
+    return evaluate_prompts(backend, Settings(), json.loads(EVAL_SET.read_text()), n_single, n_double)
+
+
+def main(argv=None):
+    """`python -m engine.evaluate`: rewrite the eval set; with --weights, the small eval of those weights."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m engine.evaluate")
+    ap.add_argument("--weights", default=None, help="a .safetensors or runs/*/ckpt*.pt: run the small eval on it")
+    ap.add_argument("--single", type=int, default=12, help="one-object prompts")
+    ap.add_argument("--double", type=int, default=6, help="two-object prompts")
+    args = ap.parse_args(argv)
+    if args.weights is None:
+        EVAL_SET.write_text(json.dumps(build_eval_set(), indent=1) + "\n")
+        print(f"wrote {EVAL_SET}")
+        return
+    print(f"small eval of {args.weights}: {args.single} one-object and {args.double} two-object prompts")
+    print(table(small_eval(args.weights, args.single, args.double)))
+
+
 if __name__ == "__main__":
-    EVAL_SET.write_text(json.dumps(build_eval_set(), indent=1) + "\n")
-    print(f"wrote {EVAL_SET}")
+    main()

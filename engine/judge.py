@@ -5,7 +5,8 @@ pixels; object pixels = far from the background; connected components; each obje
 palette colour by pixel vote, its shape by the fill ratio of its bounding box (square 1,
 circle 0.79, triangle 0.5; a triangle also by the skewness of its vertical profile, which
 blur leaves alone), its centroid and size; over the clip each colour's track gives
-motion and persistence. `match` compares that with what a prompt asks for.
+motion, persistence and coherence (teleports: frame-to-frame jumps far beyond the world's
+speed; split frames: the colour in another piece far away). `match` compares that with what a prompt asks for.
 The metrics of DESIGN.md section 7 (loop seam, blend fidelity, PSNR, flicker) follow.
 
 Measurements are sub-pixel: a pixel's coverage alpha is its projection on the segment
@@ -56,6 +57,13 @@ class Thresholds:
     still_below: float = 0.3
     # A colour counts as an object of the clip when present in this fraction of frames.
     present: float = 0.5
+    # Teleport: a frame-to-frame centroid jump beyond this many times the world's largest
+    # step (its speed along the frame's long side) plus this share of the short side for jitter.
+    teleport_factor: float = 3.0
+    teleport_slack: float = 0.05
+    # Split frame: another piece of the object's colour whose centroid lies farther from the
+    # largest piece's than this many times the largest piece's box side.
+    split_far: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)  # a generated __eq__ would compare numpy arrays
@@ -72,6 +80,9 @@ class ObjectTrack:
     extent: float     # median largest box side over the short side
     centroids: np.ndarray = field(repr=False)  # (N, 2) (x, y) as fractions; NaN where absent
     shapes: tuple[str | None, ...] = field(repr=False, default=())  # per frame
+    teleports: int = 0      # steps between consecutive frames (both found) that jump far beyond the world's speed
+    steps: int = 0          # such steps looked at
+    split_frames: int = 0   # frames where the colour is also found in another piece far away
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -352,14 +363,32 @@ def _motion(xy: np.ndarray, use: np.ndarray, fps: float, width: int, height: int
     return names[int(sign > 0)], float(speed[axis])
 
 
+def _coherence(det: _Detections, pieces: np.ndarray, main: np.ndarray, fps: float, width: int, height: int,
+               th: Thresholds) -> tuple[int, int, int]:
+    """(teleports, steps, split frames) of one colour: pieces (P,) all its detections, main (M,) the
+    largest per frame in frame order. A rendered object moves at most the world's speed and is one piece."""
+    frames = det.frame[main]
+    xy = np.stack([det.cx[main], det.cy[main]], axis=1)                      # (M, 2) px
+    step = np.flatnonzero(np.diff(frames) == 1)                             # consecutive frames only
+    jump = np.linalg.norm(xy[step + 1] - xy[step], axis=1)
+    limit = th.teleport_factor * SPEED * max(width, height) / fps + th.teleport_slack * min(width, height)
+    split = 0
+    for m in main:
+        others = pieces[(det.frame[pieces] == det.frame[m]) & (pieces != m)]
+        gap = np.hypot(det.cx[others] - det.cx[m], det.cy[others] - det.cy[m])
+        split += bool((gap > th.split_far * max(det.ext_x[m], det.ext_y[m])).any())
+    return int((jump > limit).sum()), len(step), split
+
+
 def _track(det: _Detections, color: int, n: int, fps: float, width: int, height: int,
            th: Thresholds) -> ObjectTrack:
     """The object of one colour through the clip (the largest one per frame)."""
     short = min(width, height)
     sel = np.flatnonzero(det.color == color)
-    sel = sel[np.argsort(-det.area[sel], kind="stable")]
+    sel = pieces = sel[np.argsort(-det.area[sel], kind="stable")]
     frames, first = np.unique(det.frame[sel], return_index=True)
     sel = sel[first]                                                        # largest per frame
+    teleports, steps, split = _coherence(det, pieces, sel, fps, width, height, th)
     fill = det.area[sel] / np.maximum(det.ext_x[sel] * det.ext_y[sel], 1e-6)
     extent = np.maximum(det.ext_x[sel], det.ext_y[sel]) / short
     clean = det.clean[sel]
@@ -382,7 +411,8 @@ def _track(det: _Detections, color: int, n: int, fps: float, width: int, height:
         motion=motion, persistence=len(frames) / n, speed=round(speed, 4),
         fill=round(float(np.median(fill[voters])), 4),
         skew=round(float(np.median(skew[voters])), 4), extent=round(float(np.median(extent)), 4),
-        centroids=xy / np.array([width, height]), shapes=tuple(per_frame))
+        centroids=xy / np.array([width, height]), shapes=tuple(per_frame),
+        teleports=teleports, steps=steps, split_frames=split)
 
 
 def analyze(clip, fps: float | None = None, th: Thresholds = Thresholds()) -> ClipReport:
@@ -408,10 +438,22 @@ def _check(query: ObjectQuery, track: ObjectTrack | None) -> dict:
     """Per asked attribute: True / False; None where the prompt does not ask."""
     out = {"asked": {k: getattr(query, k) for k in ("color", "shape", "motion", "size")},
            "found": None if track is None else {k: getattr(track, k) for k in
-                                                ("color", "shape", "motion", "size", "persistence")}}
+                                                ("color", "shape", "motion", "size", "persistence",
+                                                 "teleports", "steps", "split_frames")}}
     for k, asked in out["asked"].items():
         out[k] = None if asked is None else (track is not None and getattr(track, k) == asked)
     return out
+
+
+def _coherence_of(query: ObjectQuery, track: ObjectTrack | None, report: ClipReport) -> dict:
+    """A prompted object's coherence: its track, or else any track of its colour however brief
+    (an object that pops in for a few frames is present that much, not absent)."""
+    if track is None and query.color is not None:
+        track = report.track(query.color)
+    if track is None:
+        return {"presence": 0.0, "teleports": 0, "steps": 0, "split_frames": 0, "frames_found": 0}
+    return {"presence": track.persistence, "teleports": track.teleports, "steps": track.steps,
+            "split_frames": track.split_frames, "frames_found": round(track.persistence * report.n_frames)}
 
 
 def _assign(query: SceneQuery, tracks: list[ObjectTrack]) -> list[ObjectTrack | None]:
@@ -436,7 +478,7 @@ def match(clip, prompt: str, fps: float | None = None, th: Thresholds = Threshol
     """How well a clip shows what a prompt asks for. JSON-serialisable.
 
     Per mentioned object: each named attribute True/False (None if not named); the
-    background likewise; `extra` lists objects in the clip the prompt does not mention;
+    background likewise, and its coherence (presence, teleports, split frames); `extra` lists objects in the clip the prompt does not mention;
     `unknown` the prompt's words outside the world (not judged). `all_ok` is true when
     something was judged, every judged attribute holds and there is no extra object.
     """
@@ -444,7 +486,7 @@ def match(clip, prompt: str, fps: float | None = None, th: Thresholds = Threshol
     query = parse_caption(prompt)
     tracks = [t for t in report.objects if t.persistence >= th.present]
     assigned = _assign(query, tracks)
-    objects = [_check(q, t) for q, t in zip(query.objects, assigned)]
+    objects = [{**_check(q, t), "coherence": _coherence_of(q, t, report)} for q, t in zip(query.objects, assigned)]
     asked_bg = query.background
     background = {"asked": asked_bg, "found": report.background,
                   "ok": None if asked_bg is None else asked_bg == report.background}

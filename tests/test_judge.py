@@ -151,3 +151,64 @@ def test_judge_reads_mp4_files(tmp_path):
         result = judge.match(path, caption(scene))
         assert result["all_ok"], result
         assert judge.analyze(str(path)).fps == pytest.approx(fps)
+
+
+def test_coherence_is_perfect_on_rendered_scenes_at_every_rate():
+    """Teleports 0, split frames 0, presence 100 % on the renderer's own clips, as the eval reports them."""
+    from engine.evaluate import Coherence
+    total, n_objects = Coherence(), 0
+    for k, (scene, w, h) in enumerate(_scenes(90, seed=77)):
+        fps = (6, 8, 12, 24)[k % 4]
+        clip = render(scene, w, h, fps=fps, n_frames=int(2 * fps) + 1)
+        m = judge.match(clip, caption(scene), fps=fps)
+        total.add(m, len(clip))
+        n_objects += len(scene.objects)
+        for o in m["objects"]:
+            assert o["coherence"]["steps"] == len(clip) - 1
+    assert n_objects > 100 and total.steps > 1000
+    assert total.rates() == {"teleports": 0.0, "split_frames": 0.0, "presence": 1.0}
+
+
+def _broken_scene():
+    """A large red circle moving right on gray, 112x64, 17 frames at 8 fps, and its background frame."""
+    scene = SceneSpec("gray", (ObjectSpec("circle", "red", "large", "right", 0.3, 0.5),))
+    clip = render(scene, 112, 64, fps=8, n_frames=17)
+    return scene, clip, render(SceneSpec("gray", ()), 112, 64, fps=8, n_frames=1)[0]
+
+
+def test_coherence_catches_a_jump_a_second_copy_and_missing_frames():
+    from engine.evaluate import Coherence
+    scene, clip, empty = _broken_scene()
+    prompt = caption(scene)
+
+    jumped = clip.copy()
+    jumped[9:] = np.roll(clip[9:], -40, axis=2)                               # the object leaps back 40 px once
+    c = judge.match(jumped, prompt, fps=8)["objects"][0]["coherence"]
+    assert (c["teleports"], c["steps"], c["split_frames"], c["presence"]) == (1, 16, 0, 1.0)
+
+    copy = render(SceneSpec("gray", (ObjectSpec("circle", "red", "small", "still", 0.88, 0.2),)), 112, 64, 8, 17)
+    doubled = clip.copy()
+    far = (copy != empty).any(-1)                                             # (N, H, W) the copy's pixels
+    doubled[4:10][far[4:10]] = copy[4:10][far[4:10]]
+    c = judge.match(doubled, prompt, fps=8)["objects"][0]["coherence"]
+    assert (c["teleports"], c["split_frames"], c["presence"]) == (0, 6, 1.0)
+
+    holes = clip.copy()
+    holes[[3, 7, 8, 12]] = empty                                              # pops out in four frames
+    c = judge.match(holes, prompt, fps=8)["objects"][0]["coherence"]
+    assert c["presence"] == pytest.approx(13 / 17) and c["teleports"] == 0
+    assert c["steps"] == 16 - 7                                               # only steps between found frames
+
+    # each broken clip alone misses its own target in the eval's terms
+    for broken, key, fails in ((jumped, "teleports", lambda r: r > 0.03), (doubled, "split_frames", lambda r: r > 0.05),
+                               (holes, "presence", lambda r: r < 0.95)):
+        total = Coherence()
+        total.add(judge.match(broken, prompt, fps=8), 17)
+        assert fails(total.rates()[key]), key
+
+
+def test_an_object_that_never_shows_is_absent_not_skipped():
+    scene, clip, empty = _broken_scene()
+    blank = np.repeat(empty[None], 17, axis=0)
+    c = judge.match(blank, caption(scene), fps=8)["objects"][0]["coherence"]
+    assert c["presence"] == 0.0 and c["frames_found"] == 0
