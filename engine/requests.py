@@ -45,7 +45,23 @@ def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, r
     """(op, request) -> (timeline, sampling settings given, lineage {relation: [refs]}).
 
     A request is held to LIMITS (it comes from the page or the API); with the backend's LatentSpec,
-    also to the memory its video would need."""
+    also to the memory its video would need. An error names media by the references they were given
+    as, never by the paths they resolve to (a client need not learn where the data folder is)."""
+    given: dict[str, str] = {}
+
+    def resolve(field: str, ref) -> str:
+        given[path := media(field, ref)] = str(ref)
+        return path
+    try:
+        return _build(op, req, resolve, spec)
+    except InputError as e:
+        msg = str(e)
+        for path, ref in sorted(given.items(), key=lambda kv: -len(kv[0])):  # longest first: no partial matches
+            msg = msg.replace(path, ref)
+        raise InputError(msg) from None
+
+
+def _build(op: str, req: dict, media: Callable[[str, str], str], spec) -> tuple[Timeline, dict, dict]:
     if op not in FIELDS:
         raise InputError(f"op: {op!r} is not an operation; choose one of {', '.join(FIELDS)}")
     if not isinstance(req, dict):

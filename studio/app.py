@@ -228,6 +228,10 @@ def _card_rows(story: dict) -> list[list]:
     return out
 
 
+def _job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
+    return [(f"#{j['id']} {j['state']}: {j['label'][:40]}", j["id"]) for j in jobs]
+
+
 def _gr_error(e: Exception):
     """One line for the page: the engine's InputError message, never a traceback."""
     return gr.Error(str(e).splitlines()[0] if str(e) else e.__class__.__name__, print_exception=False)
@@ -437,7 +441,9 @@ def build(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     retry_job = gr.Dropdown([], label="Interrupted or failed jobs", elem_id="lib-retry-job")
                     retry = gr.Button("Retry", size="sm", elem_id="lib-retry")
-                    cancel = gr.Button("Cancel running job", size="sm", elem_id="lib-cancel")
+                    active_job = gr.Dropdown([], label="Queued or running jobs", elem_id="lib-active-job",
+                                             allow_custom_value=True)  # the list lags the queue: checked on cancel
+                    cancel = gr.Button("Cancel job", size="sm", elem_id="lib-cancel")
 
         timer = gr.Timer(0.7)
         results = {"create": out_video, "storyboard": sb_video, "remix": rx_video, "blend": bl_video,
@@ -707,11 +713,12 @@ def build(studio: Studio) -> gr.Blocks:
             pics = [(v["thumb_path"], f"#{v['id']} {'★ ' if v['favourite'] else ''}{v['kind']}: {v['label'][:40]}")
                     for v in items if v["thumb_path"] and Path(v["thumb_path"]).exists()]
             ids = [v["id"] for v in items if v["thumb_path"] and Path(v["thumb_path"]).exists()]
-            stuck = [(f"#{j['id']} {j['state']}: {j['label'][:40]}", j["id"])
-                     for j in lib.jobs(("interrupted", "failed", "cancelled"), limit=20)]
+            stuck, active = (_job_choices(lib.jobs(states, limit=20)) for states in
+                             (("interrupted", "failed", "cancelled"), ("running", "queued")))
             ch = studio.choices()
-            return (pics, ids, gr.update(choices=stuck, value=None), *[gr.update(choices=ch) for _ in pickers])
-        lib_outs = [gallery, lib_ids, retry_job, *pickers]
+            return (pics, ids, gr.update(choices=stuck, value=None), gr.update(choices=active, value=None),
+                    *[gr.update(choices=ch) for _ in pickers])
+        lib_outs = [gallery, lib_ids, retry_job, active_job, *pickers]
         for ev in (lib_refresh.click, lib_fav_only.change, lib_kind.change, demo.load):
             ev(library_view, [lib_fav_only, lib_kind], lib_outs)
         tabs.select(library_view, [lib_fav_only, lib_kind], lib_outs)
@@ -775,12 +782,16 @@ def build(studio: Studio) -> gr.Blocks:
             return {"job": new, "tab": "create"}
         retry.click(on_retry, retry_job, watch)
 
-        def on_cancel():
-            job = (lib.jobs(("running",), limit=1) or lib.jobs(("queued",), limit=1) or [None])[0]
-            if job:
-                studio.cancel(job["id"])
-                gr.Info(f"Cancelling job #{job['id']}")
-        cancel.click(on_cancel, None, None)
+        @_guard
+        def on_cancel(chosen, w):
+            """The job chosen in the list, else the one this page waits on: never someone else's newest."""
+            job = chosen if chosen not in (None, "") else (w or {}).get("job")
+            if not str(job).isdigit():
+                raise InputError("job: choose a queued or running job to cancel")
+            if not studio.cancel(int(job)):
+                raise InputError(f"job: #{int(job)} has already ended")
+            gr.Info(f"Cancelling job #{int(job)}")
+        cancel.click(on_cancel, [active_job, watch], None)
 
         def opener(tab):
             def open_in(vid, s, backend_):

@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Literal
@@ -468,19 +469,59 @@ def _body_doc(model: type[BaseModel], files: dict[str, str]) -> dict:
 
 
 # ----------------------------------------------------------------------------- guard: key and body size
+GRADIO_DOCS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")   # Gradio's app has FastAPI's defaults
+LOGIN = ("/login", "/login/")
+
+
+class Throttle:
+    """Failed key checks per client address: BURST at once, then one each EVERY seconds, so a key cannot be
+    guessed at speed (it was 374 guesses a second). A client at full allowance is forgotten."""
+    BURST, EVERY = 10, 6.0
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.spent = clock, {}   # client -> (failures still counted, when last counted)
+
+    def _owed(self, client: str) -> float:
+        n, t = self.spent.get(client, (0.0, 0.0))
+        return max(0.0, n - (self.clock() - t) / self.EVERY)
+
+    def wait_s(self, client: str) -> float:
+        """Seconds until this client may try a key again (0: now)."""
+        return max(0.0, (self._owed(client) - self.BURST + 1) * self.EVERY)
+
+    def failed(self, client: str) -> None:
+        self.spent = {c: v for c, v in self.spent.items() if c == client or self._owed(c) > 0}
+        self.spent[client] = (self._owed(client) + 1, self.clock())
+
+
 class Guard:
-    """Every /v1 request: the API key when one is set (401), a body no larger than the cap (413)."""
+    """Every /v1 request: the API key when one is set (401), a body no larger than the cap (413). With a key,
+    also Gradio's own API docs, and key guesses (here and at the page's login) throttled per client (429)."""
 
     def __init__(self, app, api_key: str | None, max_bytes: int):
-        self.app, self.api_key, self.max_bytes = app, api_key, max_bytes
+        self.app, self.api_key, self.max_bytes, self.throttle = app, api_key, max_bytes, Throttle()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+        path = scope.get("path", "")
+        v1 = path == "/v1" or path.startswith("/v1/")
+        keyed = self.api_key and (path in GRADIO_DOCS or path in LOGIN and scope.get("method") == "POST")
+        if scope["type"] != "http" or not (v1 or keyed):
             return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("?",))[0]
+        if self.api_key and (wait := self.throttle.wait_s(client)):
+            return await error_response(429, f"Authorization: too many wrong keys; try again in {math.ceil(wait)} s",
+                                        "rate_limit_exceeded", None,
+                                        {"Retry-After": str(math.ceil(wait))})(scope, receive, send)
         headers = Headers(scope=scope)
+        if path in LOGIN:
+            return await self.app(scope, receive, self._counting_failures(send, client))
         if self.api_key and not _authorized(headers.get("authorization", ""), self.api_key):
+            if headers.get("authorization"):  # a key was offered and was wrong: a guess
+                self.throttle.failed(client)
             return await error_response(401, "Authorization: send `Authorization: Bearer <key>` with the key the "
                                              "server was started with", "invalid_api_key")(scope, receive, send)
+        if not v1:
+            return await self.app(scope, receive, send)
         form = headers.get("content-type", "").lower().startswith("multipart/form-data")
         cap = self.max_bytes if form else int(LIMITS["json_kb"].max) * 1024   # only a form carries an upload
         length = headers.get("content-length")
@@ -506,6 +547,14 @@ class Guard:
         except Exception:
             if not answered:
                 raise
+
+    def _counting_failures(self, send, client: str):
+        """The page's login answers 400 to a wrong key: count it like a wrong key at /v1."""
+        async def watched(msg):
+            if msg["type"] == "http.response.start" and msg["status"] in (400, 401):
+                self.throttle.failed(client)
+            await send(msg)
+        return watched
 
     def too_large(self, cap: int) -> JSONResponse:
         if cap == self.max_bytes:

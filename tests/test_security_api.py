@@ -187,3 +187,61 @@ def test_cli_refuses_a_storyboard_nested_too_deep_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_errors_name_media_by_reference_not_by_server_path(server, made):
+    story = {"duration_s": 1.0, "fps": 12, "aspect": "1:1", "resolution": 64,
+             "cards": [{"kind": "video", "start_s": 0, "end_s": 1, "path": made[0], "source_in_s": 30}]}
+    err = error_of(post(server, "cinepatch/storyboard", {"storyboard": story}), 400)
+    assert "source_in_s" in err["param"] and "past the end" in err["message"], err
+    assert str(server.home) not in err["message"] and "/videos/" not in err["message"], err
+
+
+def test_key_guesses_are_throttled_and_gradio_docs_need_the_key(tmp_path):
+    server = StudioServer(tmp_path / "home", env={"CINEPATCH_API_KEY": "right-key-123"}).start()
+    try:
+        assert error_of(httpx.get(f"{server.url}/openapi.json", timeout=30), 401)["code"] == "invalid_api_key"
+        statuses = [httpx.get(f"{server.url}/v1/videos", headers={"Authorization": f"Bearer guess-{k}"},
+                              timeout=30).status_code for k in range(12)]
+        assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429], statuses
+        r = httpx.get(f"{server.url}/v1/videos", headers={"Authorization": "Bearer right-key-123"}, timeout=30)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1   # not even checked while throttled
+        login = httpx.post(f"{server.url}/login", data={"username": "u", "password": "guess"}, timeout=30)
+        assert login.status_code == 429
+    finally:
+        server.stop()
+
+
+def test_throttle_allows_a_burst_then_one_guess_per_interval():
+    from studio.videos_api import Throttle
+    now = [0.0]
+    t = Throttle(clock=lambda: now[0])
+    for _ in range(Throttle.BURST):
+        assert t.wait_s("a") == 0
+        t.failed("a")
+    assert t.wait_s("a") == pytest.approx(Throttle.EVERY) and t.wait_s("b") == 0   # per client
+    now[0] += Throttle.EVERY
+    assert t.wait_s("a") == 0
+    t.failed("a")
+    assert t.wait_s("a") > 0
+    now[0] += Throttle.EVERY * (Throttle.BURST + 1)                      # long quiet: the full burst again
+    t.failed("b")
+    assert t.wait_s("a") == 0 and "a" not in t.spent                     # forgotten once owed nothing
+
+
+def test_the_pages_cancel_stops_the_chosen_job_not_the_newest(server):
+    """Finding 5's last item: Cancel used to stop the newest running job of any backend, whoever started it."""
+    slow = {"prompt": "a slow one", "seconds": "2", "size": "64x64", "steps": 200}
+    a, b = (post(server, "videos", slow).json()["id"] for _ in range(2))
+    job_b = int(b.split("_")[1])
+    r = httpx.post(f"{server.url}/gradio_api/call/on_cancel", json={"data": [job_b, None]}, timeout=30)
+    stream = httpx.get(f"{server.url}/gradio_api/call/on_cancel/{r.json()['event_id']}", timeout=60).text
+    assert "event: complete" in stream, stream[:300]
+    for _ in range(300):
+        if httpx.get(f"{server.url}/v1/videos/{b}", timeout=30).json()["status"] == "failed":
+            break
+        __import__("time").sleep(0.2)
+    got = {v: httpx.get(f"{server.url}/v1/videos/{v}", timeout=30).json() for v in (a, b)}
+    assert got[b]["error"]["code"] == "cancelled", got[b]
+    assert got[a]["status"] in ("queued", "in_progress"), got[a]        # the other job goes on
+    httpx.delete(f"{server.url}/v1/videos/{a}", timeout=180)
