@@ -235,6 +235,8 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=0,
                     help="budget in steps instead of minutes (lr decays over it): equal budgets on a noisy CPU")
     ap.add_argument("--probe-every", type=int, default=250, help="dit: steps between probe lines in the log (0 = never)")
+    ap.add_argument("--stop-at", type=int, default=0,
+                    help="dit: pause at this step, resumable, without changing the schedule --max-steps sets")
     ap.add_argument("--keep-every", type=int, default=0, help="dit: keep the EMA weights every N steps (0 = never)")
     ap.add_argument("--run", default=None, help="checkpoint folder (default runs/<stage>)")
     ap.add_argument("--batch", type=int, default=None)

@@ -268,7 +268,7 @@ def train_dit(args):
     if args.probe_every:
         from engine import probe
         probe_clips = probe.make_clips(lambda p: vae.encode(p.to(dev)), spec, n=8)
-    while run.progress < 1.0:
+    while run.progress < 1.0 and not (args.stop_at and run.step >= args.stop_at):
         x0, s, txt, gate, mask = pools.batch(args.batch, empty)
         B, F_ = s.shape
         s = force_i2v(s, args.i2v, abl_rng)
@@ -311,7 +311,7 @@ def train_dit(args):
             last_eval = time.time()
     run.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
                   "config": dataclasses.asdict(cfg)}, force=True)
-    run.log(f"dit done: step {run.step}")
+    run.log(f"dit {'done' if run.progress >= 1 else 'paused (resumable)'}: step {run.step}")
     if args.export:
         export(ema, args.out or ASSETS / "toy_dit.safetensors", {"config": json.dumps(dataclasses.asdict(cfg)),
                                                       "steps": str(run.step)})
