@@ -245,3 +245,26 @@ def test_the_pages_cancel_stops_the_chosen_job_not_the_newest(server):
     assert got[b]["error"]["code"] == "cancelled", got[b]
     assert got[a]["status"] in ("queued", "in_progress"), got[a]        # the other job goes on
     httpx.delete(f"{server.url}/v1/videos/{a}", timeout=180)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                                               "can't allocate memory: you tried to allocate 15240000000 bytes")])
+def test_cli_says_out_of_memory_in_one_line(monkeypatch, capsys, error):
+    from engine import cli
+
+    def too_big(a):
+        raise error
+    monkeypatch.setitem(cli.VERBS, "plan", too_big)
+    assert cli.main(["plan", "story.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "memory" in err and "Traceback" not in err
+
+
+def test_cli_other_runtime_errors_are_not_hidden(monkeypatch):
+    from engine import cli
+
+    def broken(a):
+        raise RuntimeError("a bug")
+    monkeypatch.setitem(cli.VERBS, "plan", broken)
+    with pytest.raises(RuntimeError):
+        cli.main(["plan", "story.json"])
