@@ -614,8 +614,7 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
     def delete_video(video_id: str):
         job = api.job(video_id)
         if job["state"] in ("queued", "running"):
-            studio.cancel(job["id"])
-            studio.wait(job["id"], 120)  # the worker stops at its next step
+            studio.cancel(job["id"])  # returns at once; the worker stops at its next check and attaches nothing
         api._planned.pop(job["id"], None)
         return DeletedVideo(id=video_id, deleted=api.library.delete_job(job["id"]))
 

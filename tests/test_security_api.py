@@ -268,3 +268,22 @@ def test_cli_other_runtime_errors_are_not_hidden(monkeypatch):
     monkeypatch.setitem(cli.VERBS, "plan", broken)
     with pytest.raises(RuntimeError):
         cli.main(["plan", "story.json"])
+
+
+def test_deleting_a_running_job_frees_nothing_for_reuse(server):
+    """Finding 3 and 5 over HTTP: DELETE of a running job cancels it without waiting for the worker; the next
+    job gets a new id, and the deleted job's video never turns up under any id."""
+    import time
+    slow = post(server, "videos", {"prompt": "a long one", "seconds": "2", "size": "64x64", "steps": 200}).json()["id"]
+    for _ in range(600):
+        if httpx.get(f"{server.url}/v1/videos/{slow}", timeout=30).json()["status"] == "in_progress":
+            break
+        time.sleep(0.1)
+    gone = httpx.delete(f"{server.url}/v1/videos/{slow}", timeout=30).json()
+    assert gone == {"id": slow, "object": "video.deleted", "deleted": True} or gone["deleted"] is True, gone
+    new_id, row = make_video(server)
+    assert int(new_id.split("_")[1]) > int(slow.split("_")[1])
+    assert row["duration_s"] == pytest.approx(1.0, abs=0.1)                     # its own 1 s clip, not the 2 s one
+    assert httpx.get(f"{server.url}/v1/videos/{slow}", timeout=30).status_code == 404
+    again = httpx.delete(f"{server.url}/v1/videos/{slow}", timeout=30)           # a retried DELETE touches nothing
+    assert again.status_code == 404 and httpx.get(f"{server.url}/v1/videos/{new_id}", timeout=30).status_code == 200
