@@ -449,27 +449,34 @@ def test_deleted_jobs_give_their_space_back(tmp_path):
 
 
 # ----------------------------------------------------------------------------- temp files of killed writers
-def test_a_later_write_removes_the_part_file_of_a_killed_writer(tmp_path):
-    """Issue 19 finding 7: a writer killed with SIGKILL leaves `.NAME.<pid>-<hex>.part.SUFFIX`; the next write
-    to the same output removes it (its pid is dead), and keeps a live writer's part."""
+def killed_writer(code: str, out) -> str:
+    """Run `code` (which opens a temp file for `out`, prints its path, then sleeps) in a process, SIGKILL it once
+    it has printed, and return the temp file it left."""
     import signal
     import subprocess
     import sys
-
-    from engine.files import atomic_write_text, part_path
-    out = tmp_path / "out.json"
-    code = ("import sys, time\nfrom engine.files import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
-            "    tmp.write_text('half')\n    print(tmp, flush=True)\n    time.sleep(600)\n")
     writer = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
                               cwd=os.path.dirname(os.path.dirname(__file__)))
-    dead_part = writer.stdout.readline().strip()
+    part = writer.stdout.readline().strip()
     writer.send_signal(signal.SIGKILL)
     writer.wait(60)
+    assert part and os.path.exists(part), part
+    return part
+
+
+def test_a_later_write_removes_the_part_file_of_a_killed_writer(tmp_path):
+    """Issue 19 finding 7: a writer killed with SIGKILL leaves `.NAME.<pid>-<hex>.part.SUFFIX`; the next write
+    to the same output removes it (its pid is dead), and keeps a live writer's part."""
+    from engine.files import atomic_write_text, part_path
+    out = tmp_path / "out.json"
+    dead_part = killed_writer("import sys, time\nfrom engine.files import atomic_path\n"
+                              "with atomic_path(sys.argv[1]) as tmp:\n"
+                              "    tmp.write_text('half')\n    print(tmp, flush=True)\n    time.sleep(600)\n", out)
     live_part = part_path(out)                                     # this process is alive: its part stays
     live_part.write_text("mine")
     other = tmp_path / ".out.v2.123-0badcafe.part.json"            # not a part of out.json
     other.write_text("x")
-    assert os.path.exists(dead_part) and os.path.basename(dead_part).startswith(".out.")
+    assert os.path.basename(dead_part).startswith(".out.")
     atomic_write_text(out, "{}")
     assert out.read_text() == "{}" and not os.path.exists(dead_part) and live_part.exists() and other.exists()
 
@@ -478,20 +485,10 @@ def test_a_later_write_removes_the_part_file_of_a_killed_writer(tmp_path):
                                        "it should take them from engine.files.part_path and call remove_stale_parts")
 def test_a_later_video_write_removes_the_part_file_of_a_killed_writer(tmp_path):
     """Issue 19 finding 7: `cinepatch` killed with SIGKILL while writing out.mp4 left `.out.*.part.mp4` for good."""
-    import signal
-    import subprocess
-    import sys
-
     from engine.video_io import write_video
     out = tmp_path / "out.mp4"
-    code = ("import sys, time\nfrom pathlib import Path\nfrom engine.video_io import _staging\n"
-            "with _staging(Path(sys.argv[1]), 'out') as tmp:\n"
-            "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n    time.sleep(600)\n")
-    writer = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
-                              cwd=os.path.dirname(os.path.dirname(__file__)))
-    dead_part = writer.stdout.readline().strip()
-    writer.send_signal(signal.SIGKILL)
-    writer.wait(60)
-    assert os.path.exists(dead_part)
+    dead_part = killed_writer("import sys, time\nfrom pathlib import Path\nfrom engine.video_io import _staging\n"
+                              "with _staging(Path(sys.argv[1]), 'out') as tmp:\n"
+                              "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n    time.sleep(600)\n", out)
     write_video(out, ramp_clip(6), 12.0)
     assert not os.path.exists(dead_part)
