@@ -297,6 +297,7 @@ def test_an_old_library_is_migrated_keeping_every_row_and_id(tmp_path):
     (tmp_path / "previews").mkdir()
     (tmp_path / "exports").mkdir()
     with sqlite3.connect(tmp_path / "library.sqlite") as c:
+        c.execute("PRAGMA journal_mode=WAL")                     # as the studio left it
         c.executescript(OLD_SCHEMA)
         for k in (1, 2, 5):
             c.execute("INSERT INTO jobs (id, op, request, label, backend, state, created) VALUES (?,?,?,?,?,?,?)",
