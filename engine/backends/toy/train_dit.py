@@ -231,18 +231,8 @@ def judge_now(ema, vae, encoder, run, n: int = 6):
             f" ({time.time() - t0:.0f} s)")
 
 
-def train_dit(args):
-    # Import everything the judge checks use now: a run lasts hours, and the source may change meanwhile.
-    import engine.api, engine.evaluate, engine.judge, engine.ops, engine.presets, engine.video_io  # noqa: F401, E401
-    from engine.backends.toy.backend import MiniLM, load_vae, toy_spec
-    torch.manual_seed(args.seed)
-    run = Run(args.run, args.minutes, args.max_steps)
-    dev = torch.device(args.device)
-    vae = load_vae(args.vae or ASSETS / "toy_vae.safetensors").eval().to(dev)
-    spec = toy_spec()
-    encoder = MiniLM(dev)
-    text = TextCache(encoder)
-    empty = text("")
+def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optimizer, DiT]:
+    """Model, optimiser and EMA: resumed from the run's checkpoint, else from --init, else fresh."""
     cfg = dit_config(args)
     model = DiT(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -256,6 +246,22 @@ def train_dit(args):
         init = load_dit(args.init).state_dict()
         model.load_state_dict(init); ema.load_state_dict(init)
         run.log(f"initialised from {args.init}")
+    return cfg, model, opt, ema
+
+
+def train_dit(args):
+    # Import everything the judge checks use now: a run lasts hours, and the source may change meanwhile.
+    import engine.api, engine.evaluate, engine.judge, engine.ops, engine.presets, engine.video_io  # noqa: F401, E401
+    from engine.backends.toy.backend import MiniLM, load_vae, toy_spec
+    torch.manual_seed(args.seed)
+    run = Run(args.run, args.minutes, args.max_steps)
+    dev = torch.device(args.device)
+    vae = load_vae(args.vae or ASSETS / "toy_vae.safetensors").eval().to(dev)
+    spec = toy_spec()
+    encoder = MiniLM(dev)
+    text = TextCache(encoder)
+    empty = text("")
+    cfg, model, opt, ema = build_models(args, run, dev)
     rng = np.random.default_rng(args.seed + 7919 * run.step)
     abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
     pools = Pools(rng, vae, text, spec, args.fresh)
