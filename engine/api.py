@@ -21,7 +21,7 @@ from engine import plan as plan_mod
 from engine import sampler
 from engine.backends.registry import load_backend  # noqa: F401  (re-exported)
 from engine.params import PARAMS, InputError, check
-from engine.timeline import Timeline, parse_aspect
+from engine.timeline import Timeline, fresh_seed, parse_aspect
 
 VERSION = "0.1.0"
 
@@ -65,7 +65,9 @@ def check_cancel(cancel, phase: str) -> None:
 
 
 def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
-    """-> (plan, latents (B, C, F, h, w)) with B = tl.variations, variation k seeded with tl.seed + k."""
+    """-> (plan, latents (B, C, F, h, w)) with B = tl.variations, variation k seeded with tl.seed + k
+    (a timeline without a seed: a fresh one, so generating it again gives a new video)."""
+    tl = fresh_seed(tl)
     # 1. compile the timeline (its preset applied) onto the backend's grid: encodes its media and text
     check_cancel(cancel, "before encoding")
     plan = plan_mod.compile(with_preset(tl), backend)
@@ -166,12 +168,13 @@ def sidecar(tl: Timeline, backend_name: str, settings: Settings, variation: int,
     for p in story["assemble"] or []:
         if p["source"] != "generated":
             p["source"] = str(Path(tl.resolve(p["source"])).resolve())
-    story["seed"] = tl.seed + variation
+    seed = None if tl.seed is None else tl.seed + variation   # None: a re-cut, made without the model
+    story["seed"] = seed
     story["variations"] = 1
     if tl.preset:  # what the preset said when this was made, in case the file changes later
         from engine import presets
         extra = {"preset": asdict(presets.load(tl.preset)), **(extra or {})}
-    return {"cinepatch": VERSION, "backend": backend_name, "seed": tl.seed + variation, "variation": variation,
+    return {"cinepatch": VERSION, "backend": backend_name, "seed": seed, "variation": variation,
             "settings": asdict(settings), "storyboard": story, **(extra or {})}
 
 
@@ -186,6 +189,7 @@ def render(tl: Timeline, backend, settings: Settings | None, out: str | Path, ov
     from engine.files import atomic_write_text, check_writable
     from engine.video_io import check_output, write_video
     settings = settings or Settings()
+    tl = fresh_seed(tl)  # drawn once here, so each sidecar records the seed its video was made with
     out = Path(out)
     outs = [output_paths(out, k, tl.variations) for k in range(tl.variations)]
     for o in outs:  # refuse before spending minutes on the model

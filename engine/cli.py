@@ -178,9 +178,13 @@ def _backend(a):
 
 def _render(a, tl, settings=None):
     from engine.api import needs_model, render
+    from engine.timeline import fresh_seed
     name, backend = _backend(a) if needs_model(tl) else ("none", None)
     bar = _progress() if sys.stderr.isatty() else None
+    tl = fresh_seed(tl)  # no --seed: a new video each run; the seed is said here and kept in the sidecar
     outs = render(tl, backend, settings or _settings(a, tl), a.out, overwrite=a.overwrite, backend_name=name, callback=bar)
+    if backend is not None:
+        print(f"cinepatch: seed {tl.seed} (--seed {tl.seed} makes the same video again)", file=sys.stderr)
     for o in outs:
         print(o)
 

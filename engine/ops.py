@@ -57,7 +57,7 @@ def _timeline(cards, duration_s, fps, aspect, resolution, seed, variations, prom
 
 def _common(kw: dict) -> dict:
     out = {"fps": PARAMS["fps"].default, "aspect": PARAMS["aspect"].default, "resolution": PARAMS["resolution"].default,
-           "seed": 0, "variations": 1, "negative_prompt": "", "preset": None}
+           "seed": None, "variations": 1, "negative_prompt": "", "preset": None}
     out.update({k: v for k, v in kw.items() if v is not None})
     return out
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from engine import ops
 from engine.params import LIMITS, InputError
-from engine.timeline import Timeline
+from engine.timeline import Timeline, fresh_seed
 
 COMMON = {"aspect", "resolution", "fps", "seed", "variations", "preset", "negative_prompt"}
 SAMPLING = {"steps", "guidance", "shift", "solver"}
@@ -123,7 +123,8 @@ def _build(op: str, req: dict, media: Callable[[str, str], str], spec) -> tuple[
         from engine.plan import estimate_bytes, make_grid
         LIMITS["memory_gb"].check(round(estimate_bytes(make_grid(tl, spec), tl.variations) / 2**30, 1),
                                   f"{DURATION_FIELD.get(op, 'duration_s')} x resolution")
-    return tl, settings, ({LINEAGE[op]: refs} if refs else {})
+    # a request without a seed gets a fresh one here: the job built from it records the seed it used
+    return fresh_seed(tl), settings, ({LINEAGE[op]: refs} if refs else {})
 
 
 def check_counts(req: dict) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -124,7 +125,7 @@ class Timeline:
     fps: float = PARAMS["fps"].default
     aspect: str = PARAMS["aspect"].default
     resolution: int = PARAMS["resolution"].default
-    seed: int = PARAMS["seed"].default
+    seed: int | None = None   # None: a fresh seed each time it is made (fresh_seed); a number reproduces it
     variations: int = PARAMS["variations"].default
     preset: str | None = None
     prompt: str = ""
@@ -198,6 +199,18 @@ class Timeline:
 
     def replace(self, **changes) -> "Timeline":
         return replace(self, **changes)
+
+
+def draw_seed(variations: int = 1) -> int:
+    """A fresh random seed that leaves room for `variations` consecutive ones (variation k uses seed + k)."""
+    return secrets.randbelow(PARAMS["seed"].max - max(1, int(variations)) + 2)
+
+
+def fresh_seed(tl: Timeline) -> Timeline:
+    """The seed rule, in one place: a timeline without a seed gets a fresh one (a new video each time), one
+    with a seed keeps it (the same video again). Called where a timeline is about to be made into video, so
+    what records it (a sidecar, the library) records the seed actually used."""
+    return tl if tl.seed is not None else tl.replace(seed=draw_seed(tl.variations))
 
 
 def parse_json(text: str, field: str = "storyboard"):
@@ -295,7 +308,8 @@ def _pieces_from_list(items) -> list[Piece]:
 def validate(tl: Timeline, check_media: bool = True) -> Timeline:
     """Check every field once; raise InputError naming the first bad one."""
     for name in ("duration_s", "fps", "resolution", "seed", "variations", "fit", "crossfade_s"):
-        setattr(tl, name, check(name, getattr(tl, name)))
+        if not (name == "seed" and tl.seed is None):
+            setattr(tl, name, check(name, getattr(tl, name)))
     parse_aspect(tl.aspect)
     for name in ("prompt", "negative_prompt"):
         if not isinstance(getattr(tl, name), str):
@@ -307,7 +321,7 @@ def validate(tl: Timeline, check_media: bool = True) -> Timeline:
         presets.load(tl.preset)
     if tl.n_frames > 60 * 60 * 60:
         raise InputError(f"duration_s: {tl.duration_s} s at {tl.fps} fps is too many frames")
-    if tl.seed + tl.variations - 1 > PARAMS["seed"].max:  # variation k is made with seed + k
+    if tl.seed is not None and tl.seed + tl.variations - 1 > PARAMS["seed"].max:  # variation k is made with seed + k
         raise InputError(f"seed: {tl.seed} + {tl.variations} variations passes the largest seed {PARAMS['seed'].max}")
     media = {}
     for i, card in enumerate(tl.cards):

@@ -19,6 +19,7 @@ import gradio as gr
 
 from engine.params import PARAMS, InputError
 from studio import widgets
+from studio.pages import results as results_mod
 
 ASPECTS = ["16:9", "1:1", "9:16"]
 RESOLUTIONS = [64, 96, 128, 192, 256, 384, 512, 720]
@@ -159,17 +160,18 @@ class Studio:
                         f"<div class='cp-bar'><div style='width:{100 * frac:.0f}%'></div></div></div></div>")
         return "<div class='cp-jobs'>" + "".join(rows) + "</div>"
 
-    def result(self, job_id: int | None):
-        """(video path or None, note) for a job the page is waiting on."""
+    def result(self, job_id: int | None) -> tuple[list[dict], str]:
+        """(the videos it made, a note) for a job the page is waiting on; ([], "") while it runs."""
         if not job_id:
-            return None, ""
+            return [], ""
         job = self.library.job(job_id)
         if job is None or job["state"] in ("queued", "running"):
-            return None, ""
+            return [], ""
         vids = self.library.videos_of_job(job_id)
         if job["state"] == "done" and vids:
-            return vids[0]["path"], f"Done: #{vids[0]['id']} {job['label']}"
-        return None, f"Job #{job_id} {job['state']}" + (f": {job['error']}" if job["error"] else "")
+            seeds = ", ".join(str(v["seed"]) for v in vids if v["seed"] is not None)
+            return vids, f"Done: #{vids[0]['id']} {job['label']}" + (f" (seed {seeds})" if seeds else "")
+        return [], f"Job #{job_id} {job['state']}" + (f": {job['error']}" if job["error"] else "")
 
     # ------------------------------------------------------------------ storyboard
     def plan_rows(self, story: dict, backend: str | None = None) -> list[list]:
@@ -219,6 +221,31 @@ class Studio:
         return _data_uri(buf)
 
 
+KIND_TAB = {"generate": "create", "storyboard": "storyboard", "remix": "remix", "blend": "blend", "loop": "loop",
+            "extend": "recut", "recut": "recut"}   # the tab that makes each kind of video
+
+
+def make_again(studio: Studio, vid) -> tuple[int, dict]:
+    """Queue the request that made library video `vid` with that video's own seed (one variation) -> (job, video)."""
+    v = studio.library.video(int(vid)) if vid not in (None, "") else None
+    job = studio.library.job(v["job_id"]) if v and v["job_id"] is not None else None
+    if job is None:
+        raise InputError("video: select a video made in the studio first")
+    req = job["request"] if v["seed"] is None else dict(job["request"], seed=v["seed"], variations=1)
+    return studio.submit(job["op"], req, job["backend"]), v
+
+
+def seed_request(text) -> dict:
+    """The seed field -> {"seed": n}, or {} when empty (the engine then draws a fresh seed for each job)."""
+    text = str(text if text is not None else "").strip()
+    if not text:
+        return {}
+    if not text.isdigit():
+        raise InputError(f"seed: {text[:20]!r} is not a seed; leave it empty for a new one each time, "
+                         f"or give a whole number from 0 to {PARAMS['seed'].max}")
+    return {"seed": PARAMS["seed"].check(int(text))}
+
+
 def _card_rows(story: dict) -> list[list]:
     out = []
     for i, c in enumerate(story["cards"]):
@@ -258,8 +285,10 @@ def build(studio: Studio) -> gr.Blocks:
         with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}-advanced"):
             steps = _slider("steps", "Steps", hi=100, elem_id=f"{prefix}-steps")
             guidance = _slider("guidance", "Guidance", elem_id=f"{prefix}-guidance")
-            seed = gr.Number(value=0, precision=0, minimum=0, maximum=PARAMS["seed"].max, label="Seed",
-                             elem_id=f"{prefix}-seed")
+            # a text box: an empty one means "a new seed each time" (a Number shows 0 when empty)
+            seed = gr.Textbox("", label="Seed", placeholder="a new one each time", max_lines=1,
+                              info="empty: a new seed each time; a number makes the same video again",
+                              elem_id=f"{prefix}-seed")
         return steps, guidance, seed
 
     def source_picker(label: str, prefix: str):
@@ -296,7 +325,7 @@ def build(studio: Studio) -> gr.Blocks:
                             sizes = BACKEND_RESOLUTIONS.get(studio.default, RESOLUTIONS)
                             resolution = gr.Dropdown(sizes, value=sizes[0], label="Resolution (short side, px)",
                                                      elem_id="create-resolution")
-                            duration = _slider("duration_s", "Duration (s)", hi=20, value=2.0)
+                            duration = _slider("duration_s", "Duration (s)", hi=20, value=2.0, elem_id="create-duration")
                         with gr.Row():
                             variations = gr.Radio([1, 2, 4], value=1, label="Variations")
                             preset = gr.Dropdown(preset_names, value="(none)", label="Preset")
@@ -306,8 +335,7 @@ def build(studio: Studio) -> gr.Blocks:
                         steps, guidance, seed = sampling_controls("create")
                         go = gr.Button("Generate", variant="primary", elem_id="create-generate")
                     with gr.Column(scale=2):
-                        out_video = gr.Video(label="Result", autoplay=True, loop=True, elem_id="create-result",
-                                             interactive=False)
+                        create_panel = results_mod.panel("create", "create", results_mod.MAX_SHOWN, loop=True)
 
             # ---------------------------------------------------------- Storyboard
             with gr.Tab("Storyboard", id="storyboard"):
@@ -315,7 +343,7 @@ def build(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=2):
                         with gr.Row():
-                            sb_duration = _slider("duration_s", "Storyboard length (s)", hi=20, value=4.0)
+                            sb_duration = _slider("duration_s", "Storyboard length (s)", hi=20, value=4.0, elem_id="sb-duration")
                             sb_aspect = gr.Radio(ASPECTS, value="16:9", label="Aspect")
                         card_kind = gr.Radio(["text", "image", "video"], value="text", label="Card", elem_id="card-kind")
                         card_text = gr.Textbox(label="Text", elem_id="card-text")
@@ -342,7 +370,7 @@ def build(studio: Studio) -> gr.Blocks:
                             sb_load = gr.UploadButton("Load .json", file_types=[".json"], elem_id="sb-load")
                         sb_steps, sb_guidance, sb_seed = sampling_controls("sb")
                         sb_go = gr.Button("Generate storyboard", variant="primary", elem_id="sb-generate")
-                        sb_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="sb-result")
+                        sb_panel = results_mod.panel("storyboard", "sb")
 
             # ---------------------------------------------------------- Remix
             with gr.Tab("Remix", id="remix"):
@@ -355,7 +383,8 @@ def build(studio: Studio) -> gr.Blocks:
                         rx_amount = _slider("amount", "Custom amount", visible=False)
                         rx_steps, rx_guidance, rx_seed = sampling_controls("remix")
                         rx_go = gr.Button("Remix", variant="primary", elem_id="remix-go")
-                    rx_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="remix-result")
+                    with gr.Column():
+                        rx_panel = results_mod.panel("remix", "remix")
 
             # ---------------------------------------------------------- Blend
             with gr.Tab("Blend", id="blend"):
@@ -378,7 +407,7 @@ def build(studio: Studio) -> gr.Blocks:
                                                     elem_id="curve-numbers")
                         bl_steps, bl_guidance, bl_seed = sampling_controls("blend")
                         bl_go = gr.Button("Blend", variant="primary", elem_id="blend-go")
-                bl_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="blend-result")
+                bl_panel = results_mod.panel("blend", "blend")
 
             # ---------------------------------------------------------- Loop
             with gr.Tab("Loop", id="loop"):
@@ -390,8 +419,8 @@ def build(studio: Studio) -> gr.Blocks:
                         lp_prompt = gr.Textbox(label="Prompt (optional)")
                         lp_steps, lp_guidance, lp_seed = sampling_controls("loop")
                         lp_go = gr.Button("Make loop", variant="primary", elem_id="loop-go")
-                    lp_video = gr.Video(label="Loop (plays on repeat)", autoplay=True, loop=True, interactive=False,
-                                        elem_id="loop-result")
+                    with gr.Column():
+                        lp_panel = results_mod.panel("loop", "loop", label="Loop (plays on repeat)", loop=True)
 
             # ---------------------------------------------------------- Re-cut
             with gr.Tab("Re-cut", id="recut"):
@@ -411,7 +440,8 @@ def build(studio: Studio) -> gr.Blocks:
                         rc_prompt = gr.Textbox(label="Prompt (extend / upscale, optional)")
                         rc_steps, rc_guidance, rc_seed = sampling_controls("recut")
                         rc_go = gr.Button("Apply", variant="primary", elem_id="recut-go")
-                    rc_video = gr.Video(label="Result", autoplay=True, interactive=False, elem_id="recut-result")
+                    with gr.Column():
+                        rc_panel = results_mod.panel("recut", "recut")
 
             # ---------------------------------------------------------- Library
             with gr.Tab("Library", id="library"):
@@ -434,6 +464,7 @@ def build(studio: Studio) -> gr.Blocks:
                             dl_mp4 = gr.DownloadButton("Download mp4", size="sm", elem_id="lib-mp4")
                             mk_gif = gr.Button("Make GIF", size="sm", elem_id="lib-gif")
                             again = gr.Button("Make again", size="sm", elem_id="lib-again")
+                            lib_reuse = gr.Button("Reuse seed", size="sm", elem_id="lib-reuse-seed")
                         gif_file = gr.File(label="GIF", visible=False, interactive=False)
                         with gr.Row():
                             open_btns = {k: gr.Button(f"Open in {k.capitalize()}", size="sm", elem_id=f"lib-open-{k}")
@@ -446,22 +477,26 @@ def build(studio: Studio) -> gr.Blocks:
                     cancel = gr.Button("Cancel job", size="sm", elem_id="lib-cancel")
 
         timer = gr.Timer(0.7)
-        results = {"create": out_video, "storyboard": sb_video, "remix": rx_video, "blend": bl_video,
-                   "loop": lp_video, "recut": rc_video}
+        panels = [create_panel, sb_panel, rx_panel, bl_panel, lp_panel, rc_panel]
+        seeds = {"create": seed, "storyboard": sb_seed, "remix": rx_seed, "blend": bl_seed, "loop": lp_seed,
+                 "recut": rc_seed}
+        for p in panels:
+            for slot in p.slots:
+                slot.reuse.click(_guard(results_mod.seed_of), slot.reuse, seeds[p.tab])
 
         # ---------------------------------------------------------- polling: jobs, results, notifications
         def tick(w):
-            path, msg = studio.result(w["job"]) if w else (None, "")
-            outs = [studio.jobs_html()] + [gr.update() for _ in results]
+            vids, msg = studio.result(w["job"]) if w else ([], "")
+            outs = [studio.jobs_html()]
+            for p in panels:
+                n = len(p.slots)
+                outs += results_mod.panel_updates(vids, n) if w and msg and p.tab == w["tab"] else results_mod.unchanged(n)
             if w and msg:
-                if path:
-                    outs[1 + list(results).index(w["tab"])] = path
-                    gr.Info(msg)
-                else:
-                    gr.Warning(msg)
+                (gr.Info if vids else gr.Warning)(msg)
                 return outs + [None, msg]
             return outs + [w, gr.update()]
-        timer.tick(tick, watch, [jobs_html, *results.values(), watch, note], show_progress="hidden", queue=False)
+        timer.tick(tick, watch, [jobs_html, *[o for p in panels for o in p.outputs], watch, note],
+                   show_progress="hidden", queue=False)
 
         def queued(tab: str, op: str, req: dict, backend_: str | None = None):
             job = studio.submit(op, req, backend_)
@@ -469,7 +504,7 @@ def build(studio: Studio) -> gr.Blocks:
             return {"job": job, "tab": tab}, f"Job #{job} queued…"
 
         def sampling(steps_, guidance_, seed_) -> dict:
-            return {"steps": int(steps_), "guidance": float(guidance_), "seed": int(seed_ or 0)}
+            return {"steps": int(steps_), "guidance": float(guidance_), **seed_request(seed_)}
 
         # ---------------------------------------------------------- Create
         @_guard
@@ -631,8 +666,7 @@ def build(studio: Studio) -> gr.Blocks:
         def on_sb_generate(s, steps_, guidance_, seed_, backend_):
             if not s["cards"]:
                 raise InputError("cards: add at least one card to the storyboard")
-            smp = sampling(steps_, guidance_, seed_)
-            return queued("storyboard", "storyboard", {"storyboard": dict(s, seed=smp.pop("seed")), **smp}, backend_)
+            return queued("storyboard", "storyboard", {"storyboard": s, **sampling(steps_, guidance_, seed_)}, backend_)
         sb_go.click(on_sb_generate, [story, sb_steps, sb_guidance, sb_seed, backend_dd], [watch, note])
 
         # ---------------------------------------------------------- Remix
@@ -764,14 +798,21 @@ def build(studio: Studio) -> gr.Blocks:
 
         @_guard
         def on_again(vid):
-            """The job that made this video, queued again with the same request (seed included)."""
-            v = lib.video(vid) if vid is not None else None
-            if v is None or v["job_id"] is None:
-                raise InputError("video: select a video made in the studio first")
-            new = studio.retry(v["job_id"])
-            gr.Info(f"Job #{new} queued (the request of #{v['id']} again)")
-            return {"job": new, "tab": "create"}
+            """This video made again: its job's request with its own seed, so the same video comes back."""
+            new, v = make_again(studio, vid)
+            gr.Info(f"Job #{new} queued (#{v['id']} again, seed {v['seed']})")
+            return {"job": new, "tab": KIND_TAB.get(v["kind"], "create")}
         again.click(on_again, lib_sel, watch)
+
+        @_guard
+        def on_reuse(vid):
+            """The seed of the selected video into the seed field of the tab that makes its kind."""
+            v = lib.video(vid) if vid is not None else None
+            if v is None or v["seed"] is None:
+                raise InputError("seed: select a video made by the model first")
+            tab = KIND_TAB.get(v["kind"], "create")
+            return (gr.Tabs(selected=tab), *[str(v["seed"]) if t == tab else gr.update() for t in seeds])
+        lib_reuse.click(on_reuse, lib_sel, [tabs, *seeds.values()])
 
         @_guard
         def on_retry(job):

@@ -96,6 +96,8 @@ class Video(BaseModel):
     seconds: str = Field(description="length as made (for an extension: the stitched total)")
     size: str = Field(description="WxH as made, after snapping to what the model accepts")
     remixed_from_video_id: str | None = None
+    seed: int | None = Field(None, description="the seed it is made with (a fresh one unless the request set one; "
+                                               "known once completed): send it as `seed` to make the same video again")
     error: VideoError | None = None
 
 
@@ -251,7 +253,15 @@ class VideosApi:
                      completed_at=int(job["finished"]) if job["finished"] and state != "queued" else None,
                      model=job["backend"], prompt=req.get("prompt") if isinstance(req.get("prompt"), str) else job["label"],
                      seconds=seconds, size=size, remixed_from_video_id=self._source_id(job) if job["op"] == "remix" else None,
-                     error=error)
+                     seed=self._seed(job), error=error)
+
+    def _seed(self, job: dict) -> int | None:
+        """The seed asked for, else (drawn by the engine) the one its video records once made."""
+        asked = job["request"].get("seed")
+        if isinstance(asked, int) or job["state"] != "done":
+            return asked if isinstance(asked, int) else None
+        vids = self.library.videos_of_job(job["id"])
+        return vids[0]["seed"] if vids else None
 
     def _size_of(self, job: dict) -> tuple[str, str]:
         """("WxH", "seconds") as made, or as it will be made while the job waits."""

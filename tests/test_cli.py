@@ -26,7 +26,7 @@ def test_t2v_writes_mp4_and_sidecar_and_regenerates_exactly(tmp_path):
     info = probe(out)
     assert (info.width, info.height, info.n_frames, info.fps) == (112, 64, 8, 8)
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["backend"] == "reference" and meta["settings"]["steps"] == 2 and meta["seed"] == 0
+    assert meta["backend"] == "reference" and meta["settings"]["steps"] == 2 and isinstance(meta["seed"], int)  # drawn, and recorded
     again = tmp_path / "b.mp4"
     assert main(["generate", str(out.with_suffix(".json")), "--out", str(again)]) == 0
     assert np.array_equal(read_video(out), read_video(again))

@@ -189,3 +189,33 @@ def test_api_endpoints_take_the_same_requests(studio):
     assert out3["state"] == "done" and out3["videos"][0]["lineage"]["recut_of"][0].startswith("upload:")
     for op in ("storyboard", "remix", "blend", "extend"):
         assert f"/{op}" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+
+
+def caption_after(page, elem_id, not_id=None):
+    """A result's caption once it shows a video other than library item `not_id`: -> (library id, seed)."""
+    page.wait_for_function("([id, old]) => { const m = document.querySelector('#' + id + '-caption').innerText"
+                           ".match(/#(\\d+)[^]*seed (\\d+)/); return m && Number(m[1]) !== old; }",
+                           arg=[elem_id, not_id], timeout=TIMEOUT)
+    text = page.locator(f"#{elem_id}-caption").inner_text()
+    return int(re.search(r"#(\d+)", text).group(1)), int(re.search(r"seed (\d+)", text).group(1))
+
+
+def test_each_generation_gets_a_fresh_seed_shown_and_reusable(page, studio):
+    """Finding 1: the same prompt twice gives two seeds and two videos; "Reuse seed" makes the same video again."""
+    from engine.video_io import read_video
+    from studio.library import Library
+    lib = Library(studio.home)
+    generate(page, "a green square moving right on black", steps=3)
+    id1, seed1 = caption_after(page, "create-result")
+    page.locator("#create-generate").click()
+    id2, seed2 = caption_after(page, "create-result", id1)
+    assert id2 != id1 and seed2 != seed1
+    assert not np.array_equal(read_video(lib.video(id1)["path"]), read_video(lib.video(id2)["path"]))
+    page.locator("#create-result-reuse").click()
+    page.wait_for_function(f"() => document.querySelector('#create-seed input, #create-seed textarea').value === '{seed2}'")
+    page.locator("#create-generate").click()
+    id3, seed3 = caption_after(page, "create-result", id2)
+    assert seed3 == seed2 and np.array_equal(read_video(lib.video(id3)["path"]), read_video(lib.video(id2)["path"]))
+    tab(page, "Library")   # the Library says the seed too
+    page.locator("#lib-gallery button[aria-label^='Thumbnail']").first.click()
+    page.locator("#lib-info").get_by_text(f"seed {seed3}").wait_for()
