@@ -41,6 +41,8 @@ os.makedirs(os.path.join(home, "tmp"), exist_ok=True)
 os.environ.update(GRADIO_TEMP_DIR=os.path.join(home, "tmp"), TMPDIR=os.path.join(home, "tmp"))
 import gradio, uvicorn, torch  # noqa
 import engine.api, engine.backends.reference, engine.requests, studio.app, studio.server, studio.videos_api  # noqa
+import gc
+gc.freeze()  # the imported heap stays shared with each child (no copy-on-write when a child's gc walks it)
 child = None
 for line in sys.stdin:
     cmd = line.split()
@@ -63,7 +65,8 @@ class Forked:
     def __init__(self, home: Path):
         self.home = home
         self.log = home.parent / "studios.log"
-        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+        # one torch thread: these jobs are tiny, and on a busy machine idle worker threads only spin
+        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
         self.parent = subprocess.Popen([sys.executable, "-c", PARENT, str(home), str(self.log)], cwd=ROOT, env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.running = False
@@ -83,12 +86,13 @@ class Forked:
         self.running = True
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/v1/videos", timeout=5).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        with httpx.Client(timeout=5) as client:
+            while time.time() < deadline:
+                try:
+                    if client.get(url + "/v1/videos").status_code == 200:
+                        return url
+                except httpx.HTTPError:
+                    time.sleep(0.1)
         raise AssertionError(f"a studio did not answer in 180 s: {self.log.read_text()[-2000:]}")
 
     def kill(self):
