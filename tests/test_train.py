@@ -93,6 +93,7 @@ def test_pooled_text_reaches_only_the_frames_its_gate_opens():
     for blk in model.blocks:                                                 # wake adaLN-Zero so c matters
         torch.nn.init.normal_(blk.ada[-1].weight, std=0.5)
     torch.nn.init.normal_(model.patch_out.weight, std=0.5)
+    torch.nn.init.normal_(model.text_pool[-1].weight, std=0.5)               # it starts at zero
     for blk in model.blocks:              # cut the paths between frames (self-attention) and the cross-attention
         torch.nn.init.zeros_(blk.cross.out.weight)
         torch.nn.init.zeros_(blk.attn.out.weight)
@@ -118,3 +119,22 @@ def test_a_step_budget_sets_progress_and_keeps_weights(tmp_path):
     run.keep({"w": torch.ones(2)}, {"width": 8})
     saved = torch.load(tmp_path / "ckpt_000005.pt", weights_only=True)
     assert saved["step"] == 5 and saved["config"] == {"width": 8} and torch.equal(saved["model"]["w"], torch.ones(2))
+
+
+def test_pooled_text_can_be_added_to_shipped_weights_and_starts_as_no_change(tmp_path):
+    """--init from weights without the pooled path: every shipped tensor loads, and the new path is zero
+    at the start, so the model's output is exactly the shipped model's."""
+    import argparse
+
+    from engine.backends.toy.backend import ASSETS, load_dit
+    from engine.backends.toy.train import Run
+    from engine.backends.toy.train_dit import build_models
+    args = argparse.Namespace(patch=0, pooled_text=True, lr=1e-4, init=ASSETS / "toy_dit.safetensors")
+    cfg, model, _, ema = build_models(args, Run(str(tmp_path), 1), "cpu")
+    assert cfg.pooled_text and hasattr(model, "text_pool")
+    shipped = load_dit()
+    x, t = torch.randn(1, 16, 3, 4, 4), torch.full((1, 3), 0.8)
+    text, gate = torch.randn(1, 5, 384), torch.ones(1, 3, 5)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, t, text, gate), shipped(x, t, text, gate), atol=1e-5)
+        assert torch.equal(ema.eval()(x, t, text, gate), model(x, t, text, gate))

@@ -163,6 +163,8 @@ class DiT(nn.Module):
             nn.init.zeros_(blk.ada[-1].bias)
         nn.init.zeros_(self.ada_out[-1].weight)
         nn.init.zeros_(self.ada_out[-1].bias)
+        if self.cfg.pooled_text:   # starts as no change, so it can be added to trained weights
+            nn.init.zeros_(self.text_pool[-1].weight)
         nn.init.zeros_(self.patch_out.weight)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

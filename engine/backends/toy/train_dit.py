@@ -244,7 +244,9 @@ def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optim
     elif args.init:  # continue from shipped weights (a new machine has no checkpoint)
         from engine.backends.toy.backend import load_dit
         init = load_dit(args.init).state_dict()
-        model.load_state_dict(init); ema.load_state_dict(init)
+        for m in (model, ema):   # weights without the pooled-text path start it at zero (adaLN-Zero style)
+            missing, unexpected = m.load_state_dict(init, strict=False)
+            assert not unexpected and all(k.startswith("text_pool.") for k in missing), (missing, unexpected)
         run.log(f"initialised from {args.init}")
     return cfg, model, opt, ema
 
