@@ -116,7 +116,7 @@ class Library:
             threading.Thread(target=self._sweep_tmp_until_closed, name="cinepatch-sweep-tmp", daemon=True).start()
 
     def _migrate(self, c):
-        """Tables made before ids came from AUTOINCREMENT (or before cancel_requested): rebuilt in one transaction
+        """Tables made before ids came from AUTOINCREMENT (and cancel_requested): rebuilt in one transaction
         with every row and id kept, the id sequence set above the highest id ever used (live rows, and the
         numbers in the names of files that deleted rows left behind: previews, exports)."""
         c.execute("BEGIN IMMEDIATE")
@@ -149,14 +149,18 @@ class Library:
 
     def _clean_leftovers(self):
         """What a studio that died left: temp files of writes that never completed (dot names, `.part`), and
-        files of rows that are gone (a crash between a row's delete and its files', or before a row's insert)."""
+        files named after an id the library gave out whose row is gone (a crash between a delete's commit and
+        its unlink). A file above the id sequence is left: a crash before an insert's commit rolled its id back,
+        and the next item given that id replaces it (and a library.sqlite made afresh never wipes old videos)."""
         with self._conn() as c:
             live = {t: {r[0] for r in c.execute(f"SELECT id FROM {t}")} for t in ("jobs", "videos")}
+            given = dict(c.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
         for sub in WORK_FOLDERS:
-            owner, pattern = NUMBERED.get(sub, (None, None))
+            table, pattern = NUMBERED.get(sub, (None, None))
             for p in (self.home / sub).iterdir():
                 m = re.fullmatch(pattern, p.name) if pattern else None
-                if p.name.startswith(".") or p.name.endswith(".part") or (m and int(m.group(1)) not in live[owner]):
+                orphan = m and int(m.group(1)) not in live[table] and int(m.group(1)) <= given.get(table, 0)
+                if p.name.startswith(".") or p.name.endswith(".part") or orphan:
                     _remove(p)
 
     def sweep_tmp(self, max_age_s: float = TMP_MAX_AGE_S) -> int:

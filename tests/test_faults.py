@@ -114,16 +114,20 @@ def snapshot(home: Path, files: bool = True) -> dict:
         c.row_factory = sqlite3.Row
         jobs = {r["id"]: dict(r) for r in c.execute("SELECT id, state, step, cancel_requested FROM jobs")}
         videos = {r["id"]: dict(r) for r in c.execute("SELECT id, job_id, file, thumb FROM videos")} if files else {}
+        given = dict(c.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
     names = {f"{sub}/{p.name}" for sub in WORK_FOLDERS for p in (home / sub).iterdir()} if files else set()
-    return {"jobs": jobs, "videos": videos, "files": names}
+    return {"jobs": jobs, "videos": videos, "files": names, "given": given}
 
 
 def orphan_of(f: str, snap: dict) -> bool:
-    """A file named after a row (videos/v<id>.mp4, exports/v<id>.gif, previews/j<id>.jpg) whose row is not there."""
+    """A file named after a row (videos/v<id>.mp4, exports/v<id>.gif, previews/j<id>.jpg) whose id was given out
+    and whose row is gone. (Above the sequence: a whole file whose insert a kill rolled back; the next item of
+    that id replaces it.)"""
     for pattern, table in ((r"videos/v(\d+)\.(?:mp4|jpg)", "videos"), (r"exports/v(\d+)\..+", "videos"),
                            (r"previews/j(\d+)\.jpg", "jobs")):
         if m := re.fullmatch(pattern, f):
-            return int(m.group(1)) not in snap[table]
+            n = int(m.group(1))
+            return n not in snap[table] and n <= snap["given"].get(table, 0)
     return False
 
 

@@ -406,22 +406,30 @@ def test_a_deleted_running_job_attaches_nothing_to_a_later_job(tmp_path, backend
 
 
 def test_the_owner_removes_leftovers_of_a_crash(tmp_path):
-    """Issue 19 finding 7: temp files in exports/ and uploads/, files of rows that are gone, Gradio's tmp/."""
+    """Issue 19 finding 7: temp files in exports/ and uploads/, files of deleted rows, Gradio's tmp/. A file whose
+    number the library never gave out stays (the next item of that id replaces it; old videos beside a new
+    library.sqlite are not wiped)."""
     lib = Library(tmp_path)
     vid = lib.add_video(None, "generate", "kept", ramp_clip(6), 12.0, sidecar(), {})
-    keep = [lib.home / "videos" / f"v{vid}.mp4", lib.home / "videos" / f"v{vid}.jpg", lib.home / "exports" / f"v{vid}.gif",
-            lib.home / "uploads" / "abc_clip.mp4", lib.home / "exports" / "storyboard.json"]
-    junk = [lib.home / "exports" / f".v{vid}.sprites.jpg.part", lib.home / "exports" / f".v{vid}.1234-0badcafe.part.gif",
-            lib.home / "uploads" / ".abc_clip.mp4.part", lib.home / "previews" / "j3.jpg.part",
-            lib.home / "videos" / ".new-0123456789ab.mp4", lib.home / "videos" / "v999.mp4",
-            lib.home / "exports" / "v999.gif", lib.home / "previews" / "j999.jpg",
-            lib.home / "tmp" / "0f3a" / "upload.bin", lib.home / "tmp" / "api-x" / "clip.mp4"]
+    gone = lib.add_video(None, "generate", "deleted", ramp_clip(6), 12.0, sidecar(), {})
+    job = lib.add_job("generate", {}, "deleted", "reference")
+    with sqlite3.connect(lib.db) as c:                             # as a crash between a delete's commit and unlink
+        c.execute("DELETE FROM videos WHERE id=?", (gone,))
+        c.execute("DELETE FROM jobs WHERE id=?", (job,))
+    home = lib.home
+    keep = [home / "videos" / f"v{vid}.mp4", home / "videos" / f"v{vid}.jpg", home / "exports" / f"v{vid}.gif",
+            home / "uploads" / "abc_clip.mp4", home / "exports" / "storyboard.json", home / "videos" / "v999.mp4"]
+    junk = [home / "exports" / f".v{vid}.sprites.jpg.part", home / "exports" / f".v{vid}.1234-0badcafe.part.gif",
+            home / "uploads" / ".abc_clip.mp4.part", home / "previews" / "j3.jpg.part",
+            home / "videos" / ".new-0123456789ab.mp4", home / "videos" / f"v{gone}.mp4", home / "videos" / f"v{gone}.jpg",
+            home / "exports" / f"v{gone}.gif", home / "previews" / f"j{job}.jpg",
+            home / "tmp" / "0f3a" / "upload.bin", home / "tmp" / "api-x" / "clip.mp4"]
     for p in keep[2:] + junk:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
     Library(tmp_path, own=True).close()
     assert all(p.exists() for p in keep) and not any(p.exists() for p in junk)
-    assert list((lib.home / "tmp").iterdir()) == []
+    assert list((home / "tmp").iterdir()) == []
 
 
 def test_tmp_keeps_only_what_is_recent(tmp_path):
