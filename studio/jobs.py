@@ -147,6 +147,7 @@ class Jobs:
         """Run one job; Cancelled (from any phase) ends it cancelled. Only this thread ends a running job."""
         from engine.api import check_cancel, generate, needs_model, resolve_settings, sidecar
         from engine.requests import build
+        from engine.sampler import Cancelled
         lib = self.library
         # 1. claim it: a cancel that landed since it was queued has already ended it
         if not lib.transition(job_id, "queued", "running", started=time.time()):
@@ -175,7 +176,6 @@ class Jobs:
             lib.discard(staged)
             raise
         if not lib.finish_job(job_id, staged, step=settings.steps if backend else 0, finished=time.time()):
-            from engine.sampler import Cancelled
             raise Cancelled("cancelled (or deleted) before its videos were attached")
 
     def _progress(self, job_id: int, backend):
