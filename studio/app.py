@@ -19,7 +19,9 @@ import gradio as gr
 
 from engine.params import PARAMS, InputError
 from studio import widgets
+from studio.pages import controls as ctl
 from studio.pages import results as results_mod
+from studio.pages import storyboard as sb_mod
 
 ASPECTS = ["16:9", "1:1", "9:16"]
 RESOLUTIONS = [64, 96, 128, 192, 256, 384, 512, 720]
@@ -259,9 +261,10 @@ def _job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
     return [(f"#{j['id']} {j['state']}: {j['label'][:40]}", j["id"]) for j in jobs]
 
 
-def _gr_error(e: Exception):
-    """One line for the page: the engine's InputError message, never a traceback."""
-    return gr.Error(str(e).splitlines()[0] if str(e) else e.__class__.__name__, print_exception=False)
+def _gr_error(e: Exception, words: bool = False):
+    """One line: the engine's InputError message (in words for the page), never a traceback."""
+    line = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+    return gr.Error(ctl.in_words(line) if words else line, print_exception=False)
 
 
 def _guard(fn):
@@ -273,7 +276,7 @@ def _guard(fn):
         try:
             return fn(*a, **k)
         except InputError as e:
-            raise _gr_error(e) from None
+            raise _gr_error(e, words=True) from None
     return run
 
 
@@ -325,11 +328,11 @@ def build(studio: Studio) -> gr.Blocks:
                             sizes = BACKEND_RESOLUTIONS.get(studio.default, RESOLUTIONS)
                             resolution = gr.Dropdown(sizes, value=sizes[0], label="Resolution (short side, px)",
                                                      elem_id="create-resolution")
-                            duration = _slider("duration_s", "Duration (s)", hi=20, value=2.0, elem_id="create-duration")
+                            duration = ctl.DURATION.number(2.0, elem_id="create-duration")
                         with gr.Row():
                             variations = gr.Radio([1, 2, 4], value=1, label="Variations")
                             preset = gr.Dropdown(preset_names, value="(none)", label="Preset")
-                            fps = _slider("fps", "fps", hi=30, value=BACKEND_FPS.get(studio.default, 8))
+                            fps = ctl.FPS.number(BACKEND_FPS.get(studio.default, 8), elem_id="create-fps")
                         frames_md = gr.Markdown(studio.frames_note(None, 2.0, BACKEND_FPS.get(studio.default, 8)),
                                                 elem_id="create-frames")
                         steps, guidance, seed = sampling_controls("create")
@@ -343,14 +346,14 @@ def build(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=2):
                         with gr.Row():
-                            sb_duration = _slider("duration_s", "Storyboard length (s)", hi=20, value=4.0, elem_id="sb-duration")
+                            sb_duration = ctl.STORY_LENGTH.number(4.0, elem_id="sb-duration")
                             sb_aspect = gr.Radio(ASPECTS, value="16:9", label="Aspect")
                         card_kind = gr.Radio(["text", "image", "video"], value="text", label="Card", elem_id="card-kind")
                         card_text = gr.Textbox(label="Text", elem_id="card-text")
                         with gr.Row():
-                            card_start = _slider("time_s", "Start (s)", hi=20, value=0.0, elem_id="card-start")
-                            card_end = _slider("time_s", "End (s)", hi=20, value=2.0, elem_id="card-end")
-                            card_at = _slider("time_s", "Moment (image, s)", hi=20, value=0.0, elem_id="card-at")
+                            card_start = ctl.CARD_START.number(0.0, "Start (s)", elem_id="card-start")
+                            card_end = ctl.CARD_END.number(2.0, "End (s)", elem_id="card-end")
+                            card_at = ctl.CARD_AT.number(0.0, "Moment (image, s)", elem_id="card-at")
                         card_strength = _slider("strength", "Strength")
                         card_src, card_up = source_picker("Media", "card")
                         with gr.Row():
@@ -510,8 +513,9 @@ def build(studio: Studio) -> gr.Blocks:
         @_guard
         def on_generate(prompt_, media_, aspect_, res_, dur_, var_, preset_, fps_, steps_, guidance_, seed_,
                         backend_):
-            req = {"prompt": prompt_ or "", "aspect": aspect_, "resolution": int(res_), "duration_s": float(dur_),
-                   "variations": int(var_), "fps": float(fps_), **sampling(steps_, guidance_, seed_)}
+            req = {"prompt": prompt_ or "", "aspect": aspect_, "resolution": int(res_),
+                   "duration_s": ctl.DURATION.check(dur_), "variations": int(var_), "fps": ctl.FPS.check(fps_),
+                   **sampling(steps_, guidance_, seed_)}
             if preset_ and preset_ != "(none)":
                 req["preset"] = preset_
             if media_ is not None:
@@ -529,11 +533,14 @@ def build(studio: Studio) -> gr.Blocks:
                     BACKEND_FPS.get(name, 8))
         backend_dd.change(on_backend, backend_dd, [resolution, rc_res, fps])
 
-        @_guard
         def on_length(name, dur_, fps_):
-            return studio.frames_note(name, dur_, fps_)
-        for ev in (duration.release, fps.release, fps.change):
-            ev(on_length, [backend_dd, duration, fps], frames_md)
+            """The frames note follows what is typed; a value out of range is said here, as it is typed."""
+            try:
+                return studio.frames_note(name, ctl.DURATION.check(dur_), ctl.FPS.check(fps_))
+            except InputError as e:
+                return f"⚠ {ctl.in_words(e)}"
+        for ev in (duration.input, duration.change, fps.input, fps.change):
+            ev(on_length, [backend_dd, duration, fps], frames_md, show_progress="hidden")
 
         def on_media(media_):
             """Refuse a bad file as soon as it arrives: a message, and the upload box is cleared."""
@@ -548,22 +555,33 @@ def build(studio: Studio) -> gr.Blocks:
 
         # ---------------------------------------------------------- Storyboard
         def refresh_story(s, sel, backend_=None):
+            """(strip, cards table, plan table, note, Save's file) of a storyboard: one state, shown everywhere."""
             try:
                 rows, msg = studio.plan_rows(s, backend_) if s["cards"] else [], ""
             except InputError as e:
-                rows, msg = [], f"Plan: {e}"
-            return studio.strip_value(s, sel), _card_rows(s), rows, msg
+                rows, msg = [], f"Plan: {ctl.in_words(e)}"
+            return studio.strip_value(s, sel), _card_rows(s), rows, msg, story_file(s)
+
+        def story_file(s):
+            """The file Save .json offers, written with every change of the storyboard and sent in the same update:
+            a download button sends the file it holds when clicked, so writing it on the click sent the state
+            before the last change (finding 3)."""
+            try:
+                return str(sb_mod.export(lib, s))
+            except InputError:  # a card's media deleted since: nothing to offer until it is replaced
+                return None
 
         def card_from_controls(kind, text, start, end, at, strength, src, up):
             if kind == "text":
                 if not (text or "").strip():
                     raise InputError("text: a text card needs some text")
-                return {"kind": "text", "start_s": float(start), "end_s": float(end), "text": text}
+                return {"kind": "text", "start_s": ctl.CARD_START.check(start), "end_s": ctl.CARD_END.check(end),
+                        "text": text}
             ref = studio.source(src, up, "media")
             if kind == "image":
-                return {"kind": "image", "at_s": float(at), "path": ref, "strength": float(strength)}
-            return {"kind": "video", "start_s": float(start), "end_s": float(end), "path": ref,
-                    "strength": float(strength)}
+                return {"kind": "image", "at_s": ctl.CARD_AT.check(at), "path": ref, "strength": float(strength)}
+            return {"kind": "video", "start_s": ctl.CARD_START.check(start), "end_s": ctl.CARD_END.check(end),
+                    "path": ref, "strength": float(strength)}
 
         def checked(s):
             from engine.requests import build
@@ -573,7 +591,8 @@ def build(studio: Studio) -> gr.Blocks:
         @_guard
         def on_add(s, sel, dur, asp, *controls_and_backend):
             *controls_, backend_ = controls_and_backend
-            s = checked(dict(s, duration_s=float(dur), aspect=asp, cards=[*s["cards"], card_from_controls(*controls_)]))
+            s = sb_mod.fit_to_length(dict(s, aspect=asp), ctl.STORY_LENGTH.check(dur))[0]  # a length typed, not yet left
+            s = checked(dict(s, cards=[*s["cards"], card_from_controls(*controls_)]))
             sel = len(s["cards"]) - 1
             return s, sel, *refresh_story(s, sel, backend_)
 
@@ -582,9 +601,10 @@ def build(studio: Studio) -> gr.Blocks:
             *controls_, backend_ = controls_and_backend
             if sel is None or not (0 <= int(sel) < len(s["cards"])):
                 raise InputError("card: select a card in the timeline first")
+            s = sb_mod.fit_to_length(dict(s, aspect=asp), ctl.STORY_LENGTH.check(dur))[0]
             cards = list(s["cards"])
             cards[int(sel)] = card_from_controls(*controls_)
-            s = checked(dict(s, duration_s=float(dur), aspect=asp, cards=cards))
+            s = checked(dict(s, cards=cards))
             return s, sel, *refresh_story(s, sel, backend_)
 
         @_guard
@@ -594,26 +614,32 @@ def build(studio: Studio) -> gr.Blocks:
             s = dict(s, cards=[c for i, c in enumerate(s["cards"]) if i != int(sel)])
             return s, None, *refresh_story(s, None, backend_)
 
-        @_guard
         def on_settings(s, sel, dur, asp, backend_):
-            s = dict(s, duration_s=float(dur), aspect=asp)
-            return s, sel, *refresh_story(s, sel, backend_)
+            """A new length fits the cards to it at once (trimmed, said in a note); a length that would leave a card
+            outside, or one out of range, is refused and the field goes back to the storyboard's length."""
+            try:
+                s, notes = sb_mod.fit_to_length(s, ctl.STORY_LENGTH.check(dur))
+            except InputError as e:
+                gr.Warning(ctl.in_words(e))
+                return s, sel, *refresh_story(s, sel, backend_), s["duration_s"]
+            s = dict(s, aspect=asp)
+            strip_, rows, plan_rows, msg, save = refresh_story(s, sel, backend_)
+            return s, sel, strip_, rows, plan_rows, "; ".join(notes) or msg, save, s["duration_s"]
 
         controls = [card_kind, card_text, card_start, card_end, card_at, card_strength, card_src, card_up]
-        sb_outs = [story, selected, strip, cards_df, plan_df, note]
+        sb_outs = [story, selected, strip, cards_df, plan_df, note, sb_save]
         sb_ins = [story, selected, sb_duration, sb_aspect]
         add_card.click(on_add, [*sb_ins, *controls, backend_dd], sb_outs)
         upd_card.click(on_update, [*sb_ins, *controls, backend_dd], sb_outs)
         del_card.click(on_delete, [*sb_ins, backend_dd], sb_outs)
-        sb_duration.release(on_settings, [*sb_ins, backend_dd], sb_outs)
-        sb_aspect.change(on_settings, [*sb_ins, backend_dd], sb_outs)
-        backend_dd.change(on_settings, [*sb_ins, backend_dd], sb_outs)   # the plan follows the picked model
+        for ev in (sb_duration.submit, sb_duration.blur, sb_aspect.change, backend_dd.change):  # the plan follows the model
+            ev(on_settings, [*sb_ins, backend_dd], [*sb_outs, sb_duration])
 
         @_guard
         def on_strip(v, s, backend_):
             """A click selects a card (its fields go to the controls); a drag moves it."""
             if not isinstance(v, dict):
-                return (gr.update(),) * (len(sb_outs) + len(controls) - 2)
+                return (gr.update(),) * (len(sb_outs) + 6)
             sel = v.get("selected")
             cards = v.get("cards", s["cards"])
             if isinstance(cards, list) and len(cards) == len(s["cards"]):
@@ -622,26 +648,17 @@ def build(studio: Studio) -> gr.Blocks:
                 try:
                     s = checked(dict(s, cards=moved))
                 except InputError as e:
-                    gr.Warning(str(e))
+                    gr.Warning(ctl.in_words(e))
             c = s["cards"][sel] if isinstance(sel, int) and 0 <= sel < len(s["cards"]) else None
             fields = [gr.update()] * 6
             if c:
                 fields = [c["kind"], c.get("text", ""), c.get("start_s", 0.0), c.get("end_s", 0.0), c.get("at_s", 0.0),
                           c.get("strength", 1.0)]
-            _, rows, plan_rows, msg = refresh_story(s, sel, backend_)
-            return s, sel, rows, plan_rows, msg, *fields
-        strip.input(on_strip, [strip, story, backend_dd], [story, selected, cards_df, plan_df, note, *controls[:6]])
+            return s, sel, *refresh_story(s, sel, backend_), *fields
+        # the strip is sent back too: after a refused drag it shows the cards where they are, not where they were dropped
+        strip.input(on_strip, [strip, story, backend_dd], [*sb_outs, *controls[:6]])
 
-        @_guard
-        def on_save(s):
-            """The engine's format with media as absolute paths, so `cinepatch generate` renders it too."""
-            from engine.files import atomic_write_text
-            cards = [dict(c, path=lib.resolve(f"cards[{i}].path", c["path"])) if c.get("path") else c
-                     for i, c in enumerate(s["cards"])]
-            out = lib.home / "exports" / "storyboard.json"
-            atomic_write_text(out, json.dumps({"version": 1, **s, "cards": cards}, indent=2) + "\n", overwrite=True)
-            return str(out)
-        sb_save.click(on_save, story, sb_save)
+        demo.load(story_file, story, sb_save)
 
         @_guard
         def on_load(f, sel, backend_):
@@ -849,10 +866,10 @@ def build(studio: Studio) -> gr.Blocks:
                                                       "end_s": min(float(v["duration_s"]), float(s["duration_s"])),
                                                       "path": ref, "strength": 1.0}])
                     return (gr.Tabs(selected=tab), *ups.values(), s, *refresh_story(s, None, backend_))
-                return (gr.Tabs(selected=tab), *ups.values(), s, *[gr.update()] * 4)
+                return (gr.Tabs(selected=tab), *ups.values(), s, *[gr.update()] * 5)
             return open_in
         for tab, btn in open_btns.items():
-            btn.click(opener(tab), [lib_sel, story, backend_dd], [tabs, *pickers, story, strip, cards_df, plan_df, note])
+            btn.click(opener(tab), [lib_sel, story, backend_dd], [tabs, *pickers, story, strip, cards_df, plan_df, note, sb_save])
 
         # ---------------------------------------------------------- API: the same request objects
         api_req = gr.JSON(visible=False)

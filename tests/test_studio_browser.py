@@ -219,3 +219,104 @@ def test_each_generation_gets_a_fresh_seed_shown_and_reusable(page, studio):
     tab(page, "Library")   # the Library says the seed too
     page.locator("#lib-gallery button[aria-label^='Thumbnail']").first.click()
     page.locator("#lib-info").get_by_text(f"seed {seed3}").wait_for()
+
+
+def toast(page, text):
+    page.locator(".toast-body").filter(has_text=text).first.wait_for()
+
+
+def type_number(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def add_text_card(page, text, start, end, count):
+    """Add a text card through the controls; waits until the cards table has `count` rows."""
+    page.locator("#card-text textarea, #card-text input").first.fill(text)
+    type_number(page, "card-start", start)
+    type_number(page, "card-end", end)
+    page.locator("#card-add").click()
+    page.wait_for_function(f"() => document.querySelectorAll('#cards-table [role=row]').length === {count + 1}")
+
+
+def card_rows(page):
+    return page.evaluate("() => Array.from(document.querySelectorAll('#cards-table [role=row]')).slice(1)"
+                         ".map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(td => td.innerText.trim()))")
+
+
+def test_out_of_range_input_is_refused_in_words_before_anything_is_queued(page, studio):
+    """Finding 4: 999, -5 and 0 in Duration each say so as typed (the frames note follows) and on Generate,
+    and no job is queued; a good value after them is taken."""
+    from studio.library import Library
+    jobs = len(Library(studio.home).jobs(limit=10_000))
+    page.locator("#create-prompt textarea").fill("a red circle moving left on black")
+    for typed in ("999", "-5", "0"):
+        page.locator("#create-duration input[type=number]").fill(typed)
+        said = f"Duration must be between 0.1 s and 20 s, not {typed} s"
+        page.locator("#create-frames").get_by_text(said).wait_for()
+        page.locator("#create-generate").click()
+        toast(page, said)
+    page.locator("#create-duration input[type=number]").fill("3")
+    page.locator("#create-frames").get_by_text("24 frames at 8 fps").wait_for()
+    assert len(Library(studio.home).jobs(limit=10_000)) == jobs
+
+
+def test_save_json_holds_the_storyboard_as_it_is_now(page, studio):
+    """Finding 3: Save right after adding a card gives the file with that card (it gave the state before)."""
+    tab(page, "Storyboard")
+    for n, (text, a, b) in enumerate([("a red ball", 0, 1), ("a blue box", 1, 2)], start=1):
+        add_text_card(page, text, a, b, n)
+        with page.expect_download() as dl:
+            page.locator("#sb-save").click()
+        saved = json.loads(open(dl.value.path()).read())
+        assert [c["text"] for c in saved["cards"]] == ["a red ball", "a blue box"][:n]
+
+
+def test_shortening_trims_cards_at_once_and_errors_are_in_words(page, studio):
+    """Finding 9: a shorter storyboard trims the card that ran past the end (table, strip and file agree); a length
+    that would leave a card outside is refused; a card past the end is refused in words, not field paths."""
+    tab(page, "Storyboard")
+    add_text_card(page, "a red ball", 0, 1, 1)
+    add_text_card(page, "a blue box", 1, 3.5, 2)
+    type_number(page, "sb-duration", 2)
+    page.locator("#note").get_by_text("Card 2 now ends at 2 s").wait_for()
+    assert card_rows(page)[1][2] == "1–2 s"
+    right = page.evaluate("() => { const n = document.querySelector('#storyboard-strip .cp-card[data-i=\"1\"]');"
+                          " return parseFloat(n.style.left) + parseFloat(n.style.width); }")
+    assert right == pytest.approx(100, abs=0.5)                       # the strip shows the card up to the new end
+    with page.expect_download() as dl:
+        page.locator("#sb-save").click()
+    saved = json.loads(open(dl.value.path()).read())
+    assert saved["duration_s"] == 2 and saved["cards"][1]["end_s"] == 2
+    type_number(page, "sb-duration", 0.5)
+    toast(page, "Card 2 starts at 1 s, at or after the new end (0.5 s)")
+    page.wait_for_function("() => document.querySelector('#sb-duration input[type=number]').value === '2'")
+    page.locator("#card-text textarea, #card-text input").first.fill("a green cone")
+    type_number(page, "card-start", 1.5)
+    type_number(page, "card-end", 3)
+    page.locator("#card-add").click()
+    toast(page, "Card 3 ends at 3 s, after the storyboard's end (2 s)")
+    assert "cards[" not in page.locator(".toast-wrap").inner_text()
+
+
+def test_a_refused_drag_puts_the_card_back_on_the_strip(page, studio):
+    """Finding 5: dragging a text card onto another is refused with a warning, and the strip shows the card where
+    the cards table has it, not where it was dropped."""
+    tab(page, "Storyboard")
+    add_text_card(page, "a red ball", 0, 1, 1)
+    add_text_card(page, "a blue box", 2, 3, 2)
+    card = page.locator('#storyboard-strip .cp-card[data-i="1"]')
+    before = card.evaluate("n => n.style.left")
+    card.scroll_into_view_if_needed()
+    track = stable_box(page, page.locator('#storyboard-strip .cp-lane[data-kind="text"] .cp-track'))
+    box = stable_box(page, card)
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 0.4 * track["width"], y, steps=8)              # 2 s -> 0.4 s: onto card 1
+    page.mouse.up()
+    toast(page, "overlap")
+    page.wait_for_function("b => document.querySelector('#storyboard-strip .cp-card[data-i=\"1\"]').style.left === b",
+                           arg=before)
+    assert card_rows(page)[1][2] == "2–3 s"

@@ -1,0 +1,80 @@
+"""The page's rules that need no browser (studio/pages/): typed numbers, messages in words, fitting a storyboard
+to a new length, the file Save offers, the seed field (issue 21, findings 1, 3, 4, 9)."""
+import json
+
+import pytest
+
+from engine.params import InputError
+from studio.pages import controls as ctl
+from studio.pages.storyboard import export, fit_to_length
+
+
+@pytest.mark.parametrize("typed", [999, -5, 0, "", None, "abc"])
+def test_a_typed_duration_out_of_range_is_refused_in_words(typed):
+    with pytest.raises(InputError) as e:
+        ctl.DURATION.check(typed)
+    msg = str(e.value)
+    assert msg.startswith("Duration") and "0.1 s" in msg and "20 s" in msg and "_s" not in msg
+
+
+def test_a_typed_duration_in_range_is_taken():
+    assert ctl.DURATION.check("3") == 3.0 and ctl.DURATION.check(20) == 20.0
+
+
+@pytest.mark.parametrize("engine,words", [
+    ("cards[0].end_s: 4.0 s is past the end of the timeline (2.0 s)", "Card 1 ends at 4 s, after the storyboard's end (2 s)"),
+    ("cards[2].at_s: 5 s is past the end of the timeline (4.0 s)", "Card 3 is at 5 s, after the storyboard's end (4 s)"),
+    ("cards[1].end_s: must be after start_s (1.5 s), got 1.0", "Card 2 must end after it starts (1.5 s); it ends at 1 s"),
+    ("cards[1].start_s: text cards 0 and 1 overlap (1.5–2 s); move one, or give one a weight curve to blend them",
+     "Text cards 1 and 2 overlap (1.5–2 s): move one, or give one a weight curve to blend them"),
+    ("cards[0].path: library item lib:1 does not exist (deleted?)", "Card 1 (media): library item lib:1 does not exist"),
+    ("duration_s: 700 is out of range; allowed 0.1 to 600", "Duration: 700 is out of range"),
+    ("Duration must be between 0.1 s and 20 s, not 999 s", "Duration must be between 0.1 s and 20 s, not 999 s"),
+])
+def test_engine_messages_are_said_in_words(engine, words):
+    said = ctl.in_words(engine)
+    assert said.startswith(words) and "cards[" not in said and "_s:" not in said
+
+
+def test_the_seed_field_empty_means_fresh_and_a_bad_one_is_refused():
+    from studio.app import seed_request
+    assert seed_request("") == {} and seed_request(None) == {} and seed_request(" 42 ") == {"seed": 42}
+    for bad in ("-1", "1.5", "x", str(2**32)):
+        with pytest.raises(InputError):
+            seed_request(bad)
+
+
+STORY = {"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": [
+    {"kind": "text", "start_s": 0.0, "end_s": 1.0, "text": "a red ball"},
+    {"kind": "video", "start_s": 1.0, "end_s": 3.0, "path": "lib:1", "source_in_s": 0.5, "source_out_s": 4.5,
+     "strength": 1.0},
+    {"kind": "image", "at_s": 1.5, "path": "lib:2", "strength": 1.0}]}
+
+
+def test_shortening_trims_the_cards_that_run_past_the_end_and_keeps_video_speed():
+    s, notes = fit_to_length(STORY, 2.0)
+    assert s["duration_s"] == 2.0 and s["cards"][0] == STORY["cards"][0] and s["cards"][2] == STORY["cards"][2]
+    v = s["cards"][1]
+    assert v["end_s"] == 2.0 and v["source_out_s"] == pytest.approx(2.5)   # 2 source s per card s, kept
+    assert notes == ["Card 2 now ends at 2 s"] and STORY["cards"][1]["end_s"] == 3.0   # the old story untouched
+    longer, notes = fit_to_length(STORY, 6.0)
+    assert longer["cards"] == STORY["cards"] and notes == []
+
+
+@pytest.mark.parametrize("length,card", [(1.0, 2), (1.2, 3)])
+def test_shortening_past_a_card_start_is_refused_naming_it(length, card):
+    with pytest.raises(InputError, match=f"Card {card} starts at"):
+        fit_to_length(STORY, length)
+
+
+def test_export_writes_the_engine_format_with_library_paths(tmp_path):
+    from engine.timeline import Timeline
+    from studio.library import Library
+    from tests.conftest import ramp_clip
+    lib = Library(tmp_path / "home")
+    from engine.video_io import write_video
+    ref = lib.add_upload(write_video(tmp_path / "c.mp4", ramp_clip(16), 8.0))
+    story = {"duration_s": 2.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": [
+        {"kind": "video", "start_s": 0.0, "end_s": 2.0, "path": ref, "strength": 1.0}]}
+    d = json.loads(export(lib, story).read_text())
+    assert d["cards"][0]["path"] == lib.resolve("x", ref) and Timeline.from_dict(d).duration_s == 2.0
