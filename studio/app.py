@@ -135,7 +135,7 @@ class Studio:
         return choice
 
     def choices(self) -> list[tuple[str, str]]:
-        return [(f"#{v['id']} {v['kind']}: {v['label'][:50]}", v["ref"]) for v in self.library.videos(limit=200)]
+        return [(video_name(v)[:60], v["ref"]) for v in self.library.videos(limit=200)]
 
     # ------------------------------------------------------------------ jobs
     def submit(self, op: str, request: dict, backend: str | None = None) -> int:
@@ -157,7 +157,7 @@ class Studio:
             extra = f" — {html.escape(j['error'])}" if j["error"] else ""
             steps = f" · step {j['step']}/{j['steps']}" if j["state"] == "running" and j["steps"] else ""
             rows.append(f"<div class='cp-job' data-job='{j['id']}' data-state='{j['state']}'>{img}<div class='cp-body'>"
-                        f"<div class='cp-label'>#{j['id']} {html.escape(j['label'])}</div>"
+                        f"<div class='cp-label'>{html.escape(self.job_name(j))}</div>"
                         f"<div class='cp-state'>{j['state']}{steps}{extra}</div>"
                         f"<div class='cp-bar'><div style='width:{100 * frac:.0f}%'></div></div></div></div>")
         return "<div class='cp-jobs'>" + "".join(rows) + "</div>"
@@ -172,8 +172,17 @@ class Studio:
         vids = self.library.videos_of_job(job_id)
         if job["state"] == "done" and vids:
             seeds = ", ".join(str(v["seed"]) for v in vids if v["seed"] is not None)
-            return vids, f"Done: #{vids[0]['id']} {job['label']}" + (f" (seed {seeds})" if seeds else "")
-        return [], f"Job #{job_id} {job['state']}" + (f": {job['error']}" if job["error"] else "")
+            return vids, f"Done: {self.job_name(job)}" + (f" (seed {seeds})" if seeds else "")
+        return [], f"{self.job_name(job)}: {job['state']}" + (f": {job['error']}" if job["error"] else "")
+
+    def job_name(self, job: dict) -> str:
+        """A job as the page names it: by the numbers of the videos it made once done ("#12, #13"), else as
+        "job 5": the page's one "#" numbering is the videos' (the Library's, the pickers', lineage's)."""
+        vids = self.library.videos_of_job(job["id"]) if job["state"] == "done" else []
+        refs = [job["request"].get(k) for k in ("image", "video", "a", "b") if isinstance(job["request"].get(k), str)]
+        what = results_mod.label_of(job["op"], job["label"], {"from": refs})
+        ids = ", ".join("#" + str(v["id"]) for v in vids)
+        return f"{ids} {what}" if vids else f"job {job['id']} · {what}"
 
     # ------------------------------------------------------------------ storyboard
     def plan_rows(self, story: dict, backend: str | None = None) -> list[list]:
@@ -233,8 +242,24 @@ def make_again(studio: Studio, vid) -> tuple[int, dict]:
     job = studio.library.job(v["job_id"]) if v and v["job_id"] is not None else None
     if job is None:
         raise InputError("video: select a video made in the studio first")
+    gone = [r for refs in v["lineage"].values() for r in refs
+            if str(r).startswith("lib:") and studio.library.video(int(str(r)[4:])) is None]
+    if gone:
+        raise InputError(f"#{v['id']} was made from {results_mod.ref_name(gone[0])}, which was deleted: without its "
+                         "source video it cannot be made again")
     req = job["request"] if v["seed"] is None else dict(job["request"], seed=v["seed"], variations=1)
     return studio.submit(job["op"], req, job["backend"]), v
+
+
+def delete_question(lib, vid) -> str:
+    """What deleting a video means, asked before it happens: the videos made from it are named."""
+    v = lib.video(int(vid)) if vid not in (None, "") else None
+    if v is None:
+        raise InputError("video: select a video first")
+    children = [c for c in lib.videos(limit=100_000) if v["ref"] in [r for refs in c["lineage"].values() for r in refs]]
+    made = (f" {', '.join(video_name(c) for c in children[:5])} {'was' if len(children) == 1 else 'were'} made from "
+            "it and will say it was deleted." if children else "")
+    return f"Delete **{html.escape(video_name(v))}** for good?{html.escape(made)}"
 
 
 def seed_request(text) -> dict:
@@ -248,6 +273,31 @@ def seed_request(text) -> dict:
     return {"seed": PARAMS["seed"].check(int(text))}
 
 
+def video_name(v: dict) -> str:
+    """A library video as the page names it everywhere: "#12 remix: a blue box"."""
+    return f"#{v['id']} {results_mod.label_of(v['kind'], v['label'], v['lineage'])}"
+
+
+def video_info(lib, v: dict) -> str:
+    """What the Library says of a video: kind, size, seed, sampling, the operation's own settings (remix amount,
+    blend curve, loop bridge: from the request that made it) and lineage, a deleted source said so."""
+    from engine.requests import FIELDS
+    s = v["settings"]
+    job = lib.job(v["job_id"]) if v["job_id"] is not None else None
+    req = job["request"] if job else {}
+    own = [f"{k.replace('_s', '').replace('_', ' ')} {json.dumps(req[k])}" for k in sorted(FIELDS.get(job["op"], ()) if job
+           else ()) if k in req and k not in ("image", "video", "a", "b", "storyboard") and "prompt" not in k]
+
+    def source(ref) -> str:
+        gone = str(ref).startswith("lib:") and lib.video(int(str(ref)[4:])) is None
+        return results_mod.ref_name(ref) + (" (deleted)" if gone else "")
+    lineage = "; ".join(f"{k.replace('_', ' ')} {', '.join(source(r) for r in refs)}" for k, refs in v["lineage"].items())
+    return (f"**{html.escape(video_name(v))}**  \n{v['kind']} · {v['width']}x{v['height']} · "
+            f"{v['duration_s']:.2f} s at {v['fps']:g} fps · seed {v['seed']} · backend {v['backend']}  \n"
+            f"steps {s.get('steps')} · guidance {s.get('guidance')}" + "".join(f" · {html.escape(o)}" for o in own)
+            + (f"  \nlineage: {html.escape(lineage)}" if lineage else "") + ("  \n★ favourite" if v["favourite"] else ""))
+
+
 def _card_rows(story: dict) -> list[list]:
     out = []
     for i, c in enumerate(story["cards"]):
@@ -258,7 +308,7 @@ def _card_rows(story: dict) -> list[list]:
 
 
 def _job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
-    return [(f"#{j['id']} {j['state']}: {j['label'][:40]}", j["id"]) for j in jobs]
+    return [(f"job {j['id']} {j['state']}: {results_mod.label_of(j['op'], j['label'])[:40]}", j["id"]) for j in jobs]
 
 
 def _gr_error(e: Exception, words: bool = False):
@@ -303,7 +353,11 @@ def build(studio: Studio) -> gr.Blocks:
         return dd, up
 
     with gr.Blocks(title="cinepatch studio") as demo:
-        watch = gr.State(None)        # the job this page waits on
+        # kept in the browser, so a reload keeps them: the job this page waits on, the job each tab shows, the prompt
+        watch = gr.BrowserState(None, storage_key="cinepatch-watch")
+        shown = gr.BrowserState({}, storage_key="cinepatch-shown")
+        draft = gr.BrowserState("", storage_key="cinepatch-prompt")
+        done_note = gr.Textbox(visible=False)
         story = gr.State({"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "cards": []})
         from engine.backends.registry import configured
         with gr.Row():
@@ -330,7 +384,7 @@ def build(studio: Studio) -> gr.Blocks:
                                                      elem_id="create-resolution")
                             duration = ctl.DURATION.number(2.0, elem_id="create-duration")
                         with gr.Row():
-                            variations = gr.Radio([1, 2, 4], value=1, label="Variations")
+                            variations = gr.Radio([1, 2, 4], value=1, label="Variations", elem_id="create-variations")
                             preset = gr.Dropdown(preset_names, value="(none)", label="Preset")
                             fps = ctl.FPS.number(BACKEND_FPS.get(studio.default, 8), elem_id="create-fps")
                         frames_md = gr.Markdown(studio.frames_note(None, 2.0, BACKEND_FPS.get(studio.default, 8)),
@@ -452,7 +506,7 @@ def build(studio: Studio) -> gr.Blocks:
                     lib_fav_only = gr.Checkbox(label="Favourites only", elem_id="lib-fav-only")
                     lib_kind = gr.Dropdown(["all", "generate", "storyboard", "remix", "blend", "loop", "extend",
                                             "recut"], value="all", label="Kind")
-                    lib_refresh = gr.Button("Refresh", size="sm")
+                    lib_refresh = gr.Button("Refresh", size="sm", elem_id="lib-refresh")
                 gallery = gr.Gallery(label="Videos", columns=6, height=260, allow_preview=False, elem_id="lib-gallery")
                 lib_ids = gr.State([])
                 with gr.Row():
@@ -468,6 +522,10 @@ def build(studio: Studio) -> gr.Blocks:
                             mk_gif = gr.Button("Make GIF", size="sm", elem_id="lib-gif")
                             again = gr.Button("Make again", size="sm", elem_id="lib-again")
                             lib_reuse = gr.Button("Reuse seed", size="sm", elem_id="lib-reuse-seed")
+                        with gr.Row(visible=False, elem_id="lib-confirm") as confirm_row:  # deleting asks first
+                            confirm_md = gr.Markdown("", elem_id="lib-confirm-text")
+                            delete_yes = gr.Button("Delete", size="sm", variant="stop", elem_id="lib-delete-yes")
+                            delete_no = gr.Button("Keep it", size="sm", elem_id="lib-delete-no")
                         gif_file = gr.File(label="GIF", visible=False, interactive=False)
                         with gr.Row():
                             open_btns = {k: gr.Button(f"Open in {k.capitalize()}", size="sm", elem_id=f"lib-open-{k}")
@@ -488,23 +546,28 @@ def build(studio: Studio) -> gr.Blocks:
                 slot.reuse.click(_guard(results_mod.seed_of), slot.reuse, seeds[p.tab])
 
         # ---------------------------------------------------------- polling: jobs, results, notifications
-        def tick(w):
+        def tick(w, shown_):
+            w = w if isinstance(w, dict) and isinstance(w.get("job"), int) else None
             vids, msg = studio.result(w["job"]) if w else ([], "")
             outs = [studio.jobs_html()]
             for p in panels:
                 n = len(p.slots)
                 outs += results_mod.panel_updates(vids, n) if w and msg and p.tab == w["tab"] else results_mod.unchanged(n)
             if w and msg:
-                (gr.Info if vids else gr.Warning)(msg)
-                return outs + [None, msg]
-            return outs + [w, gr.update()]
-        timer.tick(tick, watch, [jobs_html, *[o for p in panels for o in p.outputs], watch, note],
-                   show_progress="hidden", queue=False)
+                shown_ = dict(shown_ or {}, **{w["tab"]: w["job"]}) if vids else shown_
+                return outs + [None, msg, f"{w['job']}|{'ok' if vids else 'bad'}|{msg}", shown_]
+            return outs + [w, gr.update(), gr.update(), gr.update()]
+        timer.tick(tick, [watch, shown], [jobs_html, *[o for p in panels for o in p.outputs], watch, note, done_note,
+                                          shown], show_progress="hidden", queue=False)
+        done_note.change(results_mod.notify, done_note, None, show_progress="hidden")
+        demo.load(lambda sh, d: [*results_mod.restored(studio, sh, panels), d or gr.update()], [shown, draft],
+                  [*[o for p in panels for o in p.outputs], prompt])
+        prompt.change(lambda t: t, prompt, draft, show_progress="hidden", queue=False)
 
         def queued(tab: str, op: str, req: dict, backend_: str | None = None):
             job = studio.submit(op, req, backend_)
-            gr.Info(f"Job #{job} queued")
-            return {"job": job, "tab": tab}, f"Job #{job} queued…"
+            gr.Info(f"Queued (job {job})")
+            return {"job": job, "tab": tab}, f"Job {job} queued…"
 
         def sampling(steps_, guidance_, seed_) -> dict:
             return {"steps": int(steps_), "guidance": float(guidance_), **seed_request(seed_)}
@@ -758,10 +821,13 @@ def build(studio: Studio) -> gr.Blocks:
 
         # ---------------------------------------------------------- Library
         pickers = [rx_src, bl_a, bl_b, lp_src, rc_src, card_src]
+        # a finished job's videos are offered in every source picker at once (they waited for a tab switch)
+        done_note.change(lambda: [gr.update(choices=studio.choices()) for _ in pickers], None, pickers,
+                         show_progress="hidden")
 
         def library_view(fav_only, kind):
             items = lib.videos(favourites=bool(fav_only), kind=None if kind in (None, "all") else kind)
-            pics = [(v["thumb_path"], f"#{v['id']} {'★ ' if v['favourite'] else ''}{v['kind']}: {v['label'][:40]}")
+            pics = [(v["thumb_path"], f"{'★ ' if v['favourite'] else ''}{video_name(v)[:48]}")
                     for v in items if v["thumb_path"] and Path(v["thumb_path"]).exists()]
             ids = [v["id"] for v in items if v["thumb_path"] and Path(v["thumb_path"]).exists()]
             stuck, active = (_job_choices(lib.jobs(states, limit=20)) for states in
@@ -775,17 +841,10 @@ def build(studio: Studio) -> gr.Blocks:
         tabs.select(library_view, [lib_fav_only, lib_kind], lib_outs)
 
         def describe(vid):
-            v = lib.video(vid)
+            v = lib.video(vid) if vid is not None else None
             if v is None:
                 return None, "Select a video.", None, None
-            lineage = "; ".join(f"{k.replace('_', ' ')} {', '.join(map(str, refs))}" for k, refs in v["lineage"].items())
-            s = v["settings"]
-            md = (f"**#{v['id']} {html.escape(v['label'])}**  \n{v['kind']} · {v['width']}x{v['height']} · "
-                  f"{v['duration_s']:.2f} s at {v['fps']:g} fps · seed {v['seed']} · backend {v['backend']}  \n"
-                  f"steps {s.get('steps')} · guidance {s.get('guidance')}"
-                  + (f"  \nlineage: {html.escape(lineage)}" if lineage else "")
-                  + ("  \n★ favourite" if v["favourite"] else ""))
-            return v["path"], md, v["id"], v["path"]
+            return v["path"], video_info(lib, v), v["id"], v["path"]
 
         def on_select(ids, evt: gr.SelectData):
             return describe(ids[evt.index]) if evt.index is not None and evt.index < len(ids) else describe(None)
@@ -799,12 +858,19 @@ def build(studio: Studio) -> gr.Blocks:
             return (*describe(vid), *library_view(fav_only, kind))
         fav.click(on_fav, [lib_sel, lib_fav_only, lib_kind], [lib_video, lib_info, lib_sel, dl_mp4, *lib_outs])
 
+        @_guard
+        def on_ask_delete(vid):
+            return gr.update(visible=True), delete_question(lib, vid)
+        delete.click(on_ask_delete, lib_sel, [confirm_row, confirm_md])
+        delete_no.click(lambda: gr.update(visible=False), None, confirm_row)
+
         def on_delete_video(vid, fav_only, kind):
             if vid is not None:
                 lib.delete(vid)
                 gr.Info(f"Deleted #{vid}")
-            return (None, "Select a video.", None, None, *library_view(fav_only, kind))
-        delete.click(on_delete_video, [lib_sel, lib_fav_only, lib_kind], [lib_video, lib_info, lib_sel, dl_mp4, *lib_outs])
+            return (gr.update(visible=False), None, "Select a video.", None, None, *library_view(fav_only, kind))
+        delete_yes.click(on_delete_video, [lib_sel, lib_fav_only, lib_kind],
+                         [confirm_row, lib_video, lib_info, lib_sel, dl_mp4, *lib_outs])
 
         @_guard
         def on_gif(vid):
@@ -817,7 +883,7 @@ def build(studio: Studio) -> gr.Blocks:
         def on_again(vid):
             """This video made again: its job's request with its own seed, so the same video comes back."""
             new, v = make_again(studio, vid)
-            gr.Info(f"Job #{new} queued (#{v['id']} again, seed {v['seed']})")
+            gr.Info(f"Queued (job {new}): #{v['id']} again, seed {v['seed']}")
             return {"job": new, "tab": KIND_TAB.get(v["kind"], "create")}
         again.click(on_again, lib_sel, watch)
 
@@ -836,7 +902,7 @@ def build(studio: Studio) -> gr.Blocks:
             if job is None:
                 raise InputError("job: choose an interrupted or failed job")
             new = studio.retry(int(job))
-            gr.Info(f"Job #{new} queued (retry of #{job})")
+            gr.Info(f"Queued (job {new}): job {job} again")
             return {"job": new, "tab": "create"}
         retry.click(on_retry, retry_job, watch)
 
@@ -847,8 +913,8 @@ def build(studio: Studio) -> gr.Blocks:
             if not str(job).isdigit():
                 raise InputError("job: choose a queued or running job to cancel")
             if not studio.cancel(int(job)):
-                raise InputError(f"job: #{int(job)} has already ended")
-            gr.Info(f"Cancelling job #{int(job)}")
+                raise InputError(f"job: job {int(job)} has already ended")
+            gr.Info(f"Cancelling job {int(job)}")
         cancel.click(on_cancel, [active_job, watch], None)
 
         def opener(tab):
@@ -868,8 +934,26 @@ def build(studio: Studio) -> gr.Blocks:
                     return (gr.Tabs(selected=tab), *ups.values(), s, *refresh_story(s, None, backend_))
                 return (gr.Tabs(selected=tab), *ups.values(), s, *[gr.update()] * 5)
             return open_in
+        open_outs = [tabs, *pickers, story, strip, cards_df, plan_df, note, sb_save]
         for tab, btn in open_btns.items():
-            btn.click(opener(tab), [lib_sel, story, backend_dd], [tabs, *pickers, story, strip, cards_df, plan_df, note, sb_save])
+            btn.click(opener(tab), [lib_sel, story, backend_dd], open_outs)
+
+        # ---------------------------------------------------------- each result's own actions
+        def on_slot_open(choice, vid, s, backend_):
+            if choice not in results_mod.OPEN_IN:
+                return (gr.update(),) * len(open_outs)
+            return opener(results_mod.OPEN_IN[choice])(vid, s, backend_)
+
+        def on_slot_fav(vid):
+            v = lib.video(int(vid)) if vid is not None else None
+            if v is None:
+                raise gr.Error("This video is not in the Library any more", print_exception=False)
+            lib.set_favourite(v["id"], not v["favourite"])
+            return results_mod.fav_label(not v["favourite"])
+        for p in panels:
+            for slot in p.slots:
+                slot.open_in.input(on_slot_open, [slot.open_in, slot.vid, story, backend_dd], open_outs)
+                slot.fav.click(on_slot_fav, slot.vid, slot.fav)
 
         # ---------------------------------------------------------- API: the same request objects
         api_req = gr.JSON(visible=False)

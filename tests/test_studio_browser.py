@@ -58,7 +58,7 @@ def generate(page, prompt, steps=6):
 
 
 def test_generate_shows_progress_then_plays_and_lands_in_the_library(page, studio):
-    generate(page, "a large red circle moving left on a white background", steps=40)
+    generate(page, "a large red circle moving left on a white background", steps=16)
     # the job's card shows a progress bar while it runs
     page.locator("#jobs .cp-job[data-state=running] .cp-bar").first.wait_for(timeout=TIMEOUT)
     src = wait_video(page, "create-result")
@@ -193,8 +193,8 @@ def test_api_endpoints_take_the_same_requests(studio):
 
 def caption_after(page, elem_id, not_id=None):
     """A result's caption once it shows a video other than library item `not_id`: -> (library id, seed)."""
-    page.wait_for_function("([id, old]) => { const m = document.querySelector('#' + id + '-caption').innerText"
-                           ".match(/#(\\d+)[^]*seed (\\d+)/); return m && Number(m[1]) !== old; }",
+    page.wait_for_function("([id, old]) => { const e = document.querySelector('#' + id + '-caption');"
+                           " const m = e && e.innerText.match(/#(\\d+)[^]*seed (\\d+)/); return m && Number(m[1]) !== old; }",
                            arg=[elem_id, not_id], timeout=TIMEOUT)
     text = page.locator(f"#{elem_id}-caption").inner_text()
     return int(re.search(r"#(\d+)", text).group(1)), int(re.search(r"seed (\d+)", text).group(1))
@@ -320,3 +320,85 @@ def test_a_refused_drag_puts_the_card_back_on_the_strip(page, studio):
     page.wait_for_function("b => document.querySelector('#storyboard-strip .cp-card[data-i=\"1\"]').style.left === b",
                            arg=before)
     assert card_rows(page)[1][2] == "2–3 s"
+
+
+def test_done_is_a_toast_and_a_reload_keeps_the_prompt_and_the_result(page, studio):
+    """Finding 6: reloading while a job runs keeps the prompt, and its result still comes to Create with a "Done"
+    toast; after another reload the latest result is shown again."""
+    from studio.library import Library
+    prompt = "a yellow triangle moving down on gray"
+    generate(page, prompt, steps=12)
+    page.locator("#jobs .cp-job").filter(has_text="yellow triangle").first.wait_for()
+    page.reload()
+    page.wait_for_function("p => { const t = document.querySelector('#create-prompt textarea'); return t && t.value === p; }",
+                           arg=prompt)
+    toast(page, "Done")
+    vid, _ = caption_after(page, "create-result")
+    wait_video(page, "create-result")
+    assert Library(studio.home).video(vid)["label"] == prompt
+    page.reload()
+    assert caption_after(page, "create-result")[0] == vid
+
+
+def pick(page, elem_id, option):
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_variations_are_side_by_side_each_with_its_own_seed_and_actions(page, studio):
+    """Finding 2: two variations are both shown in Create, side by side, with seeds s and s + 1, and the second
+    opens in Remix by its own menu."""
+    page.locator("#create-prompt textarea").fill("a blue circle moving up on black")
+    page.locator("#create-variations").get_by_label("2", exact=True).check()
+    set_steps(page, "create", 3)
+    page.locator("#create-generate").click()
+    id1, seed1 = caption_after(page, "create-result")
+    id2, seed2 = caption_after(page, "create-result-1")
+    assert id2 != id1 and seed2 == seed1 + 1
+    wait_video(page, "create-result")
+    wait_video(page, "create-result-1")
+    a, b = (stable_box(page, page.locator(f"#{e} video")) for e in ("create-result", "create-result-1"))
+    assert abs(a["y"] - b["y"]) < 5 and b["x"] > a["x"] + a["width"] / 2        # side by side, not stacked
+    pick(page, "create-result-1-open", "Remix")
+    page.wait_for_function("n => { const i = document.querySelector('#remix-source input');"
+                           " return i && i.value.startsWith('#' + n + ' '); }", arg=id2)
+
+
+def add_library_video(home, kind, label, lineage):
+    """A small video put in the studio's library directly (no model): -> its id."""
+    from studio.library import Library
+    frames = np.zeros((8, 32, 48, 3), np.uint8)
+    frames[:, 8:20, 8:20] = (200, 40, 40)
+    meta = {"storyboard": {}, "settings": {"steps": 1}, "backend": "toy", "seed": 7}
+    return Library(home).add_video(None, kind, label, frames, 8.0, meta, lineage)
+
+
+def select_in_library(page, vid):
+    tab(page, "Library")
+    page.locator("#lib-refresh").click()
+    page.locator("#lib-gallery").get_by_text(f"#{vid} ").first.wait_for()
+    page.locator("#lib-gallery button[aria-label^='Thumbnail']").filter(has_text=f"#{vid} ").first.click()
+    page.locator("#lib-info").get_by_text(f"#{vid} ").first.wait_for()
+
+
+def test_delete_asks_and_the_lineage_of_what_was_made_from_it_survives(page, studio):
+    """Findings 7 and 8: Delete asks first, naming the videos made from it; after it, the child says its source
+    was deleted; labels say the kind once ("remix: a blue box", never "remix: remix: …")."""
+    from studio.library import Library
+    parent = add_library_video(studio.home, "generate", "a red box", {})
+    child = add_library_video(studio.home, "remix", "remix: a blue box", {"remix_of": [f"lib:{parent}"]})
+    select_in_library(page, child)
+    assert "remix: remix:" not in page.locator("#lib-gallery").inner_text()
+    page.locator("#lib-info").get_by_text(f"remix of #{parent}").wait_for()
+    select_in_library(page, parent)
+    page.locator("#lib-delete").click()
+    page.locator("#lib-confirm-text").get_by_text(f"#{child} remix: a blue box").wait_for()
+    page.locator("#lib-delete-no").click()
+    page.locator("#lib-confirm").wait_for(state="hidden")
+    assert Library(studio.home).video(parent) is not None                     # asked, kept
+    page.locator("#lib-delete").click()
+    page.locator("#lib-delete-yes").click()
+    toast(page, f"Deleted #{parent}")
+    assert Library(studio.home).video(parent) is None
+    select_in_library(page, child)
+    page.locator("#lib-info").get_by_text(f"remix of #{parent} (deleted)").wait_for()

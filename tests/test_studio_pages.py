@@ -78,3 +78,39 @@ def test_export_writes_the_engine_format_with_library_paths(tmp_path):
         {"kind": "video", "start_s": 0.0, "end_s": 2.0, "path": ref, "strength": 1.0}]}
     d = json.loads(export(lib, story).read_text())
     assert d["cards"][0]["path"] == lib.resolve("x", ref) and Timeline.from_dict(d).duration_s == 2.0
+
+
+@pytest.mark.parametrize("kind,label,lineage,said", [
+    ("remix", "remix: a yellow circle", {}, "remix: a yellow circle"),
+    ("extend", "extenda large red circle", {}, "extend: a large red circle"),
+    ("recut", "re-cuta large red circle", {}, "re-cut: a large red circle"),
+    ("blend", "blend", {"blend_of": ["lib:3", "lib:5"]}, "blend of #3 and #5"),
+    ("loop", "loop", {"loop_of": ["lib:4"]}, "loop of #4"),
+    ("generate", "a red ball", {}, "a red ball"),
+])
+def test_labels_say_the_kind_once(kind, label, lineage, said):
+    from studio.pages.results import label_of
+    assert label_of(kind, label, lineage) == said
+
+
+def test_deleting_a_source_keeps_its_children_s_lineage_in_words(tmp_path):
+    """Finding 7: the question names the children; after the delete, a child says its source was deleted, shows
+    its remix amount, and Make again says why it cannot, in words."""
+    from studio.app import Studio, delete_question, make_again, video_info
+    from studio.jobs import Jobs
+    from studio.library import Library
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    fast = {"duration_s": 0.5, "resolution": 32, "fps": 8, "steps": 1}
+    j = studio.submit("generate", {"prompt": "a red ball", **fast})
+    assert studio.wait(j, 120)["state"] == "done"
+    parent = lib.videos_of_job(j)[0]
+    k = studio.submit("remix", {"video": parent["ref"], "prompt": "a blue box", "amount": 0.3, "steps": 1})
+    assert studio.wait(k, 120)["state"] == "done"
+    child = lib.videos_of_job(k)[0]
+    assert f"#{child['id']} remix: a blue box" in delete_question(lib, parent["id"])
+    lib.delete(parent["id"])
+    info = video_info(lib, lib.video(child["id"]))
+    assert f"remix of #{parent['id']} (deleted)" in info and "amount 0.3" in info
+    with pytest.raises(InputError, match=f"made from #{parent['id']}, which was deleted"):
+        make_again(studio, child["id"])
