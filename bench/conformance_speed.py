@@ -81,6 +81,7 @@ def job_pair(model: str, pipe, backend, tl, settings, device="cpu", on_step=None
 
     on_step: called with no arguments at the end of every denoising step on both sides.
     """
+    tl = tl.replace(seed=0) if tl.seed is None else tl  # both sides need the same noise: a fixed seed
     g = compile(tl, backend).grid
     noise = torch.randn((1, backend.spec.channels, g.latent_frames, g.latent_h, g.latent_w),
                         generator=torch.Generator().manual_seed(tl.seed)).to(device)  # the engine's noise for the seed
