@@ -247,7 +247,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--eval-every", type=float, default=15, help="minutes between judge checks of samples (dit)")
     ap.add_argument("--vae", default=None, help="VAE weights for the dit stage (default assets/toy_vae.safetensors)")
-    ap.add_argument("--init", default=None, help="start from these weights (e.g. assets/toy_dit.safetensors) when --run has no checkpoint")
+    ap.add_argument("--init", default=None, help="start from these weights (e.g. assets/toy_dit.safetensors, or dit: a kept runs/*/ckpt_*.pt) "
+                         "when --run has no checkpoint")
     ap.add_argument("--object-weight", type=float, default=4.0,
                     help="dit: extra loss weight on latent cells holding an object (0 = plain mean)")
     ap.add_argument("--decoder-only", action="store_true",

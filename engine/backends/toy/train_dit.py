@@ -242,8 +242,8 @@ def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optim
     if state:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); ema.load_state_dict(state["ema"])
     elif args.init:  # continue from shipped weights (a new machine has no checkpoint)
-        from engine.backends.toy.backend import load_dit
-        init = load_dit(args.init).state_dict()
+        from engine.probe import load_weights   # shipped .safetensors or a kept runs/*/ckpt_*.pt
+        init = load_weights(args.init).state_dict()
         for m in (model, ema):   # weights without the pooled-text path start it at zero (adaLN-Zero style)
             missing, unexpected = m.load_state_dict(init, strict=False)
             assert not unexpected and all(k.startswith("text_pool.") for k in missing), (missing, unexpected)
