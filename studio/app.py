@@ -20,6 +20,7 @@ import gradio as gr
 from engine.params import PARAMS, InputError
 from studio import widgets
 from studio.pages import controls as ctl
+from studio.pages import jobs_list
 from studio.pages import results as results_mod
 from studio.pages import storyboard as sb_mod
 
@@ -42,6 +43,9 @@ CSS = """
 .cp-bar {height: 6px; border-radius: 3px; background: var(--neutral-200); overflow: hidden; margin-top: 4px}
 .cp-bar > div {height: 100%; background: var(--color-accent)}
 .cp-state {font-size: 0.8em; opacity: 0.75}
+.cp-job {cursor: pointer}
+.cp-cancel {font-size: 0.8em; padding: 2px 10px; border-radius: 6px; border: 1px solid var(--border-color-primary);
+            background: var(--button-secondary-background-fill); cursor: pointer}
 """
 
 
@@ -141,27 +145,6 @@ class Studio:
     def submit(self, op: str, request: dict, backend: str | None = None) -> int:
         return self.queue(backend).submit(op, request)
 
-    def jobs_html(self, recent: int = 3) -> str:
-        """Every queued or running job, then the most recent finished ones."""
-        active = self.library.jobs(("queued", "running"), limit=50)
-        jobs = active + self.library.jobs(("done", "failed", "cancelled", "interrupted"), limit=recent)
-        if not jobs:
-            return "<div class='cp-jobs'><span class='cp-state'>No jobs yet.</span></div>"
-        rows = []
-        for j in jobs:
-            frac = j["step"] / j["steps"] if j["steps"] else (1.0 if j["state"] == "done" else 0.0)
-            prev = self.jobs.preview_path(j["id"])
-            img = "<img alt=''>"
-            if prev and j["state"] in ("running", "done"):  # already a small JPEG (studio/jobs.py): embed as is
-                img = f"<img alt='' src='data:image/jpeg;base64,{base64.b64encode(prev.read_bytes()).decode()}'>"
-            extra = f" — {html.escape(j['error'])}" if j["error"] else ""
-            steps = f" · step {j['step']}/{j['steps']}" if j["state"] == "running" and j["steps"] else ""
-            rows.append(f"<div class='cp-job' data-job='{j['id']}' data-state='{j['state']}'>{img}<div class='cp-body'>"
-                        f"<div class='cp-label'>{html.escape(self.job_name(j))}</div>"
-                        f"<div class='cp-state'>{j['state']}{steps}{extra}</div>"
-                        f"<div class='cp-bar'><div style='width:{100 * frac:.0f}%'></div></div></div></div>")
-        return "<div class='cp-jobs'>" + "".join(rows) + "</div>"
-
     def result(self, job_id: int | None) -> tuple[list[dict], str]:
         """(the videos it made, a note) for a job the page is waiting on; ([], "") while it runs."""
         if not job_id:
@@ -231,9 +214,6 @@ class Studio:
         buf.seek(0)
         return _data_uri(buf)
 
-
-KIND_TAB = {"generate": "create", "storyboard": "storyboard", "remix": "remix", "blend": "blend", "loop": "loop",
-            "extend": "recut", "recut": "recut"}   # the tab that makes each kind of video
 
 
 def make_again(studio: Studio, vid) -> tuple[int, dict]:
@@ -366,7 +346,7 @@ def build(studio: Studio) -> gr.Blocks:
                                      info="the embedded model; LTX-Video / Wan when their folder is set", scale=0,
                                      min_width=220)
         with gr.Row():
-            jobs_html = gr.HTML(studio.jobs_html(), elem_id="jobs")
+            jobs_html = gr.HTML(jobs_list.render(studio), elem_id="jobs", js_on_load=jobs_list.JS)
         note = gr.Markdown("", elem_id="note")
         with gr.Tabs(elem_id="tabs") as tabs:
             # ---------------------------------------------------------- Create
@@ -546,19 +526,23 @@ def build(studio: Studio) -> gr.Blocks:
                 slot.reuse.click(_guard(results_mod.seed_of), slot.reuse, seeds[p.tab])
 
         # ---------------------------------------------------------- polling: jobs, results, notifications
-        def tick(w, shown_):
+        reported = gr.State(None)   # the watched job whose end this page has shown (the poll writes it; opening a job resets it)
+
+        def tick(w, shown_, reported_):
+            """The job list, and the watched job's end once: its results in its tab, a note and a toast. The poll
+            never writes `watch`: one that started before a click queued a job would put the old value back."""
+            outs = [jobs_list.render(studio)]
             w = w if isinstance(w, dict) and isinstance(w.get("job"), int) else None
-            vids, msg = studio.result(w["job"]) if w else ([], "")
-            outs = [studio.jobs_html()]
+            vids, msg = studio.result(w["job"]) if w and w["job"] != reported_ else ([], "")
             for p in panels:
                 n = len(p.slots)
-                outs += results_mod.panel_updates(vids, n) if w and msg and p.tab == w["tab"] else results_mod.unchanged(n)
-            if w and msg:
-                shown_ = dict(shown_ or {}, **{w["tab"]: w["job"]}) if vids else shown_
-                return outs + [None, msg, f"{w['job']}|{'ok' if vids else 'bad'}|{msg}", shown_]
-            return outs + [w, gr.update(), gr.update(), gr.update()]
-        timer.tick(tick, [watch, shown], [jobs_html, *[o for p in panels for o in p.outputs], watch, note, done_note,
-                                          shown], show_progress="hidden", queue=False)
+                outs += results_mod.panel_updates(vids, n) if msg and p.tab == w["tab"] else results_mod.unchanged(n)
+            if not msg:
+                return outs + [gr.update()] * 4
+            shown_ = dict(shown_ or {}, **{w["tab"]: w["job"]}) if vids else shown_
+            return outs + [msg, f"{w['job']}|{'ok' if vids else 'bad'}|{msg}", shown_, w["job"]]
+        timer.tick(tick, [watch, shown, reported], [jobs_html, *[o for p in panels for o in p.outputs], note, done_note,
+                                                    shown, reported], show_progress="hidden", queue=False)
         done_note.change(results_mod.notify, done_note, None, show_progress="hidden")
         demo.load(lambda sh, d: [*results_mod.restored(studio, sh, panels), d or gr.update()], [shown, draft],
                   [*[o for p in panels for o in p.outputs], prompt])
@@ -884,7 +868,7 @@ def build(studio: Studio) -> gr.Blocks:
             """This video made again: its job's request with its own seed, so the same video comes back."""
             new, v = make_again(studio, vid)
             gr.Info(f"Queued (job {new}): #{v['id']} again, seed {v['seed']}")
-            return {"job": new, "tab": KIND_TAB.get(v["kind"], "create")}
+            return {"job": new, "tab": results_mod.KIND_TAB.get(v["kind"], "create")}
         again.click(on_again, lib_sel, watch)
 
         @_guard
@@ -893,7 +877,7 @@ def build(studio: Studio) -> gr.Blocks:
             v = lib.video(vid) if vid is not None else None
             if v is None or v["seed"] is None:
                 raise InputError("seed: select a video made by the model first")
-            tab = KIND_TAB.get(v["kind"], "create")
+            tab = results_mod.KIND_TAB.get(v["kind"], "create")
             return (gr.Tabs(selected=tab), *[str(v["seed"]) if t == tab else gr.update() for t in seeds])
         lib_reuse.click(on_reuse, lib_sel, [tabs, *seeds.values()])
 
@@ -916,6 +900,16 @@ def build(studio: Studio) -> gr.Blocks:
                 raise InputError(f"job: job {int(job)} has already ended")
             gr.Info(f"Cancelling job {int(job)}")
         cancel.click(on_cancel, [active_job, watch], None)
+
+        @_guard
+        def on_job_click(evt: gr.EventData):
+            """A job's own Cancel in the list, or a click on the job: its result, in its tab."""
+            d = getattr(evt, "_data", None) or {}
+            w, said = jobs_list.act(studio, d.get("job"), d.get("action"))
+            if said:
+                gr.Info(said)
+            return (gr.update(),) * 3 if w is None else (w, gr.Tabs(selected=w["tab"]), None)  # None: show it again
+        jobs_html.click(on_job_click, None, [watch, tabs, reported])
 
         def opener(tab):
             def open_in(vid, s, backend_):

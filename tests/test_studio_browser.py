@@ -402,3 +402,26 @@ def test_delete_asks_and_the_lineage_of_what_was_made_from_it_survives(page, stu
     assert Library(studio.home).video(parent) is None
     select_in_library(page, child)
     page.locator("#lib-info").get_by_text(f"remix of #{parent} (deleted)").wait_for()
+
+
+def test_each_job_in_the_list_has_its_own_cancel(page, studio):
+    """Finding 10: with a long job running and a short one queued, the Cancel on the long one's row cancels it and
+    not the newest one; a click on a finished job opens its result."""
+    from studio.library import Library
+    lib = Library(studio.home)
+    before = {j["id"] for j in lib.jobs(limit=10_000)}
+    generate(page, "a white circle moving right on black", steps=100)
+    box = page.locator("#create-steps input[type=number]")
+    box.fill("3")
+    box.press("Enter")
+    page.locator("#create-generate").click()
+    page.wait_for_function("n => document.querySelectorAll('#jobs [data-cancel]').length >= n", arg=2)
+    first, second = sorted({j["id"] for j in lib.jobs(limit=10_000)} - before)
+    page.locator(f"#jobs [data-cancel='{first}']").click()
+    toast(page, f"Cancelling job {first}")
+    page.locator(f"#jobs .cp-job[data-job='{second}'][data-state=done]").wait_for(timeout=TIMEOUT * 2)
+    assert lib.job(first)["state"] == "cancelled" and lib.job(second)["state"] == "done"
+    page.evaluate("() => localStorage.clear()")   # a fresh page: no result remembered
+    page.reload()
+    page.locator(f"#jobs .cp-job[data-job='{second}']").click()
+    assert caption_after(page, "create-result")[0] == lib.videos_of_job(second)[0]["id"]

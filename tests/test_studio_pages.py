@@ -114,3 +114,24 @@ def test_deleting_a_source_keeps_its_children_s_lineage_in_words(tmp_path):
     assert f"remix of #{parent['id']} (deleted)" in info and "amount 0.3" in info
     with pytest.raises(InputError, match=f"made from #{parent['id']}, which was deleted"):
         make_again(studio, child["id"])
+
+
+def test_each_job_in_the_list_has_its_own_cancel_and_opens_its_result(tmp_path):
+    """Finding 10: the list offers Cancel on queued and running jobs only; a Cancel cancels that job and no
+    other; a click on a job opens it in the tab of its kind."""
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages import jobs_list
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    req = {"prompt": "a red ball", "duration_s": 2.0, "resolution": 32, "fps": 8, "steps": 60}
+    first, second = studio.submit("generate", req), studio.submit("generate", req)
+    page = jobs_list.render(studio)
+    assert f"data-cancel='{first}'" in page and f"data-cancel='{second}'" in page
+    assert jobs_list.act(studio, second, "cancel") == (None, f"Cancelling job {second}")
+    assert studio.wait(first, 300)["state"] == "done" and studio.wait(second, 300)["state"] == "cancelled"
+    assert "data-cancel" not in jobs_list.render(studio)                       # nothing left to cancel
+    assert jobs_list.act(studio, first, "open") == ({"job": first, "tab": "create"}, "")
+    with pytest.raises(InputError, match="already ended"):
+        jobs_list.act(studio, first, "cancel")

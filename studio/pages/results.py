@@ -147,3 +147,7 @@ def ref_name(ref) -> str:
     if ref.startswith("lib:"):
         return f"#{ref[4:]}"
     return ref.split("_", 1)[-1] if ref.startswith("upload:") else ref
+
+
+KIND_TAB = {"generate": "create", "storyboard": "storyboard", "remix": "remix", "blend": "blend", "loop": "loop",
+            "extend": "recut", "recut": "recut"}   # the tab that makes each kind of video (kinds = operations)
