@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.params import PARAMS, InputError
+from engine.params import OUT_OF_MEMORY, PARAMS, InputError, out_of_memory
 
 
 # ----------------------------------------------------------------------------- options
@@ -327,18 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cinepatch: error: {e.strerror or e} ({e.filename or ''})", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as e:
-        if not isinstance(e, MemoryError) and not _out_of_memory(e):
+        if not out_of_memory(e):
             raise
-        print("cinepatch: error: the request needs more memory than this machine has; make the video shorter, "
-              "smaller or with fewer cards", file=sys.stderr)
+        print(f"cinepatch: error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 2
     return 0
-
-
-def _out_of_memory(e: RuntimeError) -> bool:
-    """torch's allocation failures are RuntimeErrors (OutOfMemoryError on a GPU); tell them by their words."""
-    text = str(e).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
 
 
 if __name__ == "__main__":

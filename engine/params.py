@@ -13,6 +13,16 @@ class InputError(ValueError):
     """Bad input from a person: a one-line message that names the field and what is allowed."""
 
 
+OUT_OF_MEMORY = "the video needs more memory than this machine has; make it shorter, smaller or with fewer cards"
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """MemoryError, or torch's allocation failure (a RuntimeError; OutOfMemoryError on a GPU), told by its words."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(
+        w in text for w in ("out of memory", "can't allocate memory", "not enough memory")))
+
+
 @dataclass(frozen=True)
 class Param:
     name: str

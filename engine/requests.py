@@ -122,7 +122,7 @@ def _build(op: str, req: dict, media: Callable[[str, str], str], spec) -> tuple[
     if spec is not None:
         from engine.plan import estimate_bytes, make_grid
         LIMITS["memory_gb"].check(round(estimate_bytes(make_grid(tl, spec), tl.variations) / 2**30, 1),
-                                  f"{DURATION_FIELD.get(op, 'duration_s')} x resolution")
+                                  "storyboard.resolution" if op == "storyboard" else "resolution")
     # a request without a seed gets a fresh one here: the job built from it records the seed it used
     return fresh_seed(tl), settings, ({LINEAGE[op]: refs} if refs else {})
 

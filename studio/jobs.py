@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 
-from engine.params import InputError
+from engine.params import OUT_OF_MEMORY, InputError, out_of_memory
 
 PREVIEW_EVERY = 2   # steps between preview decodes (a decode costs about one step)
 PREVIEW_SIDE = 96   # longest side of a step preview in pixels
@@ -60,7 +60,7 @@ class Jobs:
         """Build the request (and its sampling settings) now so bad input is refused at once, not minutes later."""
         from engine.api import resolve_settings
         from engine.requests import build
-        tl, explicit, lineage = build(op, request, self.library.resolve)
+        tl, explicit, lineage = build(op, request, self.library.resolve, spec=self.spec)  # spec: the memory limit
         resolve_settings(tl, explicit)
         return tl, explicit, lineage
 
@@ -136,8 +136,9 @@ class Jobs:
                     self.library.preview_file(job_id).unlink(missing_ok=True)
 
     def _fail(self, job_id: int, e: Exception):
-        msg = str(e).splitlines()[0] if isinstance(e, InputError) else f"{e.__class__.__name__}: {e}"
-        if not isinstance(e, InputError):
+        msg = str(e).splitlines()[0] if isinstance(e, InputError) else \
+            OUT_OF_MEMORY if out_of_memory(e) else f"{e.__class__.__name__}: {e}"
+        if not isinstance(e, InputError) and not out_of_memory(e):
             traceback.print_exc()
         for src in ("running", "queued"):  # queued: it failed before it could start
             if self.library.transition(job_id, src, "failed", error=msg[:500], finished=time.time()):

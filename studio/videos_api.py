@@ -49,6 +49,7 @@ MAX_POINTS = int(LIMITS["curve_points"].max)
 FORM_SLACK = 1 << 16                             # bytes of form fields allowed beside an upload of the cap
 STATUS = {"queued": "queued", "running": "in_progress", "done": "completed", "failed": "failed",
           "cancelled": "failed", "interrupted": "failed"}
+API_FIELD = {"duration_s": "seconds", "extend_s": "seconds", "resolution": "size", "aspect": "size"}
 SAMPLING = ("steps", "guidance", "shift", "solver", "seed", "fps", "negative_prompt", "preset")
 
 
@@ -335,6 +336,9 @@ class VideosApi:
             job = self.studio.queue(backend).submit(op, request)
         except InputError as e:
             err = bad(e)
+            if err.param in API_FIELD and err.param not in request:  # an engine field this API names otherwise
+                err.message = API_FIELD[err.param] + err.message[len(err.param):]
+                err.param = API_FIELD[err.param]
             if op == "storyboard" and err.param and err.param.split("[")[0].split(".")[0] not in (*SAMPLING, "storyboard"):
                 err.message, err.param = f"storyboard.{err.message}", f"storyboard.{err.param}"  # where it was sent
             raise err from None
