@@ -489,9 +489,11 @@ def _staging(dest: Path, field: str, is_dir: bool = False):
     Beside, not in /tmp, so the final os.replace is an atomic rename on the same filesystem;
     the real suffix stays last because ffmpeg and PIL pick the format from it.
     """
+    from engine.files import part_path, remove_stale_parts
     dest = dest.absolute()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.stem}.{secrets.token_hex(4)}.part{'' if is_dir else dest.suffix}"
+    remove_stale_parts(dest)  # what a writer killed before its rename left
+    tmp = part_path(dest, is_dir)
     if is_dir:
         tmp.mkdir()
     try:

@@ -60,7 +60,9 @@ class Jobs:
         """Build the request (and its sampling settings) now so bad input is refused at once, not minutes later."""
         from engine.api import resolve_settings
         from engine.requests import build
-        tl, explicit, lineage = build(op, request, self.library.resolve, spec=self.spec)  # spec: the memory limit
+        # The spec gives the memory limit; a custom loader's spec is only known by loading it: not at submit.
+        spec = None if self._custom_loader and self._backend is None else self.spec
+        tl, explicit, lineage = build(op, request, self.library.resolve, spec=spec)
         resolve_settings(tl, explicit)
         return tl, explicit, lineage
 

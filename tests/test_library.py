@@ -490,8 +490,6 @@ def test_a_later_write_removes_the_part_file_of_a_killed_writer(tmp_path):
     assert out.read_text() == "{}" and not os.path.exists(dead_part) and live_part.exists() and other.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="engine/video_io._staging still names its temp files without the writer's pid: "
-                                       "it should take them from engine.files.part_path and call remove_stale_parts")
 def test_a_later_video_write_removes_the_part_file_of_a_killed_writer(tmp_path):
     """Issue 19 finding 7: `cinepatch` killed with SIGKILL while writing out.mp4 left `.out.*.part.mp4` for good."""
     from engine.video_io import write_video
