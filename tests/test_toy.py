@@ -122,5 +122,7 @@ def test_a_judged_slice_of_the_eval_set():
     from engine.api import Settings
     from engine.evaluate import EVAL_SET, evaluate_prompts
     res = evaluate_prompts(ToyBackend.load(), Settings(steps=12), json.loads(EVAL_SET.read_text()), 4, 0)
-    assert set(res) == {"background", "colour", "shape", "motion", "two_objects"}
+    assert set(res) == {"background", "colour", "shape", "motion", "two_objects", "teleports", "split_frames",
+                        "presence"}
     assert res["background"] >= 0.75, res
+    assert all(0 <= res[k] <= 1 for k in ("teleports", "split_frames", "presence")), res
