@@ -451,8 +451,8 @@ def build(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         lp_src, lp_up = source_picker("Video", "loop")
-                        lp_bridge = _slider("bridge_s", "Bridge (s)", hi=8, elem_id="loop-bridge")
-                        lp_context = _slider("context_s", "Context (s)", hi=4)
+                        lp_bridge = ctl.BRIDGE.number(elem_id="loop-bridge")
+                        lp_context = ctl.CONTEXT.number(elem_id="loop-context")
                         lp_prompt = gr.Textbox(label="Prompt (optional)")
                         lp_steps, lp_guidance, lp_seed = sampling_controls("loop")
                         lp_go = gr.Button("Make loop", variant="primary", elem_id="loop-go")
@@ -467,10 +467,10 @@ def build(studio: Studio) -> gr.Blocks:
                         rc_action = gr.Radio(["Trim / fps", "Extend forward", "Extend backward", "Upscale"],
                                              value="Trim / fps", label="What to do", elem_id="recut-action")
                         with gr.Row():
-                            rc_start = _slider("time_s", "Trim start (s)", hi=60, value=0.0)
-                            rc_end = _slider("time_s", "Trim end (s, 0 = to the end)", hi=60, value=0.0)
+                            rc_start = ctl.TRIM_START.number(0.0, elem_id="recut-start")
+                            rc_end = ctl.TRIM_END.number(0.0, "Trim end (s, 0 = to the end)", elem_id="recut-end")
                         rc_fps = gr.Dropdown(["keep", 6, 8, 12, 24, 30], value="keep", label="fps")
-                        rc_seconds = _slider("extend_s", "Seconds to add", hi=20)
+                        rc_seconds = ctl.EXTEND.number(elem_id="recut-seconds")
                         rc_res = gr.Dropdown(BACKEND_RESOLUTIONS.get(studio.default, RESOLUTIONS),
                                              value=BACKEND_RESOLUTIONS.get(studio.default, RESOLUTIONS)[-1],
                                              label="Upscale to (short side, px)")
@@ -773,8 +773,8 @@ def build(studio: Studio) -> gr.Blocks:
         # ---------------------------------------------------------- Loop
         @_guard
         def on_loop(src, up, bridge, context, prompt_, steps_, guidance_, seed_, backend_):
-            return queued("loop", "loop", {"video": studio.source(src, up, "video"), "bridge_s": float(bridge),
-                                           "context_s": float(context), "prompt": prompt_ or "",
+            return queued("loop", "loop", {"video": studio.source(src, up, "video"), "bridge_s": ctl.BRIDGE.check(bridge),
+                                           "context_s": ctl.CONTEXT.check(context), "prompt": prompt_ or "",
                                            **sampling(steps_, guidance_, seed_)}, backend_)
         lp_go.click(on_loop, [lp_src, lp_up, lp_bridge, lp_context, lp_prompt, lp_steps, lp_guidance, lp_seed,
                               backend_dd],
@@ -785,11 +785,11 @@ def build(studio: Studio) -> gr.Blocks:
         def on_recut(src, up, action, start, end, fps_, seconds, res, prompt_, steps_, guidance_, seed_, backend_):
             ref = studio.source(src, up, "video")
             if action == "Trim / fps":
-                req = {"video": ref}
-                if end and float(end) > 0 or start:
+                req, start, end = {"video": ref}, ctl.TRIM_START.check(start), ctl.TRIM_END.check(end)
+                if end > 0 or start:
                     from engine.video_io import probe
-                    stop = float(end) if end and float(end) > 0 else probe(studio.library.resolve("video", ref)).duration_s
-                    req["trim"] = [float(start), stop]
+                    stop = end if end > 0 else probe(studio.library.resolve("video", ref)).duration_s
+                    req["trim"] = [start, stop]
                 if fps_ not in (None, "keep"):
                     req["fps"] = float(fps_)
                 return queued("recut", "recut", req, backend_)
@@ -797,7 +797,7 @@ def build(studio: Studio) -> gr.Blocks:
             if action == "Upscale":
                 return queued("recut", "recut", {"video": ref, "upscale": int(res), "prompt": prompt_ or "", **smp},
                               backend_)
-            return queued("recut", "extend", {"video": ref, "extend_s": float(seconds), "prompt": prompt_ or "",
+            return queued("recut", "extend", {"video": ref, "extend_s": ctl.EXTEND.check(seconds), "prompt": prompt_ or "",
                                               "direction": "forward" if action == "Extend forward" else "backward",
                                               **smp}, backend_)
         rc_go.click(on_recut, [rc_src, rc_up, rc_action, rc_start, rc_end, rc_fps, rc_seconds, rc_res, rc_prompt,

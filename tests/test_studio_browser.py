@@ -411,6 +411,7 @@ def test_each_job_in_the_list_has_its_own_cancel(page, studio):
     lib = Library(studio.home)
     before = {j["id"] for j in lib.jobs(limit=10_000)}
     generate(page, "a white circle moving right on black", steps=100)
+    page.wait_for_function("() => document.querySelectorAll('#jobs [data-cancel]').length >= 1")  # its click is over
     box = page.locator("#create-steps input[type=number]")
     box.fill("3")
     box.press("Enter")

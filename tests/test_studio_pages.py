@@ -135,3 +135,12 @@ def test_each_job_in_the_list_has_its_own_cancel_and_opens_its_result(tmp_path):
     assert jobs_list.act(studio, first, "open") == ({"job": first, "tab": "create"}, "")
     with pytest.raises(InputError, match="already ended"):
         jobs_list.act(studio, first, "cancel")
+
+
+@pytest.mark.parametrize("bound,typed", [(ctl.BRIDGE, 9), (ctl.CONTEXT, 0), (ctl.TRIM_START, -1), (ctl.TRIM_END, 61),
+                                         (ctl.EXTEND, 25), (ctl.FPS, 0), (ctl.CARD_END, 21)])
+def test_every_typed_length_is_checked_against_its_own_range(bound, typed):
+    lo, hi = bound.range
+    with pytest.raises(InputError, match=f"^{bound.label} must be between {lo:g} s?.*and {hi:g}"):
+        bound.check(typed)
+    assert bound.check(hi) == hi

@@ -55,6 +55,11 @@ STORY_LENGTH = Bound("duration_s", "Storyboard length", hi=20, unit="s")
 CARD_START = Bound("time_s", "Card start", hi=20, unit="s")
 CARD_END = Bound("time_s", "Card end", hi=20, unit="s")
 CARD_AT = Bound("time_s", "Image moment", hi=20, unit="s")
+BRIDGE = Bound("bridge_s", "Bridge", hi=8, unit="s")
+CONTEXT = Bound("context_s", "Context", hi=4, unit="s")
+TRIM_START = Bound("time_s", "Trim start", hi=60, unit="s")
+TRIM_END = Bound("time_s", "Trim end", hi=60, unit="s")
+EXTEND = Bound("extend_s", "Seconds to add", hi=20, unit="s")
 
 # ----------------------------------------------------------------------------- engine messages, in words
 # The engine names fields by path ("cards[0].end_s: ...") for the API and the CLI; the page says the same in words.
