@@ -218,5 +218,5 @@ def _label(op: str, req: dict, tl) -> str:
     if op == "storyboard":
         text = " | ".join(c.text for c in tl.cards if c.kind == "text")
     words = {"generate": "", "storyboard": "storyboard: ", "remix": "remix: ", "blend": "blend: ",
-             "loop": "loop", "extend": "extend", "recut": "re-cut"}
-    return (words[op] + text).strip() or words[op].rstrip(": ") or "untitled"
+             "loop": "loop: ", "extend": "extend: ", "recut": "re-cut: "}  # the prompt follows a space
+    return (words[op] + text).strip() if text.strip() else words[op].rstrip(": ") or "untitled"

@@ -499,3 +499,12 @@ def test_a_later_video_write_removes_the_part_file_of_a_killed_writer(tmp_path):
                               "    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n    time.sleep(600)\n", out)
     write_video(out, ramp_clip(6), 12.0)
     assert not os.path.exists(dead_part)
+
+
+@pytest.mark.parametrize("op, req, want", [("extend", {"prompt": "a large red circle"}, "extend: a large red circle"),
+                                           ("recut", {"prompt": "a box"}, "re-cut: a box"),
+                                           ("loop", {}, "loop"), ("blend", {}, "blend"), ("generate", {}, "untitled")])
+def test_job_labels_say_the_kind_once_and_apart_from_the_prompt(op, req, want):
+    """Issue 21 finding 8: labels read "extenda large…", "re-cuta large…" and an empty "blend:"."""
+    from studio.jobs import _label
+    assert _label(op, req, None) == want
