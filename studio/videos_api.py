@@ -647,10 +647,6 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
         return FileResponse(api.served(path, video_id, variant), media_type="image/jpeg",
                             filename=f"{video_id}.{variant}.jpg")
 
-    @app.get("/v1/cinepatch/limits", tags=["cinepatch"], summary="How much one request may ask of this server")
-    def limits():
-        return {name: {"max": lim.max, "unit": lim.unit, "description": lim.help} for name, lim in LIMITS.items()}
-
     @app.post("/v1/videos/{video_id}/remix", response_model=Video, responses=ERRORS, tags=["videos"],
               summary="Remix a completed video with a new prompt")
     def remix_video(video_id: str, body: RemixVideo):
@@ -678,6 +674,14 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
              openapi_extra=_body_doc(ExtendVideo, {"video": "a clip to extend (instead of a video id)"}))(
         form_endpoint(extend_video))
 
+    _cinepatch_routes(app, api)
+
+    _catch_all(app)  # last: it answers whatever no route above took
+    return app
+
+
+def _cinepatch_routes(app: FastAPI, api: VideosApi):
+    """cinepatch's own operations under /v1/cinepatch/ (before the catch-all route, which must come last)."""
     @app.post("/v1/cinepatch/storyboard", response_model=Video, responses=ERRORS, tags=["cinepatch"],
               summary="Make a video from a storyboard (text, image and video cards on a timeline)")
     def storyboard_video(body: StoryboardVideo):
@@ -703,6 +707,13 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
                "resolution": _short(src), **body.settings()}
         return api.submit("loop", {k: v for k, v in req.items() if v is not None}, body.model)
 
+    @app.get("/v1/cinepatch/limits", tags=["cinepatch"], summary="How much one request may ask of this server")
+    def limits():
+        return {name: {"max": lim.max, "unit": lim.unit, "description": lim.help} for name, lim in LIMITS.items()}
+
+
+def _catch_all(app: FastAPI):
+    """/v1 paths no route takes: a 405 naming the methods where the path exists, else a 404."""
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                    include_in_schema=False)
     def unknown(rest: str, request: Request):
@@ -713,7 +724,6 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
             raise ApiError(405, f"method: /v1/{rest[:80]} takes {', '.join(allowed)}, not {request.method}",
                            "method_not_allowed", "method", {"Allow": ", ".join(allowed)})
         raise ApiError(404, f"{request.method} /v1/{rest[:80]}: no such endpoint", "unknown_url")
-    return app
 
 
 def _short(item: dict) -> int:
