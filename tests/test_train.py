@@ -138,3 +138,21 @@ def test_pooled_text_can_be_added_to_shipped_weights_and_starts_as_no_change(tmp
     with torch.no_grad():
         assert torch.allclose(model.eval()(x, t, text, gate), shipped(x, t, text, gate), atol=1e-5)
         assert torch.equal(ema.eval()(x, t, text, gate), model(x, t, text, gate))
+
+
+def test_the_curriculum_first_stage_gives_one_object_one_caption_and_plain_generation():
+    from engine.backends.toy.backend import MiniLM, load_vae, ASSETS
+    from engine.backends.toy.train_dit import Pools, TextCache, render_sample
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        clip, segs = render_sample(rng, 64, 64, 8.0, 17, simple=True)
+        assert len(segs) == 1 and segs[0][1:] == (0, 17)
+        assert " and " not in segs[0][0] and " with " not in segs[0][0], segs[0][0]
+    # the full mix does give storyboards and two objects, so the flag is what removes them
+    full = [render_sample(rng, 64, 64, 8.0, 17) for _ in range(60)]
+    assert any(len(s) > 1 for _, s in full)
+    text = TextCache(MiniLM())
+    pools = Pools(np.random.default_rng(0), load_vae(ASSETS / "toy_vae.safetensors").eval(), text, toy_spec(), 2)
+    _, levels, _, gate, _ = pools.batch(8, text(""), simple=True)
+    assert torch.equal(levels, torch.ones_like(levels))                  # no extend, remix or blend patterns
+    assert gate.shape[0] == 8

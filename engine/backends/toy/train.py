@@ -259,6 +259,9 @@ def main(argv=None):
     ap.add_argument("--t-shift", type=float, default=1.0, help="dit: >1 moves training timesteps toward high noise")
     ap.add_argument("--i2v", type=float, default=0.0,
                     help="dit: share of samples forced to image-to-video (first latent frame clean)")
+    ap.add_argument("--simple-until", type=int, default=0,
+                    help="dit: curriculum; until this step, one object under one caption, plain generation "
+                         "(then --i2v), before storyboards, two objects and remix patterns (0 = off)")
     ap.add_argument("--pooled-text", action="store_true",
                     help="dit: add a gated, pooled text vector per latent frame to the adaLN conditioning")
     ap.add_argument("--patch", type=int, default=0, help="dit: latent cells per token side (0 = the recipe's)")

@@ -61,9 +61,13 @@ def continue_scene(scene: world.SceneSpec, w: int, h: int, t: float, rng) -> wor
     return dataclasses.replace(scene, objects=tuple(objs))
 
 
-def render_sample(rng, w: int, h: int, fps: float, n: int):
-    """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)]."""
+def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False):
+    """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)]. simple: the curriculum's
+    first stage, one object under one caption."""
     scene = world.sample_scene(rng, (w, h))
+    if simple:
+        scene = dataclasses.replace(scene, objects=scene.objects[:1])
+        return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)]
     if rng.random() < 0.7 or n < 9:
         return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)]
     k = int(rng.integers(2, 4))
@@ -125,13 +129,13 @@ def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
     return torch.cat([head, rest])
 
 
-def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int) -> list[dict]:
+def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: bool = False) -> list[dict]:
     """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))]}]."""
     F_ = spec.latent_frames(n)
     clips, metas = [], []
     for _ in range(k):
         fps = float(rng.choice(FPS_CHOICES))
-        clip, segs = render_sample(rng, w, h, fps, n)
+        clip, segs = render_sample(rng, w, h, fps, n, simple)
         clips.append(to_tensor(clip))
         metas.append(segs)
     with torch.no_grad():
@@ -150,13 +154,14 @@ class Pools:
     def __init__(self, rng, vae, text, spec, fresh: int = FRESH):
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
 
-    def batch(self, B: int, empty: torch.Tensor):
-        """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w)."""
+    def batch(self, B: int, empty: torch.Tensor, simple: bool = False):
+        """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w).
+        simple: fresh clips hold one object under one caption, and every sample is plain generation."""
         rng = self.rng
         w, h = SIZES[rng.integers(len(SIZES))]
         n = int(rng.choice(FRAME_COUNTS))
         pool = self.pools.setdefault((w, h, n), [])
-        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, self.fresh if len(pool) >= B else B)
+        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, self.fresh if len(pool) >= B else B, simple)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
         picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
@@ -170,6 +175,8 @@ class Pools:
         text_b = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in texts])
         gate_b = torch.stack([F.pad(g, (0, L - g.shape[1])) for g in gates])
         levels = torch.from_numpy(np.stack([start_levels(rng, F_) for _ in picks])).float().to(text_b.device)
+        if simple:
+            levels = torch.ones_like(levels)
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
 
 
@@ -270,14 +277,14 @@ def train_dit(args):
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, simple until {args.simple_until}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:
         from engine import probe
         probe_clips = probe.make_clips(lambda p: vae.encode(p.to(dev)), spec, n=8)
     while run.progress < 1.0 and not (args.stop_at and run.step >= args.stop_at):
-        x0, s, txt, gate, mask = pools.batch(args.batch, empty)
+        x0, s, txt, gate, mask = pools.batch(args.batch, empty, run.step < args.simple_until)
         B, F_ = s.shape
         s = force_i2v(s, args.i2v, abl_rng)
         t = sample_t(rng, B, args.t_shift).to(dev)
