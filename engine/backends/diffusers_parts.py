@@ -15,35 +15,44 @@ PARTS = {"transformer": "config.json", "vae": "config.json", "text_encoder": "co
          "tokenizer": None, "scheduler": "scheduler_config.json"}
 
 
+def env_var(name: str) -> str:
+    """The variable naming a backend's folder: CINEPATCH_WAN22_5B_MODEL for wan22-5b."""
+    return f"CINEPATCH_{name.upper().replace('-', '_')}_MODEL"
+
+
 def default_model_path(name: str) -> str | None:
     """$CINEPATCH_<NAME>_MODEL, else $CINEPATCH_MODELS/<name> when that variable is set."""
-    if os.environ.get(f"CINEPATCH_{name.upper()}_MODEL"):
-        return os.environ[f"CINEPATCH_{name.upper()}_MODEL"]
+    if os.environ.get(env_var(name)):
+        return os.environ[env_var(name)]
     if os.environ.get("CINEPATCH_MODELS"):
         return str(Path(os.environ["CINEPATCH_MODELS"]) / name)
     return None
 
 
-def check_folder(path, name: str, title: str) -> Path:
-    """The folder, or a one-line InputError naming it and what is missing."""
+def check_folder(path, name: str, title: str, extra: tuple[str, ...] = ()) -> Path:
+    """The folder, or a one-line InputError naming it, the backend and what is missing.
+
+    extra: more model parts the backend needs (Wan 2.2 A14B's transformer_2), each checked as transformer is.
+    """
     if path is None:
         raise InputError(f"model: the {name} backend needs a model folder in diffusers' layout; "
-                         f"pass --model PATH or set CINEPATCH_{name.upper()}_MODEL")
+                         f"pass --model PATH or set {env_var(name)}")
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise InputError(f"model: {folder} is missing (a {title} folder in diffusers' layout is needed)")
+        raise InputError(f"model: {folder} is missing (the {name} backend needs a {title} folder in "
+                         f"diffusers' layout)")
     missing = []
-    for part, cfg in PARTS.items():
+    for part, cfg in {**PARTS, **{e: PARTS["transformer"] for e in extra}}.items():
         sub = folder / part
         if not sub.is_dir() or not any(sub.iterdir()):
             missing.append(f"{part}/")
         elif cfg is not None and not (sub / cfg).exists():
             missing.append(f"{part}/{cfg}")
-        elif part in ("transformer", "vae", "text_encoder") and not any(
+        elif part in ("transformer", "vae", "text_encoder", *extra) and not any(
                 p.suffix in (".safetensors", ".bin") for p in sub.iterdir()):
             missing.append(f"{part} weights")
     if missing:
-        raise InputError(f"model: {folder} is incomplete: missing {', '.join(missing)}")
+        raise InputError(f"model: {folder} is incomplete for the {name} backend: missing {', '.join(missing)}")
     return folder
 
 
@@ -58,6 +67,27 @@ def meta_parts(folder: Path, transformer_cls, vae_cls):
         raise InputError(f"model: {folder} could not be read ({first[:200]})") from None
     with torch.device("meta"):
         return transformer_cls.from_config(tcfg), vae_cls.from_config(vcfg)
+
+
+class PerPlan:
+    """Values computed once per plan from a tensor the sampler passes unchanged at every step (the gate).
+
+    Keyed by the tensor's storage, offset, shape, strides, version and any extra key; an entry holds the
+    tensor itself, so its memory cannot be reused by another plan's tensor while the entry lives. A few
+    entries: guidance alternates the conditional and unconditional gates.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size, self.entries = size, []
+
+    def get(self, x: torch.Tensor, compute, *extra):
+        key = (x.data_ptr(), tuple(x.shape), x.stride(), x._version, x.dtype, x.device, extra)
+        for k, _held, value in self.entries:
+            if k == key:
+                return value
+        value = compute()
+        self.entries = [*self.entries[-(self.size - 1):], (key, x, value)]
+        return value
 
 
 class DiffusersParts:
@@ -108,3 +138,4 @@ class DiffusersParts:
         with self._visiting(self.vae):
             z = self.vae.encode(x).latent_dist.mode()
         return self.normalize(z).float()
+

@@ -20,13 +20,18 @@ def _ltx(**opts):
     return LTXBackend.load(**opts)
 
 
-def _wan(**opts):
-    # issue 5: Wan 2.1 (t2v) through diffusers, from a local folder (model=PATH or $CINEPATCH_WAN_MODEL)
-    from engine.backends.wan import WanBackend
-    return WanBackend.load(**opts)
+def _wan(variant: str):
+    # issue 5: Wan 2.1 (t2v); issue 22: Wan 2.2 TI2V-5B and A14B. Each from its own local folder
+    # (model=PATH, $CINEPATCH_WAN_MODEL, $CINEPATCH_WAN22_5B_MODEL, $CINEPATCH_WAN22_14B_MODEL)
+    def factory(**opts):
+        from engine.backends.wan import WanBackend
+        return WanBackend.load(variant=variant, **opts)
+    return factory
 
 
-FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx, "wan": _wan}
+FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx, "wan": _wan("wan"), "wan22-5b": _wan("wan22-5b"),
+             "wan22-14b": _wan("wan22-14b")}
+REAL = ("ltx", "wan", "wan22-5b", "wan22-14b")  # backends of diffusers models in a local folder
 DEFAULT = "toy"
 
 
@@ -45,11 +50,11 @@ def available() -> list[str]:
 
 def configured() -> list[str]:
     """Backends usable here now: the embedded one (or reference), then real models whose folder is set
-    ($CINEPATCH_LTX_MODEL, $CINEPATCH_WAN_MODEL or $CINEPATCH_MODELS/<name>)."""
+    ($CINEPATCH_LTX_MODEL, $CINEPATCH_WAN_MODEL, $CINEPATCH_WAN22_5B_MODEL... or $CINEPATCH_MODELS/<name>)."""
     from pathlib import Path
 
     from engine.backends.diffusers_parts import default_model_path
-    return [default_backend()] + [n for n in ("ltx", "wan") if (p := default_model_path(n)) and Path(p).is_dir()]
+    return [default_backend()] + [n for n in REAL if (p := default_model_path(n)) and Path(p).is_dir()]
 
 
 def spec_of(name: str | None = None, **opts):
@@ -62,9 +67,9 @@ def spec_of(name: str | None = None, **opts):
     if name == "ltx":
         from engine.backends.ltx import LTXBackend
         return LTXBackend.read_spec(**opts)
-    if name == "wan":
+    if name.startswith("wan"):
         from engine.backends.wan import WanBackend
-        return WanBackend.read_spec(**opts)
+        return WanBackend.read_spec(variant=name, **opts)
     return load_backend(name, **opts).spec  # reference: a few random weights, built in milliseconds
 
 

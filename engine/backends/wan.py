@@ -33,15 +33,27 @@ How the engine's ideas map onto Wan (each matches diffusers' pipeline_wan.py):
 - Schedule. `sigmas(steps, n_tokens)` is the pipeline scheduler's own `set_timesteps(steps)` (Wan's fixed
   `shift` / `flow_shift`; no dynamic shift). A multistep scheduler (UniPC, Wan's default) gives its sigmas
   to the engine's own solver: only a flow-match Euler scheduler reproduces WanPipeline step for step.
-- Image-conditioned Wan (i2v, added k/v projections) and two-stage Wan 2.2 (transformer_2) are refused
+- Wan 2.2 TI2V-5B (`wan22-5b`, WanPipeline with `expand_timesteps`): the model was trained with a timestep
+  per token, so `per_token_timestep=True` and `denoise` passes (B, S) = each latent frame's level on its
+  h/ph * w/pw tokens. The engine's injection (t_f = min(t, start_level[f])) is then exactly what
+  WanImageToVideoPipeline does for its first frame (mask 0 -> timestep 0, latents replaced by the condition):
+  an image card at 0 with strength 1 conforms to it, and any other frame index, strength or video card uses
+  the same mechanism, a per-frame level the model was trained to read.
+- Wan 2.2 A14B (`wan22-14b`): two experts; `transformer` denoises while the step's timestep is >=
+  boundary_ratio * num_train_timesteps and `transformer_2` after, WanPipeline's rule. The step's timestep is
+  the highest frame level (every frame shares it in replacement mode). One guidance scale for both experts
+  (WanPipeline's guidance_scale_2 defaults to it).
+- Image-conditioned Wan 2.1 / A14B i2v (added k/v projections or latents concatenated on channels) is refused
   with a one-line InputError.
 - Loading. diffusers' loader needs `accelerate` for the transformer's float32-kept modules; without it the
   transformer is built from its config and its weights read directly (`_from_pretrained`), same result.
 """
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,21 +62,52 @@ from engine.backends import diffusers_parts as parts
 from engine.backends.base import LatentSpec
 from engine.params import InputError
 
-# The parts of a diffusers Wan folder the backend loads (model_index.json names them).
-def default_model_path() -> str | None:
-    return parts.default_model_path("wan")
+@dataclass(frozen=True)
+class WanVariant:
+    """A backend name and what its folder's model_index.json must say (WanPipeline's config)."""
+    name: str
+    title: str
+    expand_timesteps: bool   # a timestep per token (TI2V-5B)
+    two_experts: bool        # transformer_2 switched at boundary_ratio (A14B)
 
 
-def check_folder(path) -> Path:
-    return parts.check_folder(path, "wan", "Wan")
+VARIANTS = {v.name: v for v in (WanVariant("wan", "Wan 2.1 T2V", False, False),
+                                WanVariant("wan22-5b", "Wan 2.2 TI2V-5B", True, False),
+                                WanVariant("wan22-14b", "Wan 2.2 T2V-A14B", False, True))}
 
 
-def wan_spec(cfg, vae_cfg) -> LatentSpec:
-    """The latent grid of a transformer config and a VAE config; one timestep per call (Wan 2.1)."""
+def default_model_path(name: str = "wan") -> str | None:
+    return parts.default_model_path(name)
+
+
+def check_folder(path, name: str = "wan") -> Path:
+    """The folder of a variant, or a one-line InputError naming the missing / mismatched file and the backend.
+
+    model_index.json is read first: a folder of another variant is named as such before any missing part.
+    """
+    v = VARIANTS[name]
+    index = Path(path).expanduser() / "model_index.json" if path is not None else None
+    if index is not None and index.is_file():
+        try:
+            cfg = json.loads(index.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise InputError(f"model: {index} is not valid JSON (the {name} backend reads expand_timesteps and "
+                             f"boundary_ratio from it)") from None
+        found = next((u for u in VARIANTS.values() if u.expand_timesteps == bool(cfg.get("expand_timesteps"))
+                      and u.two_experts == (cfg.get("boundary_ratio") is not None)), None)
+        if found is not v:
+            what = f"a {found.title} folder: use the {found.name} backend" if found else "no variant cinepatch runs"
+            raise InputError(f"model: {index} says expand_timesteps={cfg.get('expand_timesteps')}, boundary_ratio="
+                             f"{cfg.get('boundary_ratio')} ({what}); the {name} backend needs a {v.title} folder")
+    return parts.check_folder(path, name, v.title, extra=("transformer_2",) if v.two_experts else ())
+
+
+def wan_spec(cfg, vae_cfg, per_token: bool = False) -> LatentSpec:
+    """The latent grid of a transformer config and a VAE config; per_token: a timestep per token (Wan 2.2 5B)."""
     sf, tf = vae_cfg.scale_factor_spatial, vae_cfg.scale_factor_temporal
     side = sf * max(tuple(cfg.patch_size)[1:])
     return LatentSpec(channels=cfg.in_channels, temporal_factor=tf, spatial_factor=sf, causal_first=True,
-                      size_multiple=side, per_token_timestep=False, min_side=side)
+                      size_multiple=side, per_token_timestep=per_token, min_side=side)
 
 
 def scheduler_config(scheduler) -> dict:
@@ -158,13 +201,23 @@ class WanBackend(parts.DiffusersParts):
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict, device="cpu",
                  dtype=torch.float32, offload: bool = False, max_sequence_length: int = 512,
-                 vae_tiling: bool = False, vae_slicing: bool = False, trim_padding: bool = False):
-        if getattr(transformer.config, "added_kv_proj_dim", None) is not None or \
-                getattr(transformer.config, "image_dim", None) is not None:
-            raise InputError("model: this Wan transformer is image-conditioned (i2v); the wan backend needs a "
-                             "text-to-video (t2v) model")
+                 vae_tiling: bool = False, vae_slicing: bool = False, trim_padding: bool = False,
+                 transformer_2=None, boundary_ratio: float | None = None, expand_timesteps: bool = False):
+        self.name = next(v.name for v in VARIANTS.values()
+                         if (v.expand_timesteps, v.two_experts) == (expand_timesteps, transformer_2 is not None))
+        for t in (transformer, transformer_2):
+            if t is not None and (getattr(t.config, "added_kv_proj_dim", None) is not None or getattr(
+                    t.config, "image_dim", None) is not None or t.config.in_channels != vae.config.z_dim):
+                raise InputError(f"model: this Wan transformer is image-conditioned (i2v); the {self.name} backend "
+                                 f"needs a text-to-video (t2v or ti2v) model")
+        if (transformer_2 is None) != (boundary_ratio is None):
+            raise InputError("model: transformer_2 and boundary_ratio go together (Wan 2.2 A14B's two experts)")
         self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, offload,
                           vae_tiling, vae_slicing)
+        # Wan 2.2 A14B: the low-noise expert takes over below boundary_ratio * num_train_timesteps
+        self.transformer_2 = None if transformer_2 is None else self._place(transformer_2, dtype, self.device).eval()
+        self.boundary_ratio = boundary_ratio
+        self.expand_timesteps = expand_timesteps  # Wan 2.2 TI2V-5B: a timestep per token
         self.max_sequence_length = max_sequence_length  # WanPipeline.__call__'s default: 512
         # WanPipeline keeps the zero-filled padding up to max_sequence_length and Wan attends to it; trimming
         # (keeping the end-of-sequence token) saves memory but departs from the pipeline
@@ -172,21 +225,28 @@ class WanBackend(parts.DiffusersParts):
         # WanPipeline runs guidance's two branches one after the other: half the activations at peak
         self.cfg_batch = False
         self.patch = tuple(self.transformer.config.patch_size)                # (pt, ph, pw)
-        self.spec = wan_spec(self.transformer.config, self.vae.config)
+        self.spec = wan_spec(self.transformer.config, self.vae.config, per_token=expand_timesteps)
         # the gate reaches cross-attention through one processor shared by every block's attn2 (bias: _BIAS)
         self.processor = GatedWanCrossAttnProcessor()
         self.install_processor()
+        self.memo = parts.PerPlan()  # the gate's bias, computed once a plan (no host sync per step)
+
+    @property
+    def experts(self) -> list:
+        """The transformers the backend runs: one, or Wan 2.2 A14B's high-noise and low-noise experts."""
+        return [m for m in (self.transformer, self.transformer_2) if m is not None]
 
     def install_processor(self) -> None:
         """Our processor on every block's cross-attention (attn2), diffusers' own everywhere else."""
-        procs = {name: (self.processor if name.endswith("attn2.processor") else proc)
-                 for name, proc in self.transformer.attn_processors.items()}
-        self.transformer.set_attn_processor(procs)
+        for model in self.experts:
+            procs = {name: (self.processor if name.endswith("attn2.processor") else proc)
+                     for name, proc in model.attn_processors.items()}
+            model.set_attn_processor(procs)
 
     @contextmanager
     def _gated(self, bias: torch.Tensor | None):
         """The cross-attention bias for one transformer call; cleared after, whatever happens."""
-        if not all(isinstance(b.attn2.processor, GatedWanCrossAttnProcessor) for b in self.transformer.blocks):
+        if not all(isinstance(b.attn2.processor, GatedWanCrossAttnProcessor) for m in self.experts for b in m.blocks):
             self.install_processor()  # someone put other processors on the shared transformer since
         token = _BIAS.set(bias)
         try:
@@ -196,36 +256,39 @@ class WanBackend(parts.DiffusersParts):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def read_spec(cls, path=None, model: str | None = None, **_) -> LatentSpec:
+    def read_spec(cls, path=None, model: str | None = None, variant: str = "wan", **_) -> LatentSpec:
         """The latent spec of a model folder from its configs alone: no weights are read."""
-        folder = check_folder(path or model or default_model_path())
+        folder = check_folder(path or model or default_model_path(variant), variant)
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         transformer, vae = parts.meta_parts(folder, WanTransformer3DModel, AutoencoderKLWan)
-        return wan_spec(transformer.config, vae.config)
+        return wan_spec(transformer.config, vae.config, per_token=VARIANTS[variant].expand_timesteps)
 
     @classmethod
     def from_pipe(cls, pipe, **opts) -> "WanBackend":
-        """Wrap an existing WanPipeline's components (shared, not copied)."""
-        if getattr(pipe, "transformer_2", None) is not None:
-            raise InputError("model: two-stage Wan 2.2 pipelines (transformer_2) are not supported by the wan backend")
+        """Wrap an existing WanPipeline's components (shared, not copied), its Wan 2.2 config included."""
         device = opts.pop("device", pipe.transformer.device)
         dtype = opts.pop("dtype", pipe.transformer.dtype)
         return cls(pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler_config(pipe.scheduler),
-                   device=device, dtype=dtype, **opts)
+                   device=device, dtype=dtype, transformer_2=getattr(pipe, "transformer_2", None),
+                   boundary_ratio=pipe.config.get("boundary_ratio"),
+                   expand_timesteps=bool(pipe.config.get("expand_timesteps", False)), **opts)
 
     @classmethod
     def load(cls, path=None, device: str = "cpu", dtype=torch.float32, offload: bool = False,
-             model: str | None = None, **opts) -> "WanBackend":
+             model: str | None = None, variant: str = "wan", **opts) -> "WanBackend":
         """From a local folder in diffusers' layout; nothing is downloaded (local_files_only)."""
-        folder = check_folder(path or model or default_model_path())
+        folder = check_folder(path or model or default_model_path(variant), variant)
         import diffusers
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         kw = {"local_files_only": True, "torch_dtype": dtype}
+        index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").exists() else {}
         try:
             transformer = _from_pretrained(WanTransformer3DModel, folder / "transformer", dtype)
+            transformer_2 = _from_pretrained(WanTransformer3DModel, folder / "transformer_2", dtype) \
+                if VARIANTS[variant].two_experts else None
             vae = _from_pretrained(AutoencoderKLWan, folder / "vae", dtype)
             text_encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder", **kw)
             tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
@@ -235,9 +298,11 @@ class WanBackend(parts.DiffusersParts):
             scheduler = sched_cls.from_config(cfg)
         except (OSError, ValueError, KeyError, RuntimeError) as e:  # a damaged config or weights file
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            raise InputError(f"model: {folder} could not be loaded ({first[:200]})") from None
+            raise InputError(f"model: {folder} could not be loaded by the {variant} backend ({first[:200]})") from None
         return cls(transformer, vae, text_encoder, tokenizer, scheduler_config(scheduler), device=device,
-                   dtype=dtype, offload=offload, **opts)
+                   dtype=dtype, offload=offload, transformer_2=transformer_2,
+                   boundary_ratio=index.get("boundary_ratio"), expand_timesteps=bool(index.get("expand_timesteps")),
+                   **opts)
 
     # ------------------------------------------------------------------ latents <-> normalised latents
     def _stats(self, like: torch.Tensor):
@@ -316,20 +381,39 @@ class WanBackend(parts.DiffusersParts):
     def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x (B, C, F, h, w), t (B, F) in [0, 1], text (B', L, D), gate (B', F, L) -> velocity (B, C, F, h, w).
 
-        B' may be 1 (shared by every sample) or B. Wan takes one timestep per sample: in replacement mode every
-        frame has the same t; the max is taken so frames held on their path never drag the level down.
+        B' may be 1 (shared by every sample) or B. Wan 2.1 / A14B take one timestep per sample: in replacement
+        mode every frame has the same t; the max is taken so frames held on their path never drag the level
+        down. TI2V-5B takes one per token: each latent frame's level on its tokens (B, S), frame-major.
         """
-        B = x.shape[0]
+        B, _, F_, h, w = x.shape
         dev, dt = self.device, self.dtype
         text = text.to(dev, dt).expand(B, -1, -1)                             # (B, L, D)
-        bias = self.cross_attention_bias(gate.to(dev, torch.float32), x.shape[3], x.shape[4])
+        bias = self.memo.get(gate, lambda: self._bias(gate, h, w), h, w)
         if bias is not None:
-            bias = bias.to(dt).expand(B, -1, -1, -1)                          # (B, 1, S|1, L)
-        timestep = t.to(dev, torch.float32).amax(1) * self.num_train_timesteps  # (B,): the scheduler's t
+            bias = bias.expand(B, -1, -1, -1)                                 # (B, 1, S|1, L)
+        tt = t.to(dev, torch.float32) * self.num_train_timesteps              # (B, F): the scheduler's t
+        if self.expand_timesteps:
+            pt, ph, pw = self.patch
+            timestep = tt[:, ::pt].repeat_interleave((h // ph) * (w // pw), dim=1)  # (B, S)
+        else:
+            timestep = tt.amax(1)                                             # (B,)
         with self._gated(bias):
-            out = self.transformer(hidden_states=x.to(dev, dt), timestep=timestep, encoder_hidden_states=text,
-                                   return_dict=False)[0]                      # (B, C, F, h, w)
+            out = self.expert(timestep)(hidden_states=x.to(dev, dt), timestep=timestep, encoder_hidden_states=text,
+                                        return_dict=False)[0]                 # (B, C, F, h, w)
         return out.float()
+
+    def _bias(self, gate: torch.Tensor, h: int, w: int) -> torch.Tensor | None:
+        """The gate's bias on the device in the model's dtype: (B', 1, S|1, L) or None (computed once a plan)."""
+        bias = self.cross_attention_bias(gate.to(self.device, torch.float32), h, w)
+        return None if bias is None else bias.to(self.dtype)
+
+    def expert(self, timestep: torch.Tensor):
+        """The transformer for a step: A14B's high-noise expert while the step's timestep >= boundary_ratio *
+        num_train_timesteps (WanPipeline's rule), the low-noise one after; else the one transformer."""
+        if self.transformer_2 is None:
+            return self.transformer
+        high = float(timestep.amax()) >= self.boundary_ratio * self.num_train_timesteps  # one sync a step
+        return self.transformer if high else self.transformer_2
 
     @property
     def num_train_timesteps(self) -> int:
