@@ -1,5 +1,7 @@
-"""Jobs: every generation is queued, run one at a time per backend on a worker thread, and
-reported through the library (state, step) and a preview image per job.
+"""Jobs: every generation is queued and handed to a pool of workers (studio/workers.py: by default one
+job at a time per backend on a thread of this process; with `--ray`, Ray actors on a cluster), and
+reported through the library (state, step) and a preview image per job. The library is the one truth:
+only this class moves a job's state, the workers only say what happened.
 
     q = Jobs(library, "toy")
     job = q.submit("generate", {"prompt": "a red circle moving left", "steps": 8})
@@ -10,16 +12,22 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import traceback
+from dataclasses import dataclass
 
-from engine.params import OUT_OF_MEMORY, InputError, out_of_memory
+from engine.params import InputError
+from studio.workers import Encoded, InProcess, Task, describe
 
-PREVIEW_EVERY = 2   # steps between preview decodes (a decode costs about one step)
-PREVIEW_SIDE = 96   # longest side of a step preview in pixels
+
+@dataclass
+class _Running:
+    """What the studio keeps of a job a worker runs: enough to attach its clips when they come back."""
+    job: dict
+    task: Task
+    lineage: dict
 
 
 class Jobs:
-    def __init__(self, library, backend_name: str | None = None, loader=None):
+    def __init__(self, library, backend_name: str | None = None, loader=None, workers=None):
         from engine.backends.registry import default_backend, load_backend
         self.library = library
         self.backend_name = backend_name or default_backend()
@@ -28,9 +36,11 @@ class Jobs:
         self._backend = None
         self._spec = None
         self._load_lock = threading.Lock()
+        self.workers = workers or InProcess(self.backend_name, lambda: self.backend)
         self._queue: queue.Queue[int] = queue.Queue()
         self._cancel: dict[int, threading.Event] = {}
         self._done: dict[int, threading.Event] = {}
+        self._running: dict[int, _Running] = {}
         self._submit_lock = threading.Lock()
         for job in reversed(library.jobs(("queued",), limit=1_000_000)):  # left queued by a restart: resume, oldest first
             if job["backend"] == self.backend_name:
@@ -60,6 +70,7 @@ class Jobs:
         """Build the request (and its sampling settings) now so bad input is refused at once, not minutes later."""
         from engine.api import resolve_settings
         from engine.requests import build
+        self.workers.check()  # a job no worker could ever run (more GPUs than any node has) is refused here
         # The spec gives the memory limit; a custom loader's spec is only known by loading it: not at submit.
         spec = None if self._custom_loader and self._backend is None else self.spec
         tl, explicit, lineage = build(op, request, self.library.resolve, spec=spec)
@@ -88,9 +99,9 @@ class Jobs:
     def cancel(self, job_id: int) -> bool:
         """Ask a job to stop; returns at once -> False when it is not queued or running.
 
-        A queued job ends here (queued -> cancelled, compare-and-set: the worker's queued -> running
-        can only win before it). A running job is flagged; its worker ends it at its next check (each
-        phase and step) and writes no video: wait() says cancelled once the worker has stopped."""
+        A queued job ends here (queued -> cancelled, compare-and-set: the dispatcher's queued -> running
+        can only win before it). A running job is flagged and its worker told; the job ends at the worker's
+        next check (each phase and step) and writes no video: wait() says cancelled once it has stopped."""
         job_id = int(job_id)
         if self.library.transition(job_id, "queued", "cancelled", finished=time.time()):
             self._token(job_id).set()
@@ -100,6 +111,7 @@ class Jobs:
             return True
         if self.library.request_cancel(job_id):
             self._token(job_id).set()
+            self.workers.cancel(job_id)
             return True
         return False
 
@@ -108,7 +120,7 @@ class Jobs:
         return self._cancel.get(job_id) or threading.Event()
 
     def wait(self, job_id: int, timeout: float | None = None) -> dict:
-        """The job's row once it is over (done, failed, cancelled; or when timeout passes first)."""
+        """The job's row once it is over (done, failed, cancelled, interrupted; or when timeout passes first)."""
         ev = self._done.get(int(job_id))
         if ev is not None:
             ev.wait(timeout)
@@ -118,98 +130,120 @@ class Jobs:
         p = self.library.preview_file(job_id)
         return p if p.exists() else None
 
-    # ------------------------------------------------------------------ worker
+    # ------------------------------------------------------------------ dispatcher
     def _run(self):
-        from engine.sampler import Cancelled
+        """Hand queued jobs, oldest first, to the workers as slots free up."""
         while True:
             job_id = self._queue.get()
-            cancel = self._cancel[job_id]
+            while not self.workers.wait_slot(timeout=1.0):  # a worker may also come back (restarted) on its own
+                pass
             try:
-                self._one(job_id, cancel)
+                if self._start(job_id):
+                    continue
             except Exception as e:  # one job failing must never stop the queue
-                if isinstance(e, Cancelled) or cancel.is_set():
-                    self.library.transition(job_id, "running", "cancelled", finished=time.time())
-                else:
-                    self._fail(job_id, e)
-            finally:
-                self._cancel.pop(job_id, None)
-                self._done.pop(job_id, threading.Event()).set()
-                if self.library.job(job_id) is None:  # deleted while it ran: its last preview goes too
-                    self.library.preview_file(job_id).unlink(missing_ok=True)
+                self._abort(job_id, e)
+            self._close(job_id)
 
-    def _fail(self, job_id: int, e: Exception):
-        msg = str(e).splitlines()[0] if isinstance(e, InputError) else \
-            OUT_OF_MEMORY if out_of_memory(e) else f"{e.__class__.__name__}: {e}"
-        if not isinstance(e, InputError) and not out_of_memory(e):
-            traceback.print_exc()
-        for src in ("running", "queued"):  # queued: it failed before it could start
-            if self.library.transition(job_id, src, "failed", error=msg[:500], finished=time.time()):
-                break
-
-    def _one(self, job_id: int, cancel: threading.Event):
-        """Run one job; Cancelled (from any phase) ends it cancelled. Only this thread ends a running job."""
-        from engine.api import check_cancel, generate, needs_model, resolve_settings, sidecar
+    def _start(self, job_id: int) -> bool:
+        """Claim a job and hand it to a worker -> False when it is not to run (cancelled, deleted)."""
+        from engine.api import needs_model, resolve_settings
         from engine.requests import build
-        from engine.sampler import Cancelled
         lib = self.library
         # 1. claim it: a cancel that landed since it was queued has already ended it
         if not lib.transition(job_id, "queued", "running", started=time.time()):
-            return
+            return False
         job = lib.job(job_id)
         if job is None:  # deleted the moment it started
-            return
-        # 2. read the request and its media, load the model
+            return False
+        # 2. read the request and its media here, where the library is: the worker gets a built timeline
         tl, explicit, lineage = build(job["op"], job["request"], lib.resolve)
         settings = resolve_settings(tl, explicit)
-        check_cancel(cancel, "before loading the model")
-        backend = self.backend if needs_model(tl) else None
-        check_cancel(cancel, "after loading the model")
-        lib.update_job(job_id, steps=settings.steps if backend else 0)
-        # 3. encode, denoise, decode (the engine checks the token at each phase and step)
-        clips = generate(tl, backend, settings, callback=self._progress(job_id, backend), cancel=cancel)
-        # 4. write the clips under temp names, then attach them and end the job in one transaction
+        task = Task(job_id, tl, settings, needs_model(tl))
+        lib.update_job(job_id, steps=settings.steps if task.model else 0)
+        self._running[job_id] = _Running(job, task, lineage)
+        # 3. run it: events come back on another thread, the last one ends the job
+        self.workers.submit(task, lambda ev: self._event(job_id, ev))
+        if self._token(job_id).is_set():  # a cancel that came while it was being handed over
+            self.workers.cancel(job_id)
+        return True
+
+    def _event(self, job_id: int, ev: dict):
+        """One event of a running job from its worker (the worker's thread, in order)."""
+        if "step" in ev:
+            self.library.update_job(job_id, step=int(ev["step"]))
+        if "preview" in ev:
+            self._save_preview(job_id, ev["preview"])
+        if "end" not in ev:
+            return
+        try:
+            self._end(job_id, ev)
+        except Exception as e:
+            self._abort(job_id, e)
+        finally:
+            self._close(job_id)
+
+    def _end(self, job_id: int, ev: dict):
+        from engine.sampler import Cancelled
+        lib, now = self.library, time.time()
+        if ev["end"] == "done":
+            self._attach(job_id, ev["clips"])
+        elif ev["end"] == "cancelled":
+            lib.transition(job_id, "running", "cancelled", finished=now)
+        elif ev["end"] == "interrupted":  # the worker died under it: a cancel asked for still counts
+            if lib.job(job_id) and lib.job(job_id)["cancel_requested"]:
+                raise Cancelled("its worker stopped after a cancel")
+            from studio.library import worker_lost
+            lib.transition(job_id, "running", "interrupted", error=worker_lost(ev.get("error", "")), finished=now)
+        else:
+            self._fail(job_id, ev.get("error") or "the worker gave no reason")
+
+    def _attach(self, job_id: int, clips: list):
+        """Write the clips under temp names, then attach them and end the job in one transaction."""
+        from engine.api import check_cancel, sidecar
+        from engine.sampler import Cancelled
+        lib, run, cancel = self.library, self._running[job_id], self._token(job_id)
+        tl, settings, model = run.task.timeline, run.task.settings, run.task.model
         staged = []
         try:
             for k, clip in enumerate(clips):
                 check_cancel(cancel, "before writing to the library")
-                meta = sidecar(tl, self.backend_name if backend else "none", settings, k)
-                staged.append(lib.stage_video(job["op"], job["label"], clip, tl.fps, meta, lineage))
+                meta = sidecar(tl, self.backend_name if model else "none", settings, k)
+                args = (run.job["op"], run.job["label"])
+                staged.append(lib.stage_encoded(*args, clip, tl.fps, meta, run.lineage) if isinstance(clip, Encoded)
+                              else lib.stage_video(*args, clip, tl.fps, meta, run.lineage))
             check_cancel(cancel, "before writing to the library")
         except BaseException:
             lib.discard(staged)
             raise
-        if not lib.finish_job(job_id, staged, step=settings.steps if backend else 0, finished=time.time()):
+        if not lib.finish_job(job_id, staged, step=settings.steps if model else 0, finished=time.time()):
             raise Cancelled("cancelled (or deleted) before its videos were attached")
 
-    def _progress(self, job_id: int, backend):
-        if backend is None:
-            return None
+    def _abort(self, job_id: int, e: Exception):
+        """A job that raised in the studio's own hands: cancelled when asked to stop, else failed."""
+        from engine.sampler import Cancelled
+        if isinstance(e, Cancelled) or self._token(job_id).is_set() or \
+                (self.library.job(job_id) or {}).get("cancel_requested"):
+            self.library.transition(job_id, "running", "cancelled", finished=time.time())
+        else:
+            self._fail(job_id, describe(e))
+
+    def _fail(self, job_id: int, msg: str):
+        for src in ("running", "queued"):  # queued: it failed before it could start
+            if self.library.transition(job_id, src, "failed", error=msg[:500], finished=time.time()):
+                break
+
+    def _close(self, job_id: int):
+        self._running.pop(job_id, None)
+        self._cancel.pop(job_id, None)
+        self._done.pop(job_id, threading.Event()).set()
+        if self.library.job(job_id) is None:  # deleted while it ran: its last preview goes too
+            self.library.preview_file(job_id).unlink(missing_ok=True)
+
+    def _save_preview(self, job_id: int, jpeg: bytes):
         out = self.library.preview_file(job_id)
-
-        def cb(d):
-            self.library.update_job(job_id, step=d["step"])
-            if d["step"] % PREVIEW_EVERY == 0 or d["step"] == 1:
-                _write_preview(backend, d["denoised"], out)
-        return cb
-
-
-def _write_preview(backend, denoised, out):
-    """The current estimate of variation 0, middle frame, as a small JPEG (a failed preview is not fatal)."""
-    import torch
-    from PIL import Image
-
-    from engine.video_io import from_tensor
-    try:
-        z = denoised[:1, :, denoised.shape[2] // 2:denoised.shape[2] // 2 + 1]     # (1, C, 1, h, w)
-        with torch.no_grad():
-            frame = from_tensor(backend.decode(z)[0, :, :1])[0]                       # (H, W, 3)
         tmp = out.with_name(out.name + ".part")
-        im = Image.fromarray(frame)
-        im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # small once here: the page embeds it on every poll
-        im.save(tmp, format="JPEG", quality=80)
+        tmp.write_bytes(jpeg)
         tmp.replace(out)
-    except Exception:
-        pass
 
 
 def _label(op: str, req: dict, tl) -> str:

@@ -60,6 +60,11 @@ REF = re.compile(r"^(lib):(\d{1,12})$|^(upload):([A-Za-z0-9][A-Za-z0-9._-]{0,120
 MEDIA_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
+def worker_lost(why: str) -> str:
+    """The error of a job whose worker died under it (an actor killed, a node lost)."""
+    return f"the worker running this job stopped ({why[:200] or 'no reason given'}); Retry runs it again"
+
+
 def safe_name(name: str) -> str:
     """A file name made of [A-Za-z0-9._-] only, no leading dot, at most 80 characters."""
     stem, dot, suffix = Path(name).name.rpartition(".")
@@ -316,16 +321,12 @@ class Library:
 
     def stage_video(self, kind: str, label: str, frames: np.ndarray, fps: float, sidecar: dict,
                     lineage: dict) -> Staged:
-        """Encode a clip and its thumbnail into videos/ under temp names (no row yet: nobody sees them)."""
+        """Encode a clip (N, H, W, 3) and its thumbnail into videos/ under temp names (no row yet: nobody sees
+        them)."""
         from engine.video_io import write_video
         from PIL import Image
-        assert kind in KINDS, kind
-        tmp = self.home / "videos" / f".new-{secrets.token_hex(6)}"
-        staged = Staged(tmp.with_suffix(".mp4"), tmp.with_suffix(".jpg"), {
-            "kind": kind, "label": label[:500], "storyboard": json.dumps(sidecar["storyboard"]),
-            "settings": json.dumps(sidecar["settings"]), "backend": sidecar["backend"], "seed": sidecar["seed"],
-            "lineage": json.dumps(lineage), "created": time.time(), "duration_s": len(frames) / fps,
-            "width": int(frames.shape[2]), "height": int(frames.shape[1]), "fps": fps})
+        n, h, w = frames.shape[:3]
+        staged = self._staged(kind, label, (n, w, h), fps, sidecar, lineage)
         try:
             write_video(staged.mp4, frames, fps, overwrite=True)
             Image.fromarray(frames[len(frames) // 2]).save(staged.thumb, format="JPEG", quality=85)
@@ -333,6 +334,29 @@ class Library:
             self.discard([staged])
             raise
         return staged
+
+    def stage_encoded(self, kind: str, label: str, clip, fps: float, sidecar: dict, lineage: dict) -> Staged:
+        """stage_video for a clip a remote worker encoded (studio.workers.Encoded: mp4 and thumbnail bytes)."""
+        staged = self._staged(kind, label, (clip.frames, clip.width, clip.height), fps, sidecar, lineage)
+        try:
+            staged.mp4.write_bytes(clip.mp4)
+            staged.thumb.write_bytes(clip.thumb)
+        except BaseException:
+            self.discard([staged])
+            raise
+        return staged
+
+    def _staged(self, kind: str, label: str, size: tuple[int, int, int], fps: float, sidecar: dict,
+                lineage: dict) -> Staged:
+        """Temp names in videos/ and the row of a clip of size (frames, width, height)."""
+        assert kind in KINDS, kind
+        n, w, h = size
+        tmp = self.home / "videos" / f".new-{secrets.token_hex(6)}"
+        return Staged(tmp.with_suffix(".mp4"), tmp.with_suffix(".jpg"), {
+            "kind": kind, "label": label[:500], "storyboard": json.dumps(sidecar["storyboard"]),
+            "settings": json.dumps(sidecar["settings"]), "backend": sidecar["backend"], "seed": sidecar["seed"],
+            "lineage": json.dumps(lineage), "created": time.time(), "duration_s": n / fps,
+            "width": int(w), "height": int(h), "fps": fps})
 
     @staticmethod
     def discard(staged: list[Staged]):
