@@ -29,8 +29,14 @@ def _wan(variant: str):
     return factory
 
 
+def _standin(**opts):
+    # issue 23: the reference backend with a fixed wait per step, for orchestration benchmarks; not in the page
+    from engine.backends.standin import StandInBackend
+    return StandInBackend(**opts)
+
+
 FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx, "wan": _wan("wan"), "wan22-5b": _wan("wan22-5b"),
-             "wan22-14b": _wan("wan22-14b")}
+             "wan22-14b": _wan("wan22-14b"), "standin": _standin}
 REAL = ("ltx", "wan", "wan22-5b", "wan22-14b")  # backends of diffusers models in a local folder
 DEFAULT = "toy"
 
