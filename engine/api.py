@@ -66,8 +66,14 @@ def check_cancel(cancel, phase: str) -> None:
 
 def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
     """-> (plan, latents (B, C, F, h, w)) with B = tl.variations, variation k seeded with tl.seed + k
-    (a timeline without a seed: a fresh one, so generating it again gives a new video)."""
-    tl = fresh_seed(tl)
+    (a timeline without a seed: a fresh one, so generating it again gives a new video).
+    The preset's LoRAs (if any) are on the backend for this job only."""
+    from engine import presets
+    with presets.with_loras(tl, backend):
+        return _generate_latents(fresh_seed(tl), backend, settings, callback, cancel)
+
+
+def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
     # 1. compile the timeline (its preset applied) onto the backend's grid: encodes its media and text
     check_cancel(cancel, "before encoding")
     plan = plan_mod.compile(with_preset(tl), backend)

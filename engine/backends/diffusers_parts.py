@@ -56,6 +56,15 @@ def check_folder(path, name: str, title: str, extra: tuple[str, ...] = ()) -> Pa
     return folder
 
 
+def aligned(model):
+    """The model with every parameter in 64-byte-aligned memory. diffusers' accelerate loader can leave weights
+    at the file's offsets; CPU kernels then sum in another order (3e-7 apart from the same model in memory)."""
+    for p in model.parameters():
+        if p.data_ptr() % 64:
+            p.data = p.data.clone()
+    return model
+
+
 def meta_parts(folder: Path, transformer_cls, vae_cls):
     """The transformer and VAE of a checked folder built from their configs on the meta device: diffusers'
     own classes fill the defaults and derive the compression, and no weight is read or allocated."""
@@ -128,6 +137,30 @@ class DiffusersParts:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
+    # ------------------------------------------------------------------ LoRA (issue 22)
+    def pipeline_view(self):
+        """A diffusers pipeline around this backend's own modules (shared, not copied): its LoRA loader
+        (format conversion included) then works on them. Subclasses build their pipeline class."""
+        raise NotImplementedError
+
+    @contextmanager
+    def loras(self, loras):
+        """With the preset's LoRAs (engine.presets.Lora) loaded and weighted, each checked against the model;
+        unloaded after, whatever happens, which restores the model's weights exactly."""
+        pipe = self.pipeline_view()
+        names = []
+        try:
+            for i, lora in enumerate(loras):
+                sd = check_lora(pipe, lora, self.name)
+                kw = {"load_into_transformer_2": True} if lora.expert == "transformer_2" else {}
+                pipe.load_lora_weights(sd, adapter_name=f"cinepatch_{i}", **kw)
+                names.append(f"cinepatch_{i}")
+            pipe.set_adapters(names, [lora.scale for lora in loras])
+            yield
+        finally:
+            if names:
+                pipe.unload_lora_weights()
+
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, N, H, W) in [-1, 1], N = 1 + k*tf -> normalised latents (B, C, F, H/sf, W/sf).
@@ -139,3 +172,34 @@ class DiffusersParts:
             z = self.vae.encode(x).latent_dist.mode()
         return self.normalize(z).float()
 
+
+def check_lora(pipe, lora, backend: str) -> dict:
+    """The LoRA file's state dict in diffusers' naming, or a one-line InputError naming the file when it cannot
+    be read or was made for another model (a module it adapts is missing here, or has other sizes)."""
+    try:
+        sd = type(pipe).lora_state_dict(str(lora.path))
+    except Exception as e:  # safetensors / key-conversion errors of a file that is no LoRA for this pipeline
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise InputError(f"lora: {lora.path} could not be read as a LoRA for the {backend} backend ({first[:160]})") \
+            from None
+    sd = sd[0] if isinstance(sd, tuple) else sd
+    model = getattr(pipe, lora.expert, None)
+    if model is None:
+        raise InputError(f"lora: {lora.path} is for {lora.expert}, which the {backend} model does not have")
+    pairs = [k for k in sd if ".lora_A." in k or ".lora_B." in k]
+    if not pairs:
+        raise InputError(f"lora: {lora.path} holds no LoRA weights (no lora_A / lora_B tensors)")
+    for key in pairs:
+        path = key.split(".lora_")[0].removeprefix("transformer.")
+        try:
+            mod = model.get_submodule(path)
+        except AttributeError:
+            raise InputError(f"lora: {lora.path} is not a LoRA for the {backend} model: it adapts {path}, "
+                             f"which that model does not have") from None
+        a_side = ".lora_A." in key
+        want = getattr(mod, "in_features" if a_side else "out_features", None)
+        got = sd[key].shape[1 if a_side else 0]
+        if want is not None and got != want:
+            raise InputError(f"lora: {lora.path} was made for another base model than the {backend} model: "
+                             f"{path} has {want} {'inputs' if a_side else 'outputs'} here, {got} in the LoRA")
+    return sd

@@ -119,6 +119,12 @@ class LTXBackend(parts.DiffusersParts):
         return cls(transformer, vae, text_encoder, tokenizer, scheduler.config, device=device, dtype=dtype,
                    offload=offload, **opts)
 
+    def pipeline_view(self):
+        """LTXPipeline around this backend's modules: diffusers' LTX LoRA loader works on it."""
+        from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
+        return LTXPipeline(FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config), self.vae,
+                           self.text_encoder, self.tokenizer, self.transformer)
+
     # ------------------------------------------------------------------ latents <-> normalised latents
     def _stats(self, like: torch.Tensor):
         """latents_mean, latents_std as (1, C, 1, 1, 1) on like's device/dtype; the scaling factor."""

@@ -124,7 +124,7 @@ def _from_pretrained(model_cls, sub: Path, dtype):
     """
     import importlib.util
     if importlib.util.find_spec("accelerate") is not None or not model_cls._keep_in_fp32_modules:
-        return model_cls.from_pretrained(sub, local_files_only=True, torch_dtype=dtype)
+        return parts.aligned(model_cls.from_pretrained(sub, local_files_only=True, torch_dtype=dtype))
     from safetensors.torch import load_file
     model = model_cls.from_config(model_cls.load_config(sub, local_files_only=True))
     files = sorted(sub.glob("*.safetensors")) or sorted(sub.glob("*.bin"))
@@ -303,6 +303,12 @@ class WanBackend(parts.DiffusersParts):
                    dtype=dtype, offload=offload, transformer_2=transformer_2,
                    boundary_ratio=index.get("boundary_ratio"), expand_timesteps=bool(index.get("expand_timesteps")),
                    **opts)
+
+    def pipeline_view(self):
+        """WanPipeline around this backend's modules: diffusers' Wan LoRA loader works on it."""
+        from diffusers import WanPipeline
+        return WanPipeline(self.tokenizer, self.text_encoder, self.vae, self._scheduler(), self.transformer,
+                           self.transformer_2, self.boundary_ratio, self.expand_timesteps)
 
     # ------------------------------------------------------------------ latents <-> normalised latents
     def _stats(self, like: torch.Tensor):
