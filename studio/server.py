@@ -35,13 +35,15 @@ PRIVATE = ("library.sqlite", "library.sqlite-wal", "library.sqlite-shm", "studio
 
 
 def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: int = 200,
-           backend: str | None = None, block: bool = True, api_key: str | None = None):
+           backend: str | None = None, block: bool = True, api_key: str | None = None, ray: dict | None = None):
     """-> (server, url). Builds the library and job queues in `home`, then serves the page at / and the
-    Videos API at /v1 from one app (studio/videos_api.py)."""
+    Videos API at /v1 from one app (studio/videos_api.py). `ray`: {"address", "workers", "gpus"} to run the
+    jobs on a Ray cluster (studio/workers_ray.py) instead of in this process."""
     from engine.params import InputError
     if host not in LOOPBACK and not api_key:
         raise InputError(f"host: serving on {host} needs an API key (--api-key KEY or CINEPATCH_API_KEY): "
                          "without one anyone who can reach it could use the studio")
+    cluster = _join_ray(**ray) if ray else None   # an unreachable cluster stops the studio here, in one line
     home = Path(home or os.environ.get("CINEPATCH_HOME") or DEFAULT_HOME).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     from studio.library import Library
@@ -53,10 +55,13 @@ def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     import uvicorn
 
     from studio.app import CSS, Studio, build
+    from engine.backends.registry import default_backend
     from studio.jobs import Jobs
     from studio.videos_api import create_app
     os.chdir(home)  # a path echoed by a handler can then only name files of the data folder
-    studio = Studio(lib, Jobs(lib, backend), max_upload_mb)
+    make_jobs = (lambda name: Jobs(lib, name, workers=cluster.pool(name))) if cluster else None
+    studio = Studio(lib, make_jobs(backend or default_backend()) if cluster else Jobs(lib, backend), max_upload_mb,
+                    make_jobs=make_jobs)
     studio.resume()  # jobs a restart left queued run again, in order
     demo = build(studio)
     demo.queue(default_concurrency_limit=8)
@@ -82,6 +87,17 @@ def launch(home: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     return server, url
 
 
+def _join_ray(address: str, workers: int | None = None, gpus: str | None = None):
+    from engine.params import InputError
+    try:
+        from studio.workers_ray import Cluster, parse_gpus
+    except ImportError:
+        raise InputError("ray: running jobs on a Ray cluster needs Ray: pip install 'cinepatch[ray]'") from None
+    if workers is not None and workers < 1:
+        raise InputError(f"ray-workers: {workers} is too few; allowed 1 or more")
+    return Cluster.connect(address, workers, parse_gpus(gpus))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", default=None, help=f"data folder (default $CINEPATCH_HOME or {DEFAULT_HOME})")
     p.add_argument("--host", default="127.0.0.1",
@@ -92,6 +108,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=None,
                    help="require `Authorization: Bearer KEY` on /v1 and this key at the page's login "
                         "(default $CINEPATCH_API_KEY)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run jobs on a Ray cluster: auto (the one `ray start` began here), host:6379 or "
+                        "ray://host:10001 (default $CINEPATCH_RAY_ADDRESS; none: in this process)")
+    p.add_argument("--ray-workers", type=int, default=None,
+                   help="Ray workers per model (default: the cluster's GPUs / GPUs per worker)")
+    p.add_argument("--ray-gpus", default=None, metavar="N|MODEL=N,...",
+                   help="GPUs per Ray worker, e.g. 1 or ltx=2,wan=4 (default 1 on a cluster with GPUs, else 0)")
 
 
 def run(a) -> None:
@@ -103,7 +126,9 @@ def run(a) -> None:
     key = a.api_key or os.environ.get("CINEPATCH_API_KEY") or None
     if key is not None and (len(key) < 8 or not key.isprintable() or " " in key):
         raise InputError("api-key: use at least 8 printable characters without spaces")
-    launch(a.home, a.host, a.port, a.max_upload_mb, a.backend, block=True, api_key=key)
+    address = a.ray or os.environ.get("CINEPATCH_RAY_ADDRESS") or None
+    ray = {"address": address, "workers": a.ray_workers, "gpus": a.ray_gpus} if address else None
+    launch(a.home, a.host, a.port, a.max_upload_mb, a.backend, block=True, api_key=key, ray=ray)
 
 
 def register(sub) -> None:
