@@ -12,7 +12,8 @@ import pytest
 
 from engine.params import InputError
 from tests.conftest import stable_box
-from studio.widgets import CURVE_PRESETS, curve_editor, curve_preset, curve_preview_html, normalize_curve, timeline_strip
+from studio.widgets import (CURVE_PRESETS, curve_editor, curve_preset, curve_preview_html, filmstrip, normalize_curve,
+                            timeline_strip)
 
 WAIT_MS = 30_000  # generous: the machine may be busy training
 
@@ -24,6 +25,20 @@ STRIP = {"duration_s": 8.0, "selected": None, "thumbs": {}, "cards": [
      "source_out_s": None, "strength": 0.8, "weight": None},
 ]}
 
+
+
+def _frame_uri(k: int) -> str:
+    """A tiny PNG frame as a data: URI, grey level k."""
+    import base64
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 9), (40 * k, 40 * k, 40 * k)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+FILM = {"duration_s": 4.0, "frames": [_frame_uri(k) for k in range(5)], "in_s": 0.0, "out_s": 4.0}
 
 # ----------------------------------------------------------------------------- normalize_curve
 def test_normalize_curve_accepts_presets_dicts_and_json():
@@ -83,7 +98,7 @@ def test_curve_preset_is_a_copy():
 # ----------------------------------------------------------------------------- browser
 @pytest.fixture(scope="module")
 def app_url(chromium):
-    """A page with both widgets; each widget's value is mirrored by Python into textboxes."""
+    """A page with the three widgets; each widget's value is mirrored by Python into textboxes."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
     with gr.Blocks() as demo:
@@ -102,6 +117,9 @@ def app_url(chromium):
         def on_select(evt: gr.SelectData):
             return json.dumps([evt.index, evt.value])
         strip.select(on_select, None, strip_sel)
+        film = filmstrip(FILM)
+        film_in = gr.Textbox(elem_id="film-in")
+        film.input(json.dumps, film, film_in)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -218,3 +236,38 @@ def test_strip_drag_moves_a_text_card_in_time(page):
     assert round(moved["start_s"] * 10, 6) == round(moved["start_s"] * 10)  # snapped to 0.1 s
     assert v["selected"] == 0
     assert v["cards"][1:] == STRIP["cards"][1:]
+
+
+def test_strip_drag_an_edge_resizes_a_card(page):
+    """A span card's end edge dragged right makes it longer; its start stays (snapped to 0.1 s)."""
+    edge = page.locator('#storyboard-strip .cp-card[data-i="0"] .cp-edge-end')
+    track = page.locator('#storyboard-strip .cp-lane[data-kind="text"] .cp-track')
+    drag(page, edge, 0.125 * track.bounding_box()["width"], 0)  # an eighth of 8 s
+    v = mirrored(page, "strip-out", "v.cards[0].end_s > 2")
+    assert v["cards"][0]["start_s"] == 0 and v["cards"][0]["end_s"] == pytest.approx(3.0, abs=0.2)
+    assert round(v["cards"][0]["end_s"] * 10, 6) == round(v["cards"][0]["end_s"] * 10)
+    edge = page.locator('#storyboard-strip .cp-card[data-i="3"] .cp-edge-start')   # the video card, 5-7 s
+    drag(page, edge, -0.125 * track.bounding_box()["width"], 0)
+    v = mirrored(page, "strip-out", "v.cards[3].start_s < 5")
+    assert v["cards"][3]["start_s"] == pytest.approx(4.0, abs=0.2) and v["cards"][3]["end_s"] == 7.0
+
+
+def test_filmstrip_handles_set_the_in_and_out_points(page):
+    """Re-cut's filmstrip: the out handle dragged a quarter to the left sends out ~3 s of 4; then the in handle a
+    quarter to the right sends in ~1 s; each kept inside the clip and apart."""
+    frames = page.locator("#recut-film .cp-film-frames")
+    frames.scroll_into_view_if_needed()
+    shown = page.locator("#recut-film .cp-film-frames img")
+    shown.first.wait_for()
+    assert shown.count() == len(FILM["frames"])
+    width = stable_box(page, frames)["width"]
+    drag(page, page.locator("#recut-film .cp-film-out"), -0.25 * width, 0)
+    v = mirrored(page, "film-in", "v.out_s < 4")
+    assert v["in_s"] == 0 and v["out_s"] == pytest.approx(3.0, abs=0.15)
+    drag(page, page.locator("#recut-film .cp-film-in"), 0.25 * width, 0)
+    v = mirrored(page, "film-in", "v.in_s > 0")
+    assert v["in_s"] == pytest.approx(1.0, abs=0.15) and v["out_s"] == pytest.approx(3.0, abs=0.15)
+    drag(page, page.locator("#recut-film .cp-film-in"), 2 * width, 0)              # past the out point: stops short
+    v = mirrored(page, "film-in", "v.in_s > 1.5")
+    assert v["out_s"] - v["in_s"] == pytest.approx(0.05, abs=1e-6)
+    assert "keeps 0.05 s of 4 s" in page.locator("#recut-film .cp-film-readout").inner_text()
