@@ -85,18 +85,23 @@ def test_storyboard_of_three_cards_shows_the_engine_plan(page, studio):
         page.wait_for_function(f"() => document.querySelectorAll('#storyboard-strip .cp-card').length >= "
                                f"{cards.index((text, a, b)) + 1}")
     page.wait_for_function("() => document.querySelectorAll('#plan-table [role=row]').length > 3")
-    page.wait_for_function("() => document.querySelector('#plan-table').innerText.includes('cards[2]')")
+    # each card by its number and text, not the engine's field path ("cards[2]")
+    page.wait_for_function("() => document.querySelector('#plan-table').innerText.includes('Card 3 “a green triangle')")
     shown = page.evaluate("() => Array.from(document.querySelectorAll('#plan-table [role=row]')).slice(1)"
                           ".map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(td => td.innerText.trim()))")
-    tl = Timeline.from_dict({"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64,
-                             "cards": [{"kind": "text", "start_s": a, "end_s": b, "text": t} for t, a, b in cards]})
-    expected = compile(tl, load_backend("toy")).rows()
-    assert len(shown) == len(expected)
-    for row, exp in zip(shown, expected):
-        assert row[0] == str(exp[0]) and row[-1] == exp[-1], (row, exp)   # the same text for every latent frame
+    story = {"duration_s": 4.0, "fps": 8.0, "aspect": "16:9", "resolution": 64,
+             "cards": [{"kind": "text", "start_s": a, "end_s": b, "text": t} for t, a, b in cards]}
+    expected = compile(Timeline.from_dict(story), load_backend("toy")).rows()
+    assert len(shown) == len(expected) and "cards[" not in page.locator("#plan-table").inner_text()
+    for row, exp in zip(shown, expected):   # the same text for every latent frame as the engine's plan
+        sees = re.sub(r"cards\[(\d+)\]", lambda m: f"Card {int(m[1]) + 1} “{cards[int(m[1])][0]}”", exp[-1])
+        assert row[0] == str(exp[0]) and row[-1] == sees, (row, exp)
     set_steps(page, "sb", 4)
     page.locator("#sb-generate").click()
     wait_video(page, "sb-result")
+    # the result is in view when it comes (it sat below the long plan table, out of sight: finding 6)
+    page.wait_for_function("() => { const r = document.querySelector('#sb-result').getBoundingClientRect();"
+                           " return r.height > 0 && r.top >= 0 && r.top < innerHeight - 40; }", timeout=10_000)
 
 
 def test_dragging_a_blend_curve_point_changes_the_numbers_sent(page, studio):
@@ -435,3 +440,65 @@ def test_each_job_in_the_list_has_its_own_cancel(page, studio):
     page.reload()
     page.locator(f"#jobs .cp-job[data-job='{second}']").click()
     assert caption_after(page, "create-result")[0] == lib.videos_of_job(second)[0]["id"]
+
+
+def typed_until_said(page, elem_id, value, note_id, said):
+    """Type `value` into a number field until the note beside it says `said` (bounded: a field drawn again while a
+    busy page settles can lose what was typed first)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    for attempt in range(5):
+        type_number(page, elem_id, value)
+        try:
+            page.locator(f"#{note_id}").get_by_text(said).wait_for(timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            assert attempt < 4, f"{said!r} was never said"
+
+
+def test_typed_steps_amount_and_strength_out_of_range_are_refused_not_clamped(page, studio):
+    """Steps, a custom remix amount and a card's strength were sliders that clamped a typed 999 silently: each is
+    now said in words as it is typed and again on its button, the typed value stays as typed, and nothing is
+    queued."""
+    from studio.library import Library
+    jobs = len(Library(studio.home).jobs(limit=10_000))
+    page.locator("#create-prompt textarea").fill("a red circle moving left on black")
+    cases = [("Create", "#create-advanced >> text=Advanced", "create-steps", 999, "create-sampling-note",
+              "create-generate", "Steps must be between 1 and 100, not 999"),
+             ("Remix", "#remix-level >> text=Custom", "remix-amount", 1.5, "remix-amount-note", "remix-go",
+              "Custom amount must be between 0 and 1, not 1.5"),
+             ("Storyboard", "#card-kind >> text=image", "card-strength", 2, "card-note", "card-add",
+              "Strength must be between 0 and 1, not 2")]
+    for name, opens, field, typed, note, button, said in cases:
+        tab(page, name)
+        page.locator(opens).click()          # the Advanced section, the Custom amount, an image card
+        typed_until_said(page, field, typed, note, said)
+        page.locator(f"#{button}").click()
+        toast(page, said)
+        assert float(page.locator(f"#{field} input[type=number]").input_value()) == typed   # as typed, not clamped
+    assert len(Library(studio.home).jobs(limit=10_000)) == jobs
+    assert page.locator("#storyboard-strip .cp-card").count() == 0
+
+
+def test_recut_trims_with_handles_on_a_filmstrip_of_the_clip(page, studio):
+    """Re-cut shows the chosen clip as a filmstrip; its out handle dragged a quarter to the left sets the trim end,
+    and a start typed in the field moves the in handle."""
+    vid = add_library_video(studio.home, "generate", "a clip to trim", {})   # 1 s at 8 fps
+    tab(page, "Re-cut")
+    pick(page, "recut-source", f"#{vid} a clip to trim")
+    page.locator("#recut-film .cp-film-frames img").first.wait_for()
+    assert page.locator("#recut-film .cp-film-frames img").count() == 10
+    film = page.locator("#recut-film .cp-film-frames")
+    film.scroll_into_view_if_needed()
+    width = stable_box(page, film)["width"]
+    handle = stable_box(page, page.locator("#recut-film .cp-film-out"))
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 0.25 * width, y, steps=8)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('#recut-end input[type=number]').value !== '0'")
+    assert float(page.locator("#recut-end input[type=number]").input_value()) == pytest.approx(0.75, abs=0.06)
+    type_number(page, "recut-start", 0.25)
+    page.wait_for_function("() => Math.abs(parseFloat(document.querySelector('#recut-film .cp-film-in').style.left)"
+                           " - 25) < 1")
+    assert "in 0.25 s · out 0.75 s" in page.locator("#recut-film .cp-film-readout").inner_text()

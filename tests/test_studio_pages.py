@@ -1,8 +1,14 @@
 """The page's rules that need no browser (studio/pages/): typed numbers, messages in words, fitting a storyboard
 to a new length, the file Save offers, the seed field (issue 21, findings 1, 3, 4, 9)."""
+import base64
+import io
 import json
+import re
 
+import gradio as gr
+import numpy as np
 import pytest
+from PIL import Image
 
 from engine.params import InputError
 from studio.pages import controls as ctl
@@ -144,3 +150,86 @@ def test_every_typed_length_is_checked_against_its_own_range(bound, typed):
     with pytest.raises(InputError, match=f"^{bound.label} must be between {lo:g} s?.*and {hi:g}"):
         bound.check(typed)
     assert bound.check(hi) == hi
+
+
+@pytest.mark.parametrize("bound,typed,said", [
+    (ctl.STEPS, 999, "Steps must be between 1 and 100, not 999"), (ctl.STEPS, 0, "Steps must be between 1 and 100"),
+    (ctl.STEPS, 2.5, "Steps must be a whole number from 1 to 100, not 2.5"),
+    (ctl.GUIDANCE, 25, "Guidance must be between 1 and 20, not 25"),
+    (ctl.STRENGTH, 1.5, "Strength must be between 0 and 1, not 1.5"),
+    (ctl.AMOUNT, -0.2, "Custom amount must be between 0 and 1, not -0.2")])
+def test_steps_guidance_strength_and_amount_are_refused_not_clamped(bound, typed, said):
+    with pytest.raises(InputError, match=f"^{re.escape(said)}"):
+        bound.check(typed)
+
+
+def test_a_handler_refuses_typed_steps_before_anything_is_queued(tmp_path):
+    """The Create tab's handler, called as Gradio calls it: 999 steps is a message naming Steps, and no job."""
+    import gradio as gr
+
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages import create
+    from studio.pages.common import bind
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    generate = bind(create.on_generate, studio)
+    with pytest.raises(gr.Error, match="Steps must be between 1 and 100, not 999"):
+        generate("a red ball", None, "16:9", 32, 1.0, 1, "(none)", 8, 999, 4.0, "", "reference")
+    assert lib.jobs(limit=10) == []
+
+
+STORY_TEXT = {"duration_s": 2.0, "fps": 8.0, "aspect": "16:9", "resolution": 64, "prompt": "at night", "cards": [
+    {"kind": "text", "start_s": 0.0, "end_s": 1.2, "text": "a red ball"},
+    {"kind": "video", "start_s": 0.0, "end_s": 1.0, "path": "lib:7"},
+    {"kind": "text", "start_s": 1.0, "end_s": 2.0, "text": "a blue cube " * 5, "weight": [[0, 0], [1, 1]]}]}
+
+
+def test_the_plan_table_names_cards_by_number_and_text():
+    from studio.pages.storyboard import plan_in_words
+    rows = [[0, "0-0", "0.00-0.12", 0.0, "cards[1]", "global, cards[0]"],
+            [5, "9-10", "1.12-1.38", 1.0, "", "global, cards[0] 0.50, cards[2] 0.25"],
+            [8, "15-16", "1.88-2.12", 1.0, "", "empty"]]
+    said = plan_in_words(rows, STORY_TEXT)
+    assert said[0][4] == "Card 2 (video #7)" and said[0][5] == "the prompt, Card 1 “a red ball”"
+    assert said[1][5].endswith("Card 3 “a blue cube a blue cube a blue cube a bl…” 0.25")  # 40 characters
+    assert said[2][5].startswith("nothing") and said[0][:4] == rows[0][:4]
+
+
+def test_library_search_takes_every_word_of_the_prompt_or_the_number():
+    from studio.pages.library import matches
+    v = {"id": 12, "kind": "remix", "label": "remix: a blue box turning", "lineage": {"remix_of": ["lib:3"]}}
+    assert matches(v, "") and matches(v, "BLUE turning") and matches(v, "#12") and matches(v, "remix")
+    assert not matches(v, "blue ball") and not matches(v, "#13")
+
+
+def test_a_loop_bridge_is_short_normal_long_or_a_typed_length():
+    from studio.pages.loop import bridge_of
+    assert [bridge_of(k, None) for k in ("Short", "Normal", "Long")] == [0.5, 1.0, 2.0]
+    assert bridge_of("Custom", "3") == 3.0
+    with pytest.raises(InputError, match="^Bridge must be between 0.1 s and 8 s, not 9 s"):
+        bridge_of("Custom", 9)
+
+
+def test_the_recut_filmstrip_and_the_trim_fields_follow_each_other(tmp_path):
+    from engine.video_io import write_video
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages import recut
+    from tests.conftest import ramp_clip
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    ref = lib.add_upload(write_video(tmp_path / "c.mp4", ramp_clip(16), 8.0))
+    film, start, end = recut.on_source(studio, ref, None)
+    assert (film["duration_s"], film["in_s"], film["out_s"], start, end) == (2.0, 0.0, 2.0, 0.0, 0.0)
+    assert len(film["frames"]) == recut.FILM_FRAMES and all(f.startswith("data:image/jpeg") for f in film["frames"])
+    means = [np.asarray(Image.open(io.BytesIO(base64.b64decode(f.split(",", 1)[1])))).mean() for f in film["frames"]]
+    assert means == sorted(means) and means[0] < means[-1]        # a ramp: frames in order, from across the clip
+    assert recut.on_film(dict(film, in_s=0.5, out_s=1.5)) == (0.5, 1.5)
+    assert recut.on_film(dict(film, in_s=0.5, out_s=2.0)) == (0.5, 0.0)   # out at the end: "to the end"
+    moved = recut.on_trim_typed(film, 0.25, 0)
+    assert (moved["in_s"], moved["out_s"]) == (0.25, 2.0)
+    assert recut.on_trim_typed(film, 1.5, 1.0) == recut.on_trim_typed(film, 99, 0) == gr.update()  # left as they are
+    assert recut.on_source(studio, None, None)[0] == recut.NO_FILM

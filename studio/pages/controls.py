@@ -2,8 +2,9 @@
 sentence before anything is queued.
 
 Gradio's sliders clamp a typed value silently when the box loses focus (999 in Duration became a 20 s job),
-and its Number shows 0 for an empty value; so lengths and moments are plain Numbers with no Gradio bounds,
-and `Bound.check` refuses what is out of range, naming the field as the page labels it."""
+and its Number shows 0 for an empty value; so every number a person types (lengths, moments, steps, guidance,
+strength, amount) is a plain Number with no Gradio bounds, and `Bound.check` refuses what is out of range,
+naming the field as the page labels it."""
 from __future__ import annotations
 
 import re
@@ -22,6 +23,8 @@ class Bound:
     lo: float | None = None
     hi: float | None = None
     unit: str = ""
+    whole: bool = False    # steps: a whole number
+
 
     @property
     def range(self) -> tuple[float, float]:
@@ -46,6 +49,8 @@ class Bound:
             raise InputError(f"{self.label}: give a number from {self._u(lo)} to {self._u(hi)}") from None
         if not lo <= v <= hi:
             raise InputError(f"{self.label} must be between {self._u(lo)} and {self._u(hi)}, not {self._u(v)}")
+        if self.whole and v != int(v):
+            raise InputError(f"{self.label} must be a whole number from {self._u(lo)} to {self._u(hi)}, not {v:g}")
         return v
 
 
@@ -60,6 +65,21 @@ CONTEXT = Bound("context_s", "Context", hi=4, unit="s")
 TRIM_START = Bound("time_s", "Trim start", hi=60, unit="s")
 TRIM_END = Bound("time_s", "Trim end", hi=60, unit="s")
 EXTEND = Bound("extend_s", "Seconds to add", hi=20, unit="s")
+STEPS = Bound("steps", "Steps", hi=100, whole=True)
+GUIDANCE = Bound("guidance", "Guidance")
+STRENGTH = Bound("strength", "Strength")
+AMOUNT = Bound("amount", "Custom amount")
+
+
+
+def chosen(choice, typed, named: dict, bound: Bound, field: str) -> float:
+    """A named value (Subtle / Mild / Strong, Short / Normal / Long) or, for "Custom", the typed one, checked."""
+    if choice == "Custom":
+        return bound.check(typed)
+    if choice not in named:
+        raise InputError(f"{field}: choose one of {', '.join(named)} or Custom")
+    return named[choice]
+
 
 # ----------------------------------------------------------------------------- engine messages, in words
 # The engine names fields by path ("cards[0].end_s: ...") for the API and the CLI; the page says the same in words.
@@ -105,3 +125,19 @@ def in_words(message: str) -> str:
         if m:
             return say(m)
     return line
+
+
+def said_as_typed(note: gr.Markdown, fields: list[tuple[gr.Number, Bound]]) -> None:
+    """As numbers are typed, `note` says the first one out of range, in words, and clears when all are in range:
+    the same sentence the button would say, before it is pressed."""
+    def said(*values) -> str:
+        for (_, bound), v in zip(fields, values):
+            try:
+                bound.check(v)
+            except InputError as e:
+                return f"⚠ {e}"
+        return ""
+    boxes = [box for box, _ in fields]
+    for box in boxes:
+        for ev in (box.input, box.change):
+            ev(said, boxes, note, show_progress="hidden", queue=False)

@@ -35,6 +35,7 @@ class Slot:
 class Panel:
     tab: str
     slots: list[Slot]
+    prefix: str      # the row is `#<prefix>-results`
 
     @property
     def outputs(self) -> list:
@@ -60,7 +61,7 @@ def panel(tab: str, prefix: str, n: int = 1, label: str = "Result", loop: bool =
                                       container=False)
                 vid = gr.Number(None, visible=False)
             slots.append(Slot(video, caption, reuse, vid, open_in, fav, download))
-    return Panel(tab, slots)
+    return Panel(tab, slots, prefix)
 
 
 def caption(v: dict) -> str:
@@ -112,9 +113,9 @@ def restored(studio, shown: dict | None, panels: list[Panel]) -> list:
 
 def notify(notice: str | None) -> None:
     """A job's end as a toast. The poll that sees it runs outside the queue, where Gradio drops toasts, so it
-    passes the notice ("<job>|ok|<text>" or "<job>|bad|<text>") to this queued event instead."""
+    passes the notice ("<job>|ok|<panel prefix>|<text>", or "|bad|" when it made nothing) to this queued event."""
     if notice:
-        _, kind, text = notice.split("|", 2)
+        _, kind, _, text = notice.split("|", 3)
         (gr.Info if kind == "ok" else gr.Warning)(text)
 
 
