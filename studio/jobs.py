@@ -190,7 +190,7 @@ class Jobs:
         elif ev["end"] == "cancelled":
             lib.transition(job_id, "running", "cancelled", finished=now)
         elif ev["end"] == "interrupted":  # the worker died under it: a cancel asked for still counts
-            if lib.job(job_id) and lib.job(job_id)["cancel_requested"]:
+            if (lib.job(job_id) or {}).get("cancel_requested"):
                 raise Cancelled("its worker stopped after a cancel")
             from studio.library import worker_lost
             lib.transition(job_id, "running", "interrupted", error=worker_lost(ev.get("error", "")), finished=now)

@@ -29,7 +29,7 @@ from pathlib import Path
 import ray
 
 from engine.params import InputError
-from studio.workers import Slots, Task, encode_clip, end_of, run_task
+from studio.workers import Slots, Task, describe, encode_clip, end_of, run_task
 
 ADDRESS_ENV = "CINEPATCH_RAY_ADDRESS"
 REACH_TIMEOUT_S = 5         # an address that does not answer in this long is refused at start
@@ -156,9 +156,13 @@ class RayPool(Slots):
                              f"--ray-gpus {self.name}={most}")
 
     def submit(self, task: Task, events) -> None:
-        with self._lock:
-            w = next(w for w in self.workers if w.ready and w.job is None)  # the dispatcher saw a slot
-            w.job = task.job_id
+        while True:  # the dispatcher saw a slot; should that worker have died since, the next one to free up
+            with self._lock:
+                w = next((w for w in self.workers if w.ready and w.job is None), None)
+                if w is not None:
+                    w.job = task.job_id
+                    break
+            self.wait_slot(1.0)
         threading.Thread(target=self._follow, args=(w, task, events), daemon=True,
                          name=f"cinepatch-ray-job-{task.job_id}").start()
 
@@ -220,8 +224,9 @@ class RayPool(Slots):
             end = {"end": "failed", "error": str(e.cause if e.cause is not None else e).splitlines()[0][:500]}
         except ray.exceptions.RayError as e:  # the actor or its node died under the job
             end, dead = {"end": "interrupted", "error": f"{w.where or 'its Ray actor'}: {type(e).__name__}"}, True
-        except OSError as e:  # a media file vanished before it could be sent
-            end = {"end": "failed", "error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # a media file vanished before it could be sent, the library refused a write
+            w.actor.cancel.remote(task.job_id)  # the actor must not go on with a job nobody follows
+            end = {"end": "failed", "error": describe(e)}
         with self._lock:
             w.job = None
         if dead:
