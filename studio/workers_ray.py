@@ -133,12 +133,14 @@ class RayPool(Slots):
 
     def __init__(self, name: str, workers: int = 1, gpus: int = 0, loader=None, cluster: "Cluster | None" = None):
         super().__init__()
-        from engine.backends.registry import load_backend
+        from engine.backends.registry import REAL, load_backend
         self.name, self.gpus, self.cluster = name, int(gpus), cluster or Cluster()
+        # a real model on a GPU worker: on the GPU Ray gave the actor, in bfloat16 (the CLI's defaults are the CPU's)
+        on_gpu = {"device": "cuda", "dtype": "bfloat16"} if self.gpus and name in REAL else {}
         if loader is None and self.gpus > 1:  # one video over several GPUs: context parallelism (its module)
             from engine.backends.parallel import load_parallel
-            loader = functools.partial(load_parallel, name, self.gpus)
-        self._loader = loader or functools.partial(load_backend, name)
+            loader = functools.partial(load_parallel, name, self.gpus, dtype="bfloat16")
+        self._loader = loader or functools.partial(load_backend, name, **on_gpu)
         self._lock = threading.Lock()
         self.workers: list[_Worker] = []
         self._closed = False

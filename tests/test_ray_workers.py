@@ -52,6 +52,16 @@ def test_more_gpus_than_any_node_has_is_refused_at_submit(cluster, tmp_path):
     assert jobs.library.jobs() == []                              # nothing was queued
 
 
+def test_gpu_workers_load_real_models_on_their_gpus_and_gangs_in_parallel():
+    """The loaders an actor gets (no actor is started): a real model on a 1-GPU worker in bfloat16 on cuda, on an
+    N-GPU worker through context parallelism over its N GPUs, the embedded model as the CLI loads it."""
+    from engine.backends.parallel import load_parallel
+    one, four, toy = (RayPool(n, workers=0, gpus=g) for n, g in (("ltx", 1), ("wan22-14b", 4), ("toy", 1)))
+    assert one._loader.args == ("ltx",) and one._loader.keywords == {"device": "cuda", "dtype": "bfloat16"}
+    assert four._loader.func is load_parallel and four._loader.args == ("wan22-14b", 4)
+    assert toy._loader.args == ("toy",) and toy._loader.keywords == {}
+
+
 def test_a_worker_that_cannot_load_fails_its_jobs_with_the_loaders_message(cluster, tmp_path, monkeypatch):
     """ltx without a model folder: the loader's one line is the job's error; another backend's worker goes on."""
     for var in ("CINEPATCH_MODELS", "CINEPATCH_LTX_MODEL"):
