@@ -192,6 +192,8 @@ class RayPool(Slots):
         try:
             info = ray.get(w.actor.ready.remote())
         except ray.exceptions.RayError as e:
+            if self._closed:
+                return
             print(f"cinepatch: a {self.name} worker did not start ({type(e).__name__}); trying again",
                   file=sys.stderr)
             time.sleep(RESPAWN_AFTER_S)
