@@ -502,3 +502,21 @@ def test_recut_trims_with_handles_on_a_filmstrip_of_the_clip(page, studio):
     page.wait_for_function("() => Math.abs(parseFloat(document.querySelector('#recut-film .cp-film-in').style.left)"
                            " - 25) < 1")
     assert "in 0.25 s · out 0.75 s" in page.locator("#recut-film .cp-film-readout").inner_text()
+
+
+def test_the_library_searches_by_prompt_and_plays_a_video_under_the_pointer(page, studio):
+    """A search keeps the videos whose prompt has its words; a thumbnail under the pointer plays its video, muted,
+    and stops when the pointer leaves."""
+    vid = add_library_video(studio.home, "generate", "a purple kite over hills", {})
+    tab(page, "Library")
+    page.locator("#lib-search input, #lib-search textarea").first.fill("purple kite")
+    page.locator("#lib-search input, #lib-search textarea").first.press("Enter")
+    thumbs = page.locator("#lib-gallery button[aria-label^='Thumbnail']")
+    page.wait_for_function("() => { const t = document.querySelectorAll(\"#lib-gallery button[aria-label^='Thumbnail']\");"
+                           " return t.length === 1 && t[0].innerText.includes('purple kite'); }")
+    thumbs.first.hover()
+    page.wait_for_function("() => { const v = document.querySelector('#lib-gallery .cp-hover-play');"
+                           " return v && v.readyState >= 2 && v.videoWidth > 0 && !v.paused && v.muted; }")
+    assert f"#{vid} " in thumbs.first.inner_text() and thumbs.first.locator("video.cp-hover-play").count() == 1
+    page.locator("#lib-info").hover()
+    page.wait_for_function("() => !document.querySelector('#lib-gallery .cp-hover-play')")

@@ -1,5 +1,5 @@
-"""The Library tab: everything made, searchable by prompt, with favourites, lineage, delete (asked first), Make
-again, Reuse seed, GIF, download, Open in another tab, and the jobs to retry or cancel.
+"""The Library tab: everything made, searchable by prompt, playing on hover, with favourites, lineage, delete
+(asked first), Make again, Reuse seed, GIF, download, Open in another tab, and the jobs to retry or cancel.
 
 Built last, so every other tab's pickers, seed fields and result panels are there to wire "Open in" and "Reuse
 seed" to."""
@@ -15,6 +15,7 @@ from engine.params import InputError
 from studio.pages import results as results_mod
 from studio.pages import storyboard as sb
 from studio.pages.common import Page, Studio, bind, video_info, video_name
+from studio.widgets import static_text
 
 KINDS = ["all", "generate", "storyboard", "remix", "blend", "loop", "extend", "recut"]
 OPEN_TABS = ("storyboard", "remix", "blend", "loop", "recut")
@@ -40,13 +41,15 @@ def job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
 
 
 def view(studio: Studio, n_pickers: int, fav_only, kind, query) -> tuple:
-    """(gallery, its ids, jobs to retry, jobs to cancel, *every source picker): the Library as it is now."""
+    """(gallery, its ids, hover-play's videos, jobs to retry, jobs to cancel, *every source picker): the Library as
+    it is now. Hover-play gets each video's URL in the videos folder, which the server serves as it is."""
     items = listed(studio, fav_only, kind, query)
     pics = [(v["thumb_path"], f"{'★ ' if v['favourite'] else ''}{video_name(v)[:48]}") for v in items]
+    plays = {str(v["id"]): f"/gradio_api/file={v['path']}" for v in items}
     stuck, active = (job_choices(studio.library.jobs(states, limit=20)) for states in
                      (("interrupted", "failed", "cancelled"), ("running", "queued")))
     ch = studio.choices()
-    return (pics, [v["id"] for v in items], gr.update(choices=stuck, value=None),
+    return (pics, [v["id"] for v in items], plays, gr.update(choices=stuck, value=None),
             gr.update(choices=active, value=None), *[gr.update(choices=ch) for _ in range(n_pickers)])
 
 
@@ -195,6 +198,8 @@ def build(page: Page, story: sb.Storyboard) -> Library:
         kind = gr.Dropdown(KINDS, value="all", label="Kind", elem_id="lib-kind")
         refresh = gr.Button("Refresh", size="sm", elem_id="lib-refresh")
     gallery = gr.Gallery(label="Videos", columns=6, height=260, allow_preview=False, elem_id="lib-gallery")
+    hover = gr.HTML({}, html_template="", js_on_load=static_text("hoverplay.js"), elem_id="lib-hover-play",
+                    apply_default_css=False, padding=False)
     ids = gr.State([])
     with gr.Row():
         with gr.Column(scale=2):
@@ -223,7 +228,7 @@ def build(page: Page, story: sb.Storyboard) -> Library:
         active_job = gr.Dropdown([], label="Queued or running jobs", elem_id="lib-active-job",
                                  allow_custom_value=True)  # the list lags the queue: checked on cancel
         cancel = gr.Button("Cancel job", size="sm", elem_id="lib-cancel")
-    lib = Library([fav_only, kind, query], [gallery, ids, retry_job, active_job, *page.pickers.values()])
+    lib = Library([fav_only, kind, query], [gallery, ids, hover, retry_job, active_job, *page.pickers.values()])
     shown = [player, info, sel, mp4]
     _wire(page, story, lib, shown, locals())
     return lib
