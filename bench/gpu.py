@@ -16,7 +16,13 @@ encoding nor the decode's run-to-run spread enters it), the whole job's wall tim
 memory, and the ratio engine / pipeline of each. `--tiny` runs the same code on the tests' tiny models on
 the CPU, so this file is exercised on machines with no GPU (tests/test_bench.py).
 
+With `--modes` (issue 22) the engine alone runs once per memory setting (engine/backends/memory.py:
+none, model, group, +fp8...) and reports s/step, peak memory and the PSNR of its frames against the
+first mode's; `--fast` adds the "fast" preset's cache hook (first-block cache) with its speed ratio
+and PSNR against the uncached run, side by side.
+
     python bench/gpu.py [--models ltx wan] [--steps 10] [--dtype bfloat16]   # on a GPU
+    python bench/gpu.py --modes none model group group+fp8 --fast            # memory settings, cache
     python bench/gpu.py --tiny                                               # anywhere
 """
 from __future__ import annotations
@@ -133,6 +139,62 @@ def bench_model(model: str, tiny: bool, steps: int, guidance: float, device: tor
     return res
 
 
+def engine_backend(model: str, parts: dict, **opts):
+    """The engine's backend over `parts` (no pipeline beside it: its memory hooks own the modules)."""
+    from engine.backends.ltx import LTXBackend
+    from engine.backends.wan import WanBackend, scheduler_config
+    sched = dict(parts["scheduler"].config) if model == "ltx" else scheduler_config(parts["scheduler"])
+    cls = LTXBackend if model == "ltx" else WanBackend
+    return cls(parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"], sched, **opts)
+
+
+def bench_modes(model: str, tiny: bool, modes: list[str], cache: str | None, steps: int, guidance: float,
+                device: torch.device, dtype) -> list[dict]:
+    """The engine per memory setting (fresh components each time: hooks stay on the modules they are put on),
+    then the first setting with `cache`: s/step, wall, peak memory, PSNR and speed against the first run."""
+    import numpy as np
+
+    from engine.api import generate
+    job = TINY_JOB if tiny else JOBS[model]
+    tl = ops.t2v("a red ball rolls to the left across a wooden table", duration_s=job["frames"] / job["fps"], seed=0,
+                 fps=job["fps"], aspect=f"{job['width']}:{job['height']}", resolution=min(job["width"], job["height"]))
+    rows, ref = [], None
+    for mode, kind in [(m, "none") for m in modes] + ([(modes[0], cache)] if cache else []):
+        torch.manual_seed(0)
+        parts = tiny_components(model) if tiny else real_components(model)   # on the CPU: offload starts there
+        for k in ("transformer", "vae", "text_encoder"):
+            parts[k] = parts[k].to(dtype)
+        backend = engine_backend(model, parts, device=device, dtype=dtype, memory=mode)
+        marks: list[float] = []
+
+        def run():
+            with backend.cached(kind):
+                return generate(tl, backend, Settings(steps=steps, guidance=guidance), callback=lambda d: (
+                    torch.cuda.synchronize() if device.type == "cuda" else None, marks.append(time.perf_counter())))
+
+        run()                                              # warm-up (kernels, allocator, hooks' first moves)
+        out = []
+        wall, step, peak = timed(lambda: out.append(run()[0]), device, marks)
+        ref = out[0] if ref is None else ref
+        mse = float(np.mean((out[0].astype(float) - ref.astype(float)) ** 2))
+        rows.append({"model": model, "mode": str(backend.memory) if kind == "none" else f"fast:{kind}",
+                     "s_per_step": step, "wall_s": wall, "peak_mib": peak,
+                     "psnr": float("inf") if mse == 0 else 10 * float(np.log10(255 ** 2 / mse))})
+        rows[-1]["speed_ratio"] = rows[0]["s_per_step"] / step
+        del backend, parts
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def print_modes(rows: list[dict]) -> None:
+    print("| model | memory / cache | s/step | speed vs first | wall s | peak MiB | PSNR vs first (dB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['model']} | {r['mode']} | {r['s_per_step']:.3f} | {r['speed_ratio']:.2f} | {r['wall_s']:.1f} | "
+              f"{r['peak_mib']:.0f} | {r['psnr']:.1f} |", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", choices=tuple(JOBS), default=list(JOBS))
@@ -141,6 +203,9 @@ def main(argv=None):
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    ap.add_argument("--modes", nargs="+", default=None,
+                    help="memory settings to compare, the engine alone (e.g. none model group group+fp8)")
+    ap.add_argument("--fast", action="store_true", help="with --modes: also the fast preset's first-block cache")
     args = ap.parse_args(argv)
     if args.steps < 3:
         ap.error("--steps: at least 3 (steps are clocked between the first and the last)")
@@ -153,6 +218,11 @@ def main(argv=None):
     print("| model | job (WxHxframes) | latent tokens | engine s/step | diffusers s/step | step ratio | "
           "wall ratio | engine peak MiB | diffusers peak MiB | memory ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    if args.modes:
+        rows = [r for m in args.models for r in bench_modes(m, args.tiny, args.modes, "first-block" if args.fast
+                                                            else None, args.steps, args.guidance, device, dtype)]
+        print_modes(rows)
+        return rows
     results = []
     for model in args.models:
         r = bench_model(model, args.tiny, args.steps, args.guidance, device, dtype, args.repeats)

@@ -67,9 +67,9 @@ def check_cancel(cancel, phase: str) -> None:
 def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
     """-> (plan, latents (B, C, F, h, w)) with B = tl.variations, variation k seeded with tl.seed + k
     (a timeline without a seed: a fresh one, so generating it again gives a new video).
-    The preset's LoRAs (if any) are on the backend for this job only."""
+    The preset's LoRAs and cache hook (if any) are on the backend for this job only."""
     from engine import presets
-    with presets.with_loras(tl, backend):
+    with presets.on_backend(tl, backend):
         return _generate_latents(fresh_seed(tl), backend, settings, callback, cancel)
 
 

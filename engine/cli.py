@@ -39,6 +39,8 @@ def _timeline_opts(p, duration=True):
 def _sampling_opts(p):
     p.add_argument("--backend", default=None, help="toy (default, when its weights are installed), reference, ltx")
     p.add_argument("--model", default=None, help="a real model's local folder in diffusers' layout (ltx)")
+    p.add_argument("--memory", default=None, help="a real model's memory setting: auto, none, model or group, "
+                   "with +fp8 +tiling +slicing (docs/real-models.md)")
     _opt(p, "--steps", "steps")
     _opt(p, "--guidance", "guidance")
     _opt(p, "--shift", "shift")
@@ -173,7 +175,10 @@ def _backend(a):
     name = name or default_backend()
     if model and name in ("toy", "reference"):
         raise InputError(f"model: --model is for real-model backends (ltx); the {name!r} backend has its own weights")
-    return name, load_backend(name, **({"model": model} if model else {}))
+    memory = getattr(a, "memory", None)
+    if memory and name in ("toy", "reference"):
+        raise InputError(f"memory: --memory is for real-model backends; the {name!r} backend runs as it is")
+    return name, load_backend(name, **({"model": model} if model else {}), **({"memory": memory} if memory else {}))
 
 
 def _render(a, tl, settings=None):

@@ -13,7 +13,8 @@ class InputError(ValueError):
     """Bad input from a person: a one-line message that names the field and what is allowed."""
 
 
-OUT_OF_MEMORY = "the video needs more memory than this machine has; make it shorter, smaller or with fewer cards"
+OUT_OF_MEMORY = ("the video needs more memory than this machine has; make it shorter, smaller or with fewer cards, "
+                 "or on a real model pick a memory setting that offloads (--memory model, group or group+fp8)")
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -80,6 +81,8 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("direction", "forward", "extend after the clip or before it", choices=("forward", "backward"), kind=str),
     Param("context_s", 1.0, "seconds of the source clip the model sees when extending or looping", min=0.1, max=30.0, step=0.1),
     Param("lora_scale", 1.0, "how strongly a preset's LoRA applies (0 = not at all)", min=-2.0, max=2.0, step=0.05),
+    Param("cache", "none", "diffusers' cache hook on a real model's transformer (faster, a little different)",
+          choices=("none", "first-block", "taylorseer"), kind=str),
 ]}
 
 

@@ -13,7 +13,7 @@ with scales; the backend loads them for a job and unloads them after (`with_lora
 from __future__ import annotations
 
 import tomllib
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class Preset:
     negative_prompt: str = ""
     settings: tuple[tuple[str, object], ...] = ()   # (name, value) pairs, each checked against its Param
     loras: tuple[Lora, ...] = ()
+    cache: str = "none"   # diffusers' cache hook on a real backend's transformer for the job (params: cache)
 
 
 def load(name: str, folder: Path | None = None) -> Preset:
@@ -52,13 +53,13 @@ def load(name: str, folder: Path | None = None) -> Preset:
         d = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"preset: {path} is not valid TOML ({e})") from None
-    known = {"name", "description", "style", "negative_prompt", "lora", *SETTINGS_KEYS}
+    known = {"name", "description", "style", "negative_prompt", "lora", "cache", *SETTINGS_KEYS}
     unknown = sorted(set(d) - known)
     if unknown:
         raise InputError(f"preset: {path.name} has unknown field {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
     settings = tuple((k, check(k, d[k], f"preset {name}.{k}")) for k in SETTINGS_KEYS if k in d)
     return Preset(name, str(d.get("description", "")), str(d.get("style", "")), str(d.get("negative_prompt", "")),
-                  settings, _loras(d.get("lora", []), path))
+                  settings, _loras(d.get("lora", []), path), check("cache", d.get("cache", "none"), f"preset {name}.cache"))
 
 
 def _loras(entries, path: Path) -> tuple[Lora, ...]:
@@ -92,12 +93,15 @@ def apply(preset: Preset, timeline):
                    negative_prompt=timeline.negative_prompt or preset.negative_prompt)
 
 
-def with_loras(timeline, backend):
-    """A context in which the backend carries the timeline's preset's LoRAs (nothing to do without any)."""
-    loras = load(timeline.preset).loras if timeline.preset else ()
-    if not loras:
-        return nullcontext()
-    if not hasattr(backend, "loras"):
+@contextmanager
+def on_backend(timeline, backend):
+    """The backend with the timeline's preset's LoRAs and cache hook for one job (nothing without a preset).
+
+    The cache is for the diffusers backends; on others a preset's cache is a no-op (its steps still apply)."""
+    preset = load(timeline.preset) if timeline.preset else Preset("")
+    if preset.loras and not hasattr(backend, "loras"):
         raise InputError(f"preset: {timeline.preset} names LoRA files; the {getattr(backend, 'name', '?')} backend "
                          f"takes none (LoRAs are for the diffusers backends: ltx, wan, wan22-5b, wan22-14b)")
-    return backend.loras(loras)
+    with (backend.loras(preset.loras) if preset.loras else nullcontext()), \
+            (backend.cached(preset.cache) if hasattr(backend, "cached") else nullcontext()):
+        yield

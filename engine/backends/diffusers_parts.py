@@ -78,6 +78,22 @@ def meta_parts(folder: Path, transformer_cls, vae_cls):
         return transformer_cls.from_config(tcfg), vae_cls.from_config(vcfg)
 
 
+def _first_block():
+    from diffusers import FirstBlockCacheConfig
+    return FirstBlockCacheConfig(threshold=0.05)   # diffusers' default: steps whose first block barely moves reuse
+
+
+def _taylorseer():
+    from diffusers import TaylorSeerCacheConfig
+    # diffusers' default patterns ("^blocks.*attn", fullmatch) name no module of Wan's or LTX's blocks (attn1,
+    # attn2): their attention and feed-forward outputs are named here, predicted between full steps
+    return TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3, max_order=1, taylor_factors_dtype=None,
+                                 cache_identifiers=[r"^(transformer_)?blocks\.\d+\.(attn1|attn2|ff|ffn)$"])
+
+
+CACHES = {"first-block": _first_block, "taylorseer": _taylorseer}
+
+
 class PerPlan:
     """Values computed once per plan from a tensor the sampler passes unchanged at every step (the gate).
 
@@ -103,39 +119,62 @@ class DiffusersParts:
     """Placement of a pipeline's parts; subclasses set `normalize` for their VAE's latent statistics."""
 
     def _place_parts(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict, device, dtype,
-                     offload: bool, vae_tiling: bool, vae_slicing: bool):
+                     memory=None, offload: bool = False, vae_tiling: bool = False, vae_slicing: bool = False):
+        """The parts in the dtype, on the device or (with an offload setting) on the CPU until their hooks are
+        installed by `_install_memory`. memory: a setting as engine.backends.memory.parse reads it; the
+        older offload / vae_tiling / vae_slicing flags add model offload and the VAE options to it."""
+        from engine.backends import memory as mem
         self.device, self.dtype = torch.device(device), dtype
-        # offload: the text encoder and the VAE wait on the CPU and visit the device only to encode / decode
-        # (diffusers' model CPU offload order text_encoder -> transformer -> vae, the transformer staying put)
-        self.offload = offload
+        m = mem.parse(memory, self.name, self.device)
+        self.memory = mem.Memory("model" if offload and m.offload == "none" else m.offload, m.fp8,
+                                 m.tiling or vae_tiling, m.slicing or vae_slicing)
+        self.home = self.device if self.memory.offload == "none" else torch.device("cpu")  # where weights rest
         # cast only when needed: diffusers warns on a dtype cast of a loaded model
-        self.transformer = self._place(transformer, dtype, self.device).eval()
-        self.vae = self._place(vae, dtype, "cpu" if offload else self.device).eval()
-        self.text_encoder = text_encoder.to("cpu" if offload else self.device).eval()
+        self.transformer = self._place(transformer, dtype, self.home).eval()
+        self.vae = self._place(vae, dtype, self.home).eval()
+        self.text_encoder = text_encoder.to(self.home).eval()
         self.tokenizer = tokenizer
         self.scheduler_config = dict(scheduler_config)
-        if vae_tiling:   # memory options of diffusers' VAE, for large frames / batches on a small GPU
-            self.vae.enable_tiling()
-        if vae_slicing:
-            self.vae.enable_slicing()
+
+    def _install_memory(self) -> None:
+        """The memory setting's diffusers hooks, once every part (transformer_2 too) is in place."""
+        from engine.backends import memory as mem
+        mem.install(self, self.memory)
 
     @staticmethod
     def _place(model, dtype, device):
         return model.to(device) if model.dtype == dtype else model.to(device, dtype)
 
+    # ------------------------------------------------------------------ caches (issue 22: the "fast" preset)
+    @property
+    def experts(self) -> list:
+        """The transformers the backend runs: one, or Wan 2.2 A14B's high-noise and low-noise experts."""
+        return [m for m in (self.transformer, getattr(self, "transformer_2", None)) if m is not None]
+
     @contextmanager
-    def _visiting(self, module):
-        """With offload: the module on the device for the block, back on the CPU after (memory freed)."""
-        if not self.offload:
+    def cached(self, kind: str):
+        """diffusers' cache hook `kind` (CACHES) on every expert for a job, removed after whatever happens."""
+        if kind == "none":
             yield
             return
-        module.to(self.device)
+        for m in self.experts:
+            m.enable_cache(CACHES[kind]())
+        self.cache_kind = kind
         try:
             yield
         finally:
-            module.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self.cache_kind = None
+            for m in self.experts:
+                m.disable_cache()
+
+    def run(self, model, gate: torch.Tensor, **inputs):
+        """model(**inputs)[0]; with a cache on, inside a cache context a plan's branch keeps (its gate tells
+        the conditional call from the unconditional one, as WanPipeline's "cond" / "uncond")."""
+        if getattr(self, "cache_kind", None) is None:
+            return model(**inputs, return_dict=False)[0]
+        name = self.memo.get(gate, lambda: f"branch{id(gate)}", "cache context")
+        with model.cache_context(name):
+            return model(**inputs, return_dict=False)[0]
 
     # ------------------------------------------------------------------ LoRA (issue 22)
     def pipeline_view(self):
@@ -168,8 +207,7 @@ class DiffusersParts:
         The posterior's mode, not a sample: injected media encode the same way every time.
         """
         x = pixels.to(self.device, self.dtype)
-        with self._visiting(self.vae):
-            z = self.vae.encode(x).latent_dist.mode()
+        z = self.vae.encode(x).latent_dist.mode()
         return self.normalize(z).float()
 
 

@@ -63,8 +63,8 @@ class LTXBackend(parts.DiffusersParts):
                  dtype=torch.float32, offload: bool = False, max_sequence_length: int = 128,
                  frame_rate: float = 25, decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
                  vae_tiling: bool = False, vae_slicing: bool = False, trim_padding: bool = True,
-                 like: str = "pipeline"):
-        self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, offload,
+                 like: str = "pipeline", memory=None):
+        self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, memory, offload,
                           vae_tiling, vae_slicing)
         self.max_sequence_length = max_sequence_length
         self.frame_rate = frame_rate              # rope scales time by it (LTXPipeline's default: 25)
@@ -78,6 +78,8 @@ class LTXBackend(parts.DiffusersParts):
         cfg = self.transformer.config
         self.patch, self.patch_t = cfg.patch_size, cfg.patch_size_t
         self.spec = ltx_spec(cfg, vae)
+        self.memo = parts.PerPlan()  # the gate's bias, computed once a plan (no host sync per step)
+        self._install_memory()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -166,9 +168,8 @@ class LTXBackend(parts.DiffusersParts):
         enc = self.tokenizer(prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True,
                              add_special_tokens=True, return_tensors="pt")
         device = self.device
-        with self._visiting(self.text_encoder):
-            mask = enc.attention_mask.to(device) if self.like == "condition" else None
-            hidden = self.text_encoder(enc.input_ids.to(device), attention_mask=mask)[0].to(self.dtype)  # (P, Lmax, D)
+        mask = enc.attention_mask.to(device) if self.like == "condition" else None
+        hidden = self.text_encoder(enc.input_ids.to(device), attention_mask=mask)[0].to(self.dtype)  # (P, Lmax, D)
         out = []
         for h, m in zip(hidden, enc.attention_mask.bool().to(device)):
             n = max(1, int(m.sum())) if self.trim_padding else len(m)
@@ -192,8 +193,7 @@ class LTXBackend(parts.DiffusersParts):
             timestep = torch.tensor([self.decode_timestep] * B, device=z.device, dtype=z.dtype)
             scale = torch.tensor([scale] * B, device=z.device, dtype=z.dtype)[:, None, None, None, None]
             z = (1 - scale) * z + scale * noise
-        with self._visiting(self.vae):
-            video = self.vae.decode(z, timestep, return_dict=False)[0]
+        video = self.vae.decode(z, timestep, return_dict=False)[0]
         return video.float().clamp(-1, 1)
 
     def cross_attention_bias(self, gate: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -218,15 +218,19 @@ class LTXBackend(parts.DiffusersParts):
         dev, dt = self.device, self.dtype
         tokens = self.pack(x.to(dev, dt))                                     # (B, S, C*pt*p*p)
         text = text.to(dev, dt).expand(B, -1, -1)                             # (B, L, D)
-        bias = self.cross_attention_bias(gate.to(dev, torch.float32), h, w).to(dt).expand(B, -1, -1)
+        bias = self.memo.get(gate, lambda: self.cross_attention_bias(gate.to(dev, torch.float32), h, w).to(dt),
+                             "bias", h, w).expand(B, -1, -1)                  # (B, 1|S, L)
         tt = t.to(dev, torch.float32)[:, ::self.patch_t]                      # (B, F/pt)
-        if bool((tt == tt[:, :1]).all()):
+        # Per plan, not per step (a host sync): t_f = min(t, s_f) with t falling, so frames that share a level
+        # at the plan's first (highest) t share it at every later one; frames that differ may later agree,
+        # and a timestep per token stays right for them.
+        if self.memo.get(gate, lambda: bool((tt == tt[:, :1]).all()), "uniform t"):
             timestep = tt[:, 0] * 1000.0                                      # (B,): LTXPipeline's t
         else:  # one timestep per token: each latent frame's level on all of its tokens
             per_frame = (h // self.patch) * (w // self.patch)
             timestep = (tt * 1000.0).repeat_interleave(per_frame, dim=1)      # (B, S)
-        out = self.transformer(hidden_states=tokens, encoder_hidden_states=text, timestep=timestep,
-                               encoder_attention_mask=bias, return_dict=False, **self.rope_args(B, F_, h, w))[0]
+        out = self.run(self.transformer, gate, hidden_states=tokens, encoder_hidden_states=text, timestep=timestep,
+                       encoder_attention_mask=bias, **self.rope_args(B, F_, h, w))
         return self.unpack(out.float(), F_ // self.patch_t, h // self.patch, w // self.patch)
 
     def rope_args(self, B: int, F_: int, h: int, w: int) -> dict:

@@ -14,10 +14,22 @@ def _toy(**opts):
     return ToyBackend.load(**opts)
 
 
+def _on_device(opts: dict) -> dict:
+    """A real model runs on the GPU when there is one, in bfloat16 (the CPU: float32); $CINEPATCH_DEVICE or
+    device= choose another. Its memory setting (memory=, $CINEPATCH_MEMORY) defaults to the backend's own."""
+    import os
+
+    import torch
+    opts.setdefault("device", os.environ.get("CINEPATCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if torch.device(opts["device"]).type == "cuda":
+        opts.setdefault("dtype", torch.bfloat16)
+    return opts
+
+
 def _ltx(**opts):
     # issue 5: LTX-Video through diffusers, from a local folder (model=PATH or $CINEPATCH_LTX_MODEL)
     from engine.backends.ltx import LTXBackend
-    return LTXBackend.load(**opts)
+    return LTXBackend.load(**_on_device(opts))
 
 
 def _wan(variant: str):
@@ -25,7 +37,7 @@ def _wan(variant: str):
     # (model=PATH, $CINEPATCH_WAN_MODEL, $CINEPATCH_WAN22_5B_MODEL, $CINEPATCH_WAN22_14B_MODEL)
     def factory(**opts):
         from engine.backends.wan import WanBackend
-        return WanBackend.load(variant=variant, **opts)
+        return WanBackend.load(variant=variant, **_on_device(opts))
     return factory
 
 

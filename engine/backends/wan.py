@@ -202,7 +202,8 @@ class WanBackend(parts.DiffusersParts):
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict, device="cpu",
                  dtype=torch.float32, offload: bool = False, max_sequence_length: int = 512,
                  vae_tiling: bool = False, vae_slicing: bool = False, trim_padding: bool = False,
-                 transformer_2=None, boundary_ratio: float | None = None, expand_timesteps: bool = False):
+                 transformer_2=None, boundary_ratio: float | None = None, expand_timesteps: bool = False,
+                 memory=None):
         self.name = next(v.name for v in VARIANTS.values()
                          if (v.expand_timesteps, v.two_experts) == (expand_timesteps, transformer_2 is not None))
         for t in (transformer, transformer_2):
@@ -212,10 +213,10 @@ class WanBackend(parts.DiffusersParts):
                                  f"needs a text-to-video (t2v or ti2v) model")
         if (transformer_2 is None) != (boundary_ratio is None):
             raise InputError("model: transformer_2 and boundary_ratio go together (Wan 2.2 A14B's two experts)")
-        self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, offload,
+        self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, memory, offload,
                           vae_tiling, vae_slicing)
         # Wan 2.2 A14B: the low-noise expert takes over below boundary_ratio * num_train_timesteps
-        self.transformer_2 = None if transformer_2 is None else self._place(transformer_2, dtype, self.device).eval()
+        self.transformer_2 = None if transformer_2 is None else self._place(transformer_2, dtype, self.home).eval()
         self.boundary_ratio = boundary_ratio
         self.expand_timesteps = expand_timesteps  # Wan 2.2 TI2V-5B: a timestep per token
         self.max_sequence_length = max_sequence_length  # WanPipeline.__call__'s default: 512
@@ -230,11 +231,7 @@ class WanBackend(parts.DiffusersParts):
         self.processor = GatedWanCrossAttnProcessor()
         self.install_processor()
         self.memo = parts.PerPlan()  # the gate's bias, computed once a plan (no host sync per step)
-
-    @property
-    def experts(self) -> list:
-        """The transformers the backend runs: one, or Wan 2.2 A14B's high-noise and low-noise experts."""
-        return [m for m in (self.transformer, self.transformer_2) if m is not None]
+        self._install_memory()
 
     def install_processor(self) -> None:
         """Our processor on every block's cross-attention (attn2), diffusers' own everywhere else."""
@@ -343,11 +340,9 @@ class WanBackend(parts.DiffusersParts):
                              max_length=self.max_sequence_length, truncation=True, add_special_tokens=True,
                              return_attention_mask=True, return_tensors="pt")
         device = self.device
-        with self._visiting(self.text_encoder):
-            te_dev = next(self.text_encoder.parameters()).device
-            # one prompt a call, as WanPipeline encodes prompt and negative prompt: half the encoder's peak
-            hidden = torch.cat([self.text_encoder(ids[None].to(te_dev), m[None].to(te_dev)).last_hidden_state
-                                for ids, m in zip(enc.input_ids, enc.attention_mask)])
+        # one prompt a call, as WanPipeline encodes prompt and negative prompt: half the encoder's peak
+        hidden = torch.cat([self.text_encoder(ids[None].to(device), m[None].to(device)).last_hidden_state
+                            for ids, m in zip(enc.input_ids, enc.attention_mask)])
         hidden = hidden.to(device, self.dtype)                               # (P, Lmax, D)
         seq_lens = enc.attention_mask.gt(0).sum(dim=1).long()
         out = []
@@ -364,8 +359,7 @@ class WanBackend(parts.DiffusersParts):
     def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Normalised (B, C, F, h, w) -> pixels (B, 3, N, h*sf, w*sf) in [-1, 1], as WanPipeline decodes."""
         z = self.denormalize(latents.to(self.device, self.vae.dtype))
-        with self._visiting(self.vae):
-            video = self.vae.decode(z, return_dict=False)[0]
+        video = self.vae.decode(z, return_dict=False)[0]
         return video.float().clamp(-1, 1)
 
     def cross_attention_bias(self, gate: torch.Tensor, h: int, w: int) -> torch.Tensor | None:
@@ -404,8 +398,8 @@ class WanBackend(parts.DiffusersParts):
         else:
             timestep = tt.amax(1)                                             # (B,)
         with self._gated(bias):
-            out = self.expert(timestep)(hidden_states=x.to(dev, dt), timestep=timestep, encoder_hidden_states=text,
-                                        return_dict=False)[0]                 # (B, C, F, h, w)
+            out = self.run(self.expert(timestep), gate, hidden_states=x.to(dev, dt), timestep=timestep,
+                           encoder_hidden_states=text)                       # (B, C, F, h, w)
         return out.float()
 
     def _bias(self, gate: torch.Tensor, h: int, w: int) -> torch.Tensor | None:
