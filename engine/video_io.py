@@ -17,6 +17,13 @@ Conventions
   ``name_%05d.png`` pattern); stills as png/jpg/webp.
 - Tensors: ``to_tensor`` gives ``(3, N, H, W)`` float32 in [-1, 1] (the ``C F H W`` of a
   latent's pixel-space twin, without the batch axis); ``from_tensor`` inverts it exactly.
+- Why imageio-ffmpeg and not moviepy (issue 22). Plain reading and writing already go through
+  imageio-ffmpeg's ``read_frames`` / ``write_frames`` (the ffmpeg binary moviepy itself runs);
+  only the frame count is a direct ffmpeg call. What remains here is the project's own rules:
+  the checks before decoding, PIL's stills / animations / sequences, atomic writes and the
+  BT.709 conversion, none of which moviepy does. moviepy would add nothing a clip needs and
+  pins Pillow < 12 and imports python-dotenv (reading a ``.env`` at import), so it is not a
+  dependency; muxing an audio track, when a backend makes one, is one more ffmpeg call here.
 """
 
 from __future__ import annotations
