@@ -84,9 +84,14 @@ def test_a_worker_that_cannot_load_fails_its_jobs_with_the_loaders_message(clust
 
 
 @pytest.fixture(scope="module")
-def toy_pool(cluster):
-    """Two CPU actors of the embedded model (each loads it once, on its first job)."""
+def toy_pool(cluster, tmp_path_factory):
+    """Two CPU actors of the embedded model, each with the model loaded (by a first job each: the two jobs are
+    handed out while both actors are idle), so that jobs handed to both at once also sample at once."""
     pool = RayPool("toy", workers=2)
+    assert wait_for(lambda: pool.slots() == 2), "the two actors did not start"
+    warm = Jobs(Library(tmp_path_factory.mktemp("warm")), "toy", workers=pool)
+    for job in [warm.submit("generate", dict(TOY, steps=1)) for _ in range(2)]:
+        assert warm.wait(job, BOUND_S)["state"] == "done"
     yield pool
     pool.close()
 
@@ -99,12 +104,12 @@ def jobs(tmp_path, toy_pool):
 
 def test_two_jobs_really_run_at_once_on_two_workers(jobs):
     lib = jobs.library
-    a = jobs.submit("generate", dict(TOY, steps=8))
-    b = jobs.submit("generate", dict(TOY, steps=8, prompt="a blue square moving right on gray"))
+    a = jobs.submit("generate", dict(TOY, steps=16))
+    b = jobs.submit("generate", dict(TOY, steps=16, prompt="a blue square moving right on gray"))
     assert wait_for(lambda: both_sampling(lib, a, b)), (lib.job(a), lib.job(b))
     for job in (a, b):
         row = jobs.wait(job, BOUND_S)
-        assert row["state"] == "done" and row["step"] == 8, row
+        assert row["state"] == "done" and row["step"] == 16, row
         [video] = lib.videos_of_job(job)
         assert video["seed"] == 1 and video["backend"] == "toy" and os.path.getsize(video["path"]) > 0
     assert jobs.preview_path(a) is not None                      # previews streamed back to the studio's folder
