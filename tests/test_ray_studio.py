@@ -35,6 +35,15 @@ def test_an_unreachable_cluster_stops_the_studio_at_start_in_one_line(tmp_path, 
     assert not (tmp_path / "home").exists()                     # refused before anything was made
 
 
+def test_the_studio_without_ray_never_imports_it():
+    """Ray is optional: the studio, its jobs and its in-process worker run without it (make run installs none)."""
+    code = ("import sys, studio.server, studio.jobs, studio.app, studio.videos_api; "
+            "from studio.jobs import Jobs; from studio.library import Library; import tempfile; "
+            "Jobs(Library(tempfile.mkdtemp()), 'reference'); print('ray' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=BOUND_S)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
 # ----------------------------------------------------------------------------- the Videos API, in-process and on Ray
 def api_session(client) -> list:
     """Create, poll, download, remix, list, refuse, delete: every answer with ids by order of appearance and
