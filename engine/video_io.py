@@ -426,13 +426,16 @@ def _check_frames(frames, field: str, what, min_side: int = MIN_SIDE) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_video(path, frames: np.ndarray, fps: float, overwrite: bool = False, field: str = "out") -> Path:
+def write_video(path, frames: np.ndarray, fps: float, overwrite: bool = False, field: str = "out",
+                audio: tuple[np.ndarray, int] | None = None) -> Path:
     """Write a clip, its format chosen by `path`; returns the path written.
 
     .mp4: H.264 yuv420p (plays in browsers), which needs even sides; odd ones are refused
     rather than padded, so the file always has the size asked for. .gif: looping, each
     delay rounded to 1/100 s (24 fps plays at 25). "dir/", a name without suffix, or
     "dir/name_%05d.png": PNG frames (lossless, the rate stored as a tEXt "fps" field).
+    audio: (samples (S,) or (S, channels) float in [-1, 1], sample rate) muxed as AAC into an .mp4,
+    cut or padded with silence to the clip's length; other formats have no audio track.
     """
     p = Path(path)
     sequence = check_output(path, field)
@@ -445,12 +448,42 @@ def write_video(path, frames: np.ndarray, fps: float, overwrite: bool = False, f
     if suffix == ".mp4" and (frames.shape[1] % 2 or frames.shape[2] % 2):
         raise _err(field, path, f"needs even sides for H.264 yuv420p; got {frames.shape[2]}x{frames.shape[1]}: "
                    "fit() the frames to an even size, or write .gif or PNG frames")
+    if audio is not None:
+        audio = _check_audio(audio, suffix, len(frames) / fps, field)
     _refuse_existing(p, overwrite, field)
-    encode = _encode_mp4 if suffix == ".mp4" else _encode_gif
     with _staging(p, field) as tmp:
-        encode(tmp, frames, fps)
+        if suffix == ".mp4":
+            _encode_mp4(tmp, frames, fps, audio)
+        else:
+            _encode_gif(tmp, frames, fps)
         os.replace(tmp, p)
     return p
+
+
+def _check_audio(audio, suffix: str, seconds: float, field: str) -> tuple[np.ndarray, int]:
+    """-> (int16 samples (round(seconds * rate), C), rate): the track fitted to the clip, or a one-line error."""
+    samples, rate = audio
+    samples = np.asarray(samples, dtype=np.float32)
+    samples = samples[:, None] if samples.ndim == 1 else samples
+    if suffix != ".mp4":
+        raise MediaError(f"{field}: only .mp4 keeps an audio track; got '{suffix or 'PNG frames'}'")
+    if samples.ndim != 2 or samples.shape[1] not in (1, 2) or not np.isfinite(samples).all():
+        raise MediaError(f"{field}: audio must be finite samples (S,) or (S, 1 or 2); got shape {samples.shape}")
+    if not (isinstance(rate, int) and 8000 <= rate <= 192000):
+        raise MediaError(f"{field}: audio sample rate must be a whole number of Hz in 8000 to 192000; got {rate!r}")
+    n = round(seconds * rate)
+    samples = np.pad(samples[:n], ((0, max(0, n - len(samples))), (0, 0)))   # the clip's length exactly
+    return (np.clip(samples, -1, 1) * 32767).round().astype(np.int16), rate
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """int16 samples (S, C) -> a PCM WAV file (ffmpeg's audio input for the mux)."""
+    import wave
+    with wave.open(os.fspath(path), "wb") as w:
+        w.setnchannels(samples.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
 
 
 def check_output(path, field: str = "out") -> bool:
@@ -515,18 +548,24 @@ def _staging(dest: Path, field: str, is_dir: bool = False):
         raise MediaError(f"{field}: could not write '{dest}': {_first_line(e)}") from e
 
 
-def _encode_mp4(tmp: Path, frames: np.ndarray, fps: float) -> None:
+def _encode_mp4(tmp: Path, frames: np.ndarray, fps: float, audio: tuple[np.ndarray, int] | None = None) -> None:
     n, h, w, _ = frames.shape
+    wav = tmp.with_suffix(".wav") if audio is not None else None
+    if wav is not None:
+        _write_wav(wav, *audio)
     gen = imageio_ffmpeg.write_frames(
         os.fspath(tmp), (w, h), fps=float(fps), codec="libx264", pix_fmt_out="yuv420p",
         quality=None, macro_block_size=1,  # 1: never let imageio rescale to multiples of 16
-        ffmpeg_log_level="error", output_params=list(_H264_ARGS))
+        ffmpeg_log_level="error", output_params=list(_H264_ARGS),
+        audio_path=os.fspath(wav) if wav else None, audio_codec="aac" if wav else None)
     gen.send(None)
     try:
         for frame in frames:
             gen.send(np.ascontiguousarray(frame))
     finally:
         gen.close()  # waits for ffmpeg to finish the file
+        if wav is not None:
+            wav.unlink(missing_ok=True)
     # imageio-ffmpeg ignores ffmpeg's exit status, so check the result before publishing it.
     written = _count_frames(os.fspath(tmp))
     if written != n:

@@ -77,6 +77,35 @@ def test_mp4_round_trip_keeps_size_count_rate_and_quality(tmp_path):
     assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p")  # what browsers play
 
 
+def test_mp4_keeps_an_audio_track_fitted_to_the_clip_and_the_same_frames(tmp_path):
+    """An audio track (a model's, e.g. LTX-2's) is muxed as AAC, cut to the clip's 2 s; the video stream is
+    the one written without audio, bit for bit, still BT.709; no temp file is left."""
+    frames = square_clip(24)
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000)                # 3 s, longer than the clip
+    with_audio = write_video(tmp_path / "a.mp4", frames, 12, audio=(tone, 16000))
+    plain = write_video(tmp_path / "b.mp4", frames, 12)
+    gen = imageio_ffmpeg.read_frames(str(with_audio))
+    meta = next(gen)
+    gen.close()
+    assert meta["audio_codec"] == "aac" and meta["duration"] == pytest.approx(2.0, abs=0.05)
+    assert "bt709" in meta["pix_fmt"]
+    assert np.array_equal(read_video(with_audio), read_video(plain))
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
+    assert "audio_codec" not in next(imageio_ffmpeg.read_frames(str(plain)))
+
+
+@pytest.mark.parametrize("audio, out, words", [
+    ((np.zeros(100), 16000), "a.gif", "only .mp4 keeps an audio track"),
+    ((np.zeros((100, 3)), 16000), "a.mp4", "audio must be finite samples"),
+    ((np.full(100, np.nan), 16000), "a.mp4", "audio must be finite samples"),
+    ((np.zeros(100), 44100.5), "a.mp4", "sample rate must be a whole number of Hz"),
+])
+def test_bad_audio_is_refused_in_one_line(tmp_path, audio, out, words):
+    with pytest.raises(MediaError, match=words) as e:
+        write_video(tmp_path / out, square_clip(4), 12, audio=audio)
+    assert "\n" not in str(e.value) and not list(tmp_path.iterdir())
+
+
 def test_mp4_keeps_colours_of_saturated_frames(tmp_path):
     """BT.709 is both the conversion matrix and the tag, so pure colours come back pure."""
     clip = np.zeros((4, H, W, 3), np.uint8)
