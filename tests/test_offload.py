@@ -162,3 +162,14 @@ def test_offload_bench_reports_each_mode_and_the_cache_on_the_cpu(capsys):
     assert modes["none"]["psnr"] == float("inf") and modes["fast:first-block"]["speed_ratio"] > 0
     out = capsys.readouterr().out
     assert "| wan | group+fp8 |" in out and "| wan | fast:first-block |" in out
+
+
+def test_offload_real_backends_load_on_the_gpu_in_bfloat16_when_there_is_one(monkeypatch):
+    from engine.backends import registry
+    monkeypatch.delenv("CINEPATCH_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert registry._on_device({}) == {"device": "cuda", "dtype": torch.bfloat16}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert registry._on_device({}) == {"device": "cpu"}
+    monkeypatch.setenv("CINEPATCH_DEVICE", "cuda:1")
+    assert registry._on_device({"dtype": torch.float16}) == {"device": "cuda:1", "dtype": torch.float16}

@@ -241,7 +241,7 @@ def test_wan22_folders_load_list_and_are_refused_by_the_wrong_backend(tmp_path, 
     f5, f14 = save(pipe5b, tmp_path / "wan22-5b"), save(pipe14b, tmp_path / "wan22-14b")
     assert configured()[1:] == ["wan22-5b", "wan22-14b"]              # what the picker and /v1 `model` list
     assert spec_of("wan22-5b") == wan5b.spec and spec_of("wan22-14b") == wan14b.spec
-    b5, b14 = load_backend("wan22-5b"), load_backend("wan22-14b")
+    b5, b14 = load_backend("wan22-5b", device="cpu"), load_backend("wan22-14b", device="cpu")  # as the tiny refs
     assert (b5.name, b5.expand_timesteps, b14.name, b14.boundary_ratio) == ("wan22-5b", True, "wan22-14b", BOUNDARY)
     x, t = torch.randn(1, 16, 2, 4, 4), torch.full((1, 2), 0.3)      # the low-noise expert, loaded from its folder
     text, gate = torch.randn(1, 7, 32), torch.ones(1, 2, 7)
