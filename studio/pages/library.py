@@ -19,6 +19,7 @@ from studio.widgets import static_text
 
 KINDS = ["all", "generate", "storyboard", "remix", "blend", "loop", "extend", "recut"]
 OPEN_TABS = ("storyboard", "remix", "blend", "loop", "recut")
+OPEN_LABEL = {tab: word for word, tab in results_mod.OPEN_IN.items()}   # "recut" -> "Re-cut"
 PICKER_OF = {"remix": "remix", "blend": "blend-a", "loop": "loop", "recut": "recut"}   # the picker Open in fills
 
 
@@ -220,7 +221,7 @@ def build(page: Page, story: sb.Storyboard) -> Library:
                 no = gr.Button("Keep it", size="sm", elem_id="lib-delete-no")
             gif = gr.File(label="GIF", visible=False, interactive=False)
             with gr.Row():
-                opens = {t: gr.Button(f"Open in {t.capitalize()}", size="sm", elem_id=f"lib-open-{t}")
+                opens = {t: gr.Button(f"Open in {OPEN_LABEL[t]}", size="sm", elem_id=f"lib-open-{t}")
                          for t in OPEN_TABS}
     with gr.Row():
         retry_job = gr.Dropdown([], label="Interrupted or failed jobs", elem_id="lib-retry-job")

@@ -252,8 +252,7 @@ def build(page: Page) -> Storyboard:
                 add = gr.Button("Add card", elem_id="card-add")
                 update = gr.Button("Update selected", elem_id="card-update")
                 delete = gr.Button("Delete selected", elem_id="card-delete")
-            selected = gr.Number(value=None, precision=0, label="Selected card", interactive=False,
-                                 elem_id="card-selected")
+            selected = gr.State(None)   # the index of the card picked on the strip (outlined there)
         with gr.Column(scale=3):
             cards_df = gr.Dataframe(headers=["#", "kind", "when", "what", "strength"], value=[], label="Cards",
                                     interactive=False, elem_id="cards-table")
