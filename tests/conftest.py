@@ -5,6 +5,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before any test module loads torch: see engine/__init__.py
 
 
 @pytest.fixture(scope="session")
