@@ -129,13 +129,14 @@ def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
     return torch.cat([head, rest])
 
 
-def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: bool = False) -> list[dict]:
+def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: bool = False,
+                 fps: float | None = None) -> list[dict]:
     """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))]}]."""
     F_ = spec.latent_frames(n)
     clips, metas = [], []
     for _ in range(k):
-        fps = float(rng.choice(FPS_CHOICES))
-        clip, segs = render_sample(rng, w, h, fps, n, simple)
+        rate = float(rng.choice(FPS_CHOICES)) if fps is None else fps
+        clip, segs = render_sample(rng, w, h, rate, n, simple)
         clips.append(to_tensor(clip))
         metas.append(segs)
     with torch.no_grad():
@@ -151,8 +152,9 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
 class Pools:
     """Per bucket (width, height, frames): the last POOL encoded clips."""
 
-    def __init__(self, rng, vae, text, spec, fresh: int = FRESH):
+    def __init__(self, rng, vae, text, spec, fresh: int = FRESH, bucket: tuple[int, int, int, float] | None = None):
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
+        self.bucket = bucket   # (w, h, frames, fps): every clip of this one bucket (an ablation), else all
 
     def batch(self, B: int, empty: torch.Tensor, simple: bool = False):
         """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w).
@@ -160,8 +162,11 @@ class Pools:
         rng = self.rng
         w, h = SIZES[rng.integers(len(SIZES))]
         n = int(rng.choice(FRAME_COUNTS))
+        fps = None
+        if self.bucket:
+            w, h, n, fps = self.bucket
         pool = self.pools.setdefault((w, h, n), [])
-        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, self.fresh if len(pool) >= B else B, simple)
+        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, self.fresh if len(pool) >= B else B, simple, fps)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
         picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
@@ -201,6 +206,15 @@ def force_i2v(levels: torch.Tensor, share: float, rng) -> torch.Tensor:
     i2v = torch.ones_like(levels)
     i2v[:, 0] = 0
     return torch.where(pick[:, None], i2v, levels)
+
+
+def parse_bucket(text: str | None) -> tuple[int, int, int, float] | None:
+    """'64x64x17@8' -> (64, 64, 17, 8.0): width x height x frames @ fps."""
+    if not text:
+        return None
+    size, fps = text.split("@")
+    w, h, n = (int(v) for v in size.split("x"))
+    return w, h, n, float(fps)
 
 
 def dit_config(args) -> DiTConfig:
@@ -273,11 +287,11 @@ def train_dit(args):
     cfg, model, opt, ema = build_models(args, run, dev)
     rng = np.random.default_rng(args.seed + 7919 * run.step)
     abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
-    pools = Pools(rng, vae, text, spec, args.fresh)
+    pools = Pools(rng, vae, text, spec, args.fresh, parse_bucket(args.bucket))
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, simple until {args.simple_until}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, simple until {args.simple_until}, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:
