@@ -46,8 +46,12 @@ TABLES = {
     id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER REFERENCES jobs(id), kind TEXT NOT NULL,
     label TEXT NOT NULL, file TEXT NOT NULL, thumb TEXT, storyboard TEXT NOT NULL, settings TEXT NOT NULL,
     backend TEXT NOT NULL, seed INTEGER, lineage TEXT NOT NULL, favourite INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL, duration_s REAL, width INTEGER, height INTEGER, fps REAL)""",
+    created REAL NOT NULL, duration_s REAL, width INTEGER, height INTEGER, fps REAL, deleted_at REAL)""",
 }
+# Columns added after a table's first release: ALTER TABLE ADD COLUMN keeps every row and id as they are.
+# deleted_at: a deleted video keeps its row (prompt, settings, seed, lineage) so what was made from it still
+# names it; its files are gone.
+ADDED = {"videos": {"deleted_at": "REAL"}}
 SCHEMA = ";\n".join(t.format(name=n) for n, t in TABLES.items()) + \
     ";\nCREATE INDEX IF NOT EXISTS videos_created ON videos(created);\n"
 # Files named after row ids (their numbers count as ids once used) and what a crash can leave beside them.
@@ -123,7 +127,8 @@ class Library:
     def _migrate(self, c):
         """Tables made before ids came from AUTOINCREMENT (and cancel_requested): rebuilt in one transaction
         with every row and id kept, the id sequence set above the highest id ever used (live rows, and the
-        numbers in the names of files that deleted rows left behind: previews, exports)."""
+        numbers in the names of files that deleted rows left behind: previews, exports). Then the columns of
+        ADDED a table lacks are added, in the same transaction."""
         c.execute("BEGIN IMMEDIATE")
         try:
             for table, create in TABLES.items():
@@ -138,6 +143,11 @@ class Library:
                 c.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
                 c.execute("DELETE FROM sqlite_sequence WHERE name=?", (table,))
                 c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, self._highest_used(c, table)))
+            for table, cols in ADDED.items():
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                for col, kind in cols.items():
+                    if have and col not in have:   # (no columns: a new file, made whole by SCHEMA)
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -158,7 +168,9 @@ class Library:
         its unlink). A file above the id sequence is left: a crash before an insert's commit rolled its id back,
         and the next item given that id replaces it (and a library.sqlite made afresh never wipes old videos)."""
         with self._conn() as c:
-            live = {t: {r[0] for r in c.execute(f"SELECT id FROM {t}")} for t in ("jobs", "videos")}
+            # A deleted video's row stays but its files go: a crash between its delete's commit and unlink left them.
+            live = {"jobs": {r[0] for r in c.execute("SELECT id FROM jobs")},
+                    "videos": {r[0] for r in c.execute("SELECT id FROM videos WHERE deleted_at IS NULL")}}
             given = dict(c.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
         for sub in WORK_FOLDERS:
             table, pattern = NUMBERED.get(sub, (None, None))
@@ -392,12 +404,15 @@ class Library:
                 p.unlink(missing_ok=True)
 
     def video(self, vid: int) -> dict | None:
+        """A video by id, a deleted one too (its record, "deleted": True, no files) -> None when never made."""
         with self._conn() as c:
             row = c.execute("SELECT * FROM videos WHERE id=?", (int(vid),)).fetchone()
         return self._video(row) if row else None
 
-    def videos(self, favourites: bool = False, kind: str | None = None, limit: int = 500) -> list[dict]:
-        q, args = "SELECT * FROM videos WHERE 1=1", []
+    def videos(self, favourites: bool = False, kind: str | None = None, limit: int = 500,
+               deleted: bool = False) -> list[dict]:
+        """Videos newest first; deleted ones only with deleted=True (then alongside the others)."""
+        q, args = "SELECT * FROM videos WHERE " + ("1=1" if deleted else "deleted_at IS NULL"), []
         if favourites:
             q += " AND favourite=1"
         if kind:
@@ -411,13 +426,16 @@ class Library:
             c.execute("UPDATE videos SET favourite=? WHERE id=?", (int(bool(on)), int(vid)))
 
     def delete(self, vid: int) -> bool:
+        """Remove a video's files and mark its row deleted (kept for lineage and Make again) -> False when there
+        was no such video or it was deleted already."""
         item = self.video(vid)
-        if item is None:
+        if item is None or item["deleted"]:
             return False
         with self._conn() as c:
-            c.execute("DELETE FROM videos WHERE id=?", (int(vid),))
+            if c.execute("UPDATE videos SET deleted_at=? WHERE id=? AND deleted_at IS NULL",
+                         (time.time(), int(vid))).rowcount == 0:
+                return False   # a delete at the same time got there first
         self._remove_files(item)
-        self._reclaim()
         return True
 
     def _remove_files(self, item: dict):
@@ -466,6 +484,7 @@ class Library:
         for k in ("storyboard", "settings", "lineage"):
             d[k] = json.loads(d[k])
         d["favourite"] = bool(d["favourite"])
+        d["deleted"] = d["deleted_at"] is not None
         d["ref"] = f"lib:{d['id']}"
         d["path"] = str(self.home / "videos" / d["file"])
         d["thumb_path"] = str(self.home / "videos" / d["thumb"]) if d["thumb"] else None
@@ -505,7 +524,8 @@ class Library:
         if p.parent == self.home / "uploads" and p.is_file():
             return f"upload:{p.name}"
         m = re.fullmatch(r"v(\d{1,12})\.mp4", p.name)
-        if p.parent == self.home / "videos" and m and self.video(int(m.group(1))):
+        v = self.video(int(m.group(1))) if p.parent == self.home / "videos" and m else None
+        if v and not v["deleted"]:
             return f"lib:{int(m.group(1))}"
         return None
 

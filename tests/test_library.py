@@ -34,8 +34,52 @@ def test_video_round_trip_favourite_filter_delete(tmp_path):
     lib.set_favourite(vid, True)
     assert [x["id"] for x in lib.videos(favourites=True)] == [vid]
     path = v["path"]
-    assert lib.delete(vid) and not os.path.exists(path) and lib.video(vid) is None
-    assert not lib.delete(vid)
+    assert lib.delete(vid) and not os.path.exists(path) and lib.video(vid)["deleted"]
+    assert not lib.delete(vid) and not lib.delete(999)
+
+
+def test_a_deleted_video_keeps_its_record_and_loses_its_files(tmp_path):
+    """Issue 21 finding 7: a deleted parent stays a record (prompt, settings, seed, lineage, job) that its
+    children's lineage still names; the lists, the references and the downloads no longer offer it."""
+    lib = Library(tmp_path)
+    job = lib.add_job("generate", {"prompt": "a red circle"}, "a red circle", "reference")
+    parent = lib.add_video(job, "generate", "a red circle", ramp_clip(6), 12.0, sidecar(7), {})
+    child = lib.add_video(None, "remix", "a blue box", ramp_clip(6), 12.0, sidecar(), {"remix_of": [f"lib:{parent}"]})
+    lib.set_favourite(parent, True)
+    lib.gif(parent)
+    files = [lib.video(parent)["path"], lib.video(parent)["thumb_path"], str(tmp_path / "exports" / f"v{parent}.gif")]
+    assert lib.delete(parent)
+    v = lib.video(parent)
+    assert v["deleted"] and v["deleted_at"] is not None and not lib.video(child)["deleted"]
+    assert (v["label"], v["seed"], v["job_id"], v["settings"]) == ("a red circle", 7, job, {"steps": 2})
+    assert not any(os.path.exists(p) for p in files)
+    assert [x["id"] for x in lib.videos()] == [child] and lib.videos(favourites=True) == []
+    assert [x["id"] for x in lib.videos(deleted=True)] == [child, parent]
+    with pytest.raises(InputError, match=f"^video: library item lib:{parent} does not exist"):
+        lib.resolve("video", f"lib:{parent}")
+    with pytest.raises(InputError, match="^video: "):
+        lib.gif(parent)
+    assert lib.ref_for_path(files[0]) is None
+    Library(tmp_path, own=True).close()                          # a restart keeps the record
+    assert Library(tmp_path).video(parent)["deleted"]
+
+
+def test_a_library_from_before_soft_delete_gains_deleted_at_keeping_rows_and_ids(tmp_path):
+    """A library.sqlite with AUTOINCREMENT but no deleted_at (the release before): the column is added, every
+    row and id kept, nothing marked deleted, and the id sequence goes on where it was."""
+    lib = Library(tmp_path)
+    ids = [lib.add_video(None, "generate", f"v{k}", ramp_clip(6), 12.0, sidecar(), {}) for k in range(3)]
+    with sqlite3.connect(lib.db) as c:
+        c.execute("DELETE FROM videos WHERE id=?", (ids[-1],))   # the newest id used once, as a hard delete left it
+        c.execute("ALTER TABLE videos DROP COLUMN deleted_at")
+        before = c.execute("SELECT * FROM videos ORDER BY id").fetchall()
+    lib = Library(tmp_path)
+    with sqlite3.connect(lib.db) as c:
+        after = c.execute("SELECT * FROM videos ORDER BY id").fetchall()
+    assert [r[:-1] for r in after] == before and all(r[-1] is None for r in after)
+    assert [v["id"] for v in lib.videos()] == ids[1::-1] and not lib.video(ids[0])["deleted"]
+    assert lib.add_video(None, "generate", "next", ramp_clip(6), 12.0, sidecar(), {}) == ids[-1] + 1
+    assert lib.delete(ids[0]) and lib.video(ids[0])["deleted"]
 
 
 def test_restart_keeps_videos_and_queued_jobs_and_marks_the_running_one_interrupted(tmp_path):
@@ -313,7 +357,7 @@ def test_an_old_library_is_migrated_keeping_every_row_and_id(tmp_path):
         after = {t: [r[:len(before[t][0])] for r in c.execute(f"SELECT * FROM {t} ORDER BY id")] for t in before}
         schema = " ".join(r[0] for r in c.execute("SELECT sql FROM sqlite_master WHERE type='table'"))
     assert after == before and schema.count("AUTOINCREMENT") == 2
-    assert lib.job(5)["cancel_requested"] == 0
+    assert lib.job(5)["cancel_requested"] == 0 and lib.video(3)["deleted"] is False
     assert lib.add_job("generate", {}, "next", "reference") == 10
     assert lib.add_video(None, "generate", "x", ramp_clip(6), 12.0, sidecar(), {}) == 13
     Library(tmp_path, own=True).close()                           # the owner also turns on incremental vacuum
@@ -413,22 +457,26 @@ def test_the_owner_removes_leftovers_of_a_crash(tmp_path):
     vid = lib.add_video(None, "generate", "kept", ramp_clip(6), 12.0, sidecar(), {})
     gone = lib.add_video(None, "generate", "deleted", ramp_clip(6), 12.0, sidecar(), {})
     job = lib.add_job("generate", {}, "deleted", "reference")
+    marked = lib.add_video(None, "generate", "soft-deleted", ramp_clip(6), 12.0, sidecar(), {})
     with sqlite3.connect(lib.db) as c:                             # as a crash between a delete's commit and unlink
         c.execute("DELETE FROM videos WHERE id=?", (gone,))
         c.execute("DELETE FROM jobs WHERE id=?", (job,))
+        c.execute("UPDATE videos SET deleted_at=1.0 WHERE id=?", (marked,))
     home = lib.home
     keep = [home / "videos" / f"v{vid}.mp4", home / "videos" / f"v{vid}.jpg", home / "exports" / f"v{vid}.gif",
             home / "uploads" / "abc_clip.mp4", home / "exports" / "storyboard.json", home / "videos" / "v999.mp4"]
     junk = [home / "exports" / f".v{vid}.sprites.jpg.part", home / "exports" / f".v{vid}.1234-0badcafe.part.gif",
             home / "uploads" / ".abc_clip.mp4.part", home / "previews" / "j3.jpg.part",
             home / "videos" / ".new-0123456789ab.mp4", home / "videos" / f"v{gone}.mp4", home / "videos" / f"v{gone}.jpg",
-            home / "exports" / f"v{gone}.gif", home / "previews" / f"j{job}.jpg",
+            home / "exports" / f"v{gone}.gif", home / "previews" / f"j{job}.jpg", home / "videos" / f"v{marked}.mp4",
+            home / "videos" / f"v{marked}.jpg",
             home / "tmp" / "0f3a" / "upload.bin", home / "tmp" / "api-x" / "clip.mp4"]
     for p in keep[2:] + junk:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
     Library(tmp_path, own=True).close()
     assert all(p.exists() for p in keep) and not any(p.exists() for p in junk)
+    assert Library(tmp_path).video(marked)["deleted"]                # its record stays
     assert list((home / "tmp").iterdir()) == []
 
 

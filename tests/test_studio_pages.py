@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import re
+import shutil
 
 import gradio as gr
 import numpy as np
@@ -102,8 +103,10 @@ def test_labels_say_the_kind_once(kind, label, lineage, said):
 def test_deleting_a_source_keeps_its_children_s_lineage_in_words(tmp_path):
     """Finding 7: the question names the children; after the delete, a child says its source was deleted, shows
     its remix amount, and Make again says why it cannot, in words."""
+    from engine.video_io import read_video
     from studio.app import Studio, delete_question, make_again, video_info
     from studio.jobs import Jobs
+    from studio.pages.library import describe
     from studio.library import Library
     lib = Library(tmp_path / "home")
     studio = Studio(lib, Jobs(lib, "reference"))
@@ -114,12 +117,24 @@ def test_deleting_a_source_keeps_its_children_s_lineage_in_words(tmp_path):
     k = studio.submit("remix", {"video": parent["ref"], "prompt": "a blue box", "amount": 0.3, "steps": 1})
     assert studio.wait(k, 120)["state"] == "done"
     child = lib.videos_of_job(k)[0]
+    parent_frames = shutil.copy(parent["path"], tmp_path / "parent.mp4")
     assert f"#{child['id']} remix: a blue box" in delete_question(lib, parent["id"])
     lib.delete(parent["id"])
     info = video_info(lib, lib.video(child["id"]))
-    assert f"remix of #{parent['id']} (deleted)" in info and "amount 0.3" in info
+    seed = parent["seed"]
+    assert f"remix of #{parent['id']} (deleted: a red ball, seed {seed})" in info and "amount 0.3" in info
     with pytest.raises(InputError, match=f"made from #{parent['id']}, which was deleted"):
         make_again(studio, child["id"])
+    # The parent's record: shown as deleted with nothing to play, out of the pickers, and made again from its seed.
+    player, said, shown, download = describe(studio, parent["id"])
+    assert player is None and download is None and shown == parent["id"] and "(deleted)" in said
+    assert parent["ref"] not in [ref for _, ref in studio.choices()]
+    with pytest.raises(InputError, match="^video: #.* was deleted already"):
+        delete_question(lib, parent["id"])
+    again, _ = make_again(studio, parent["id"])
+    assert studio.wait(again, 120)["state"] == "done"
+    remade = lib.videos_of_job(again)[0]
+    assert remade["seed"] == seed and np.array_equal(read_video(remade["path"]), read_video(parent_frames))
 
 
 def test_each_job_in_the_list_has_its_own_cancel_and_opens_its_result(tmp_path):

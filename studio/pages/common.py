@@ -174,7 +174,7 @@ class Studio:
         """A media reference's first frame as a small data: URI."""
         if ref.startswith("lib:"):
             item = self.library.video(int(ref[4:]))
-            if item and item["thumb_path"]:
+            if item and item["thumb_path"] and not item["deleted"]:
                 return data_uri(item["thumb_path"])
         from engine.video_io import read_video
         path = self.library.resolve("card", ref)
@@ -294,10 +294,17 @@ def video_info(lib, v: dict) -> str:
            else ()) if k in req and k not in (*SOURCES, "storyboard") and "prompt" not in k]
 
     def source(ref) -> str:
-        gone = str(ref).startswith("lib:") and lib.video(int(str(ref)[4:])) is None
-        return results_mod.ref_name(ref) + (" (deleted)" if gone else "")
+        """A parent by its number; a deleted one said so, with the prompt and seed its record keeps."""
+        if not str(ref).startswith("lib:"):
+            return results_mod.ref_name(ref)
+        p = lib.video(int(str(ref)[4:]))
+        if p is None or not p["deleted"]:
+            return results_mod.ref_name(ref) + (" (deleted)" if p is None else "")
+        was = results_mod.label_of(p["kind"], p["label"], p["lineage"])
+        return f"{results_mod.ref_name(ref)} (deleted: {was[:60]}, seed {p['seed']})"
     lineage = "; ".join(f"{k.replace('_', ' ')} {', '.join(source(r) for r in refs)}" for k, refs in v["lineage"].items())
-    return (f"**{html.escape(video_name(v))}**  \n{v['kind']} · {v['width']}x{v['height']} · "
+    title = html.escape(video_name(v)) + (" (deleted)" if v.get("deleted") else "")
+    return (f"**{title}**  \n{v['kind']} · {v['width']}x{v['height']} · "
             f"{v['duration_s']:.2f} s at {v['fps']:g} fps · seed {v['seed']} · backend {v['backend']}  \n"
             f"steps {s.get('steps')} · guidance {s.get('guidance')}" + "".join(f" · {html.escape(o)}" for o in own)
             + (f"  \nlineage: {html.escape(lineage)}" if lineage else "") + ("  \n★ favourite" if v["favourite"] else ""))

@@ -37,6 +37,12 @@ def listed(studio: Studio, fav_only=False, kind=None, query="") -> list[dict]:
             if matches(v, query) and v["thumb_path"] and Path(v["thumb_path"]).exists()][:200]
 
 
+def gone_video(lib, ref) -> bool:
+    """Whether library reference 'lib:<id>' names a video that is not there to use (deleted, or never made)."""
+    v = lib.video(int(str(ref)[4:]))
+    return v is None or v["deleted"]
+
+
 def job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
     return [(f"job {j['id']} {j['state']}: {results_mod.label_of(j['op'], j['label'])[:40]}", j["id"]) for j in jobs]
 
@@ -59,6 +65,8 @@ def describe(studio: Studio, vid) -> tuple:
     v = studio.library.video(int(vid)) if vid not in (None, "") else None
     if v is None:
         return None, "Select a video.", None, None
+    if v["deleted"]:   # its record only: what it was, for Make again; no file to play or download
+        return None, video_info(studio.library, v), v["id"], None
     return v["path"], video_info(studio.library, v), v["id"], v["path"]
 
 
@@ -69,7 +77,7 @@ def on_select(studio: Studio, ids, evt: gr.SelectData):
 
 def on_fav(studio: Studio, n_pickers: int, vid, fav_only, kind, query):
     v = studio.library.video(int(vid)) if vid not in (None, "") else None
-    if v:
+    if v and not v["deleted"]:
         studio.library.set_favourite(v["id"], not v["favourite"])
     return (*describe(studio, vid), *view(studio, n_pickers, fav_only, kind, query))
 
@@ -79,6 +87,8 @@ def delete_question(lib, vid) -> str:
     v = lib.video(int(vid)) if vid not in (None, "") else None
     if v is None:
         raise InputError("video: select a video first")
+    if v["deleted"]:
+        raise InputError(f"video: #{v['id']} was deleted already")
     children = [c for c in lib.videos(limit=100_000) if v["ref"] in [r for refs in c["lineage"].values() for r in refs]]
     made = (f" {', '.join(video_name(c) for c in children[:5])} {'was' if len(children) == 1 else 'were'} made from "
             "it and will say it was deleted." if children else "")
@@ -110,7 +120,7 @@ def make_again(studio: Studio, vid) -> tuple[int, dict]:
     if job is None:
         raise InputError("video: select a video made in the studio first")
     gone = [r for refs in v["lineage"].values() for r in refs
-            if str(r).startswith("lib:") and studio.library.video(int(str(r)[4:])) is None]
+            if str(r).startswith("lib:") and gone_video(studio.library, r)]
     if gone:
         raise InputError(f"#{v['id']} was made from {results_mod.ref_name(gone[0])}, which was deleted: without its "
                          "source video it cannot be made again")
@@ -159,7 +169,7 @@ def open_in(studio: Studio, pickers: tuple, tab: str, vid, s, backend):
     if vid in (None, ""):
         raise InputError("video: select a video first")
     ref = f"lib:{int(vid)}"
-    if studio.library.video(int(vid)) is None:
+    if gone_video(studio.library, ref):
         raise InputError(f"video: #{int(vid)} is not in the Library any more")
     ups = [gr.update(choices=studio.choices(), value=ref) if p == PICKER_OF.get(tab) else gr.update() for p in pickers]
     if tab == "storyboard":
@@ -177,7 +187,7 @@ def on_slot_open(studio: Studio, pickers: tuple, choice, vid, s, backend):
 
 def on_slot_fav(studio: Studio, vid):
     v = studio.library.video(int(vid)) if vid not in (None, "") else None
-    if v is None:
+    if v is None or v["deleted"]:
         raise InputError("video: this video is not in the Library any more")
     studio.library.set_favourite(v["id"], not v["favourite"])
     return results_mod.fav_label(not v["favourite"])
