@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video"); p.add_argument("--prompt", default="")
     _opt(p, "--bridge", "bridge_s", default=PARAMS["bridge_s"].default)
     _opt(p, "--context", "context_s", default=PARAMS["context_s"].default)
+    p.add_argument("--section", default=None, help="IN:OUT in seconds: loop only that part of the clip")
     _timeline_opts(p, duration=False); _sampling_opts(p); _out_opts(p)
 
     p = sub.add_parser("extend", help="continue a clip forward or lead into it backward")
@@ -240,7 +241,13 @@ def cmd_blend(a):
 
 def cmd_loop(a):
     from engine import ops
-    _render(a, ops.loop(a.video, a.bridge_s, a.context_s, a.prompt, **_timeline_kw(a)))
+    try:
+        section = tuple(float(v) for v in a.section.split(":")) if a.section else None
+    except ValueError:
+        section = ()
+    if section is not None and len(section) != 2:
+        raise InputError(f"section: {a.section!r} is not IN:OUT in seconds, e.g. 0.5:2")
+    _render(a, ops.loop(a.video, a.bridge_s, a.context_s, a.prompt, section, **_timeline_kw(a)))
 
 
 def cmd_extend(a):

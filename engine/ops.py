@@ -8,7 +8,7 @@
 | blend       | VideoCards A and B weighted 1 - mix and mix, TextCards weighted the same,   |
 |             | a noise curve (default 0.9 * 4 m (1 - m): A and B kept, the middle repainted)|
 | loop        | clip tail | bridge (generated) | clip head; output = head' + middle + tail' + |
-|             | bridge, the loop point inside one decode ('= decoded)                       |
+|             | bridge, the loop point inside one decode ('= decoded); of a section's ends  |
 | extend      | the clip's last (first) context seconds injected, the rest generated;       |
 |             | output = clip + new part                                                    |
 | interpolate | ImageCards at their moments, everything between generated                   |
@@ -164,23 +164,45 @@ def default_repaint(mix: Curve, samples: int = 33) -> Curve:
 
 
 def loop(video: str, bridge_s: float = PARAMS["bridge_s"].default, context_s: float = PARAMS["context_s"].default,
-         prompt: str = "", **kw) -> Timeline:
-    """Clip + a generated bridge that leads from its last frame back into its first: seamless on repeat."""
+         prompt: str = "", section: tuple[float, float] | None = None, **kw) -> Timeline:
+    """Clip + a generated bridge that leads from its last frame back into its first: seamless on repeat.
+    section=(in_s, out_s): only that part of the clip is looped (None: the whole clip)."""
     info = _video_info(video, "video", "loop", min_frames=2)
     common, T = _clip_defaults(info, kw)
     fps = common["fps"]
-    T = _snap(T, fps)
+    a, z = _section(section, _snap(T, fps), fps)
+    L = z - a
     b = _snap(check("bridge_s", bridge_s), fps) or 1 / fps
-    c = _snap(min(check("context_s", context_s), T / 2), fps) or 1 / fps
-    cards = [VideoCard(0.0, c, video, T - c, T), VideoCard(c + b, c + b + c, video, 0.0, c)]
+    c = _snap(min(check("context_s", context_s), L / 2), fps) or 1 / fps
+    cards = [VideoCard(0.0, c, video, z - c, z), VideoCard(c + b, c + b + c, video, a, a + c)]
     if prompt.strip():
         cards.append(TextCard(0.0, 2 * c + b, prompt))
-    # The loop point (last frame -> first) falls inside one decoded span: head', the clip's middle
+    # The loop point (last frame -> first) falls inside one decoded span: head', the section's middle
     # verbatim, then tail' + bridge, where head' and tail' are the model's decode of the injected ends.
     # The only cuts between source pixels and decoded ones are between neighbouring frames of the clip.
-    middle = [Piece(video, c, T - c)] if T - 2 * c > 0.5 / fps else []
+    middle = [Piece(video, a + c, z - c)] if L - 2 * c > 0.5 / fps else []
     assembly = [Piece("generated", c + b, 2 * c + b), *middle, Piece("generated", 0.0, c + b)]
     return _timeline(cards, 2 * c + b, assemble=assembly, **common)
+
+
+def _section(section, T: float, fps: float, field: str = "section") -> tuple[float, float]:
+    """(in_s, out_s) of a clip T s long, on the frame grid and at least two frames apart (a loop needs a first
+    and a last frame); None: the whole clip. InputError naming the field otherwise."""
+    if section is None:
+        return 0.0, T
+    try:
+        if isinstance(section, (str, bytes)):   # "12" would read as 1:2
+            raise TypeError
+        a, z = (float(v) for v in section)
+    except (TypeError, ValueError):
+        raise InputError(f"{field}: expected [in_s, out_s] in seconds, e.g. [0.5, 2]") from None
+    if not (math.isfinite(a) and math.isfinite(z) and 0 <= a < z <= T + 1e-6):
+        raise InputError(f"{field}: {a:g}:{z:g} is not inside the clip (0:{T:g}); give in < out, in seconds")
+    a, z = _snap(a, fps), min(_snap(z, fps), T)
+    if z - a < 2 / fps - 1e-9:
+        raise InputError(f"{field}: {a:g}:{z:g} is under two frames ({2 / fps:g} s at {fps:g} fps); "
+                         "a loop needs at least two")
+    return a, z
 
 
 def extend(video: str, seconds: float = PARAMS["extend_s"].default, direction: str = "forward", prompt: str = "",

@@ -22,7 +22,7 @@ FIELDS = {
     "storyboard": {"storyboard"},
     "remix": {"video", "prompt", "amount"},
     "blend": {"a", "b", "curve", "repaint", "prompt_a", "prompt_b", "duration_s"},
-    "loop": {"video", "prompt", "bridge_s", "context_s"},
+    "loop": {"video", "prompt", "bridge_s", "context_s", "section"},
     "extend": {"video", "prompt", "extend_s", "direction", "context_s"},
     "recut": {"video", "trim", "upscale", "amount", "prompt"},
 }
@@ -103,7 +103,7 @@ def _build(op: str, req: dict, media: Callable[[str, str], str], spec) -> tuple[
                        _text(req, "prompt_b"), req.get("repaint"), T, **kw)
     elif op == "loop":
         tl = ops.loop(_need(path, "video"), req.get("bridge_s", 1.0), req.get("context_s", 1.0),
-                      _text(req, "prompt"), **kw)
+                      _text(req, "prompt"), req.get("section"), **kw)
     elif op == "extend":
         tl = ops.extend(_need(path, "video"), req.get("extend_s", 2.0), req.get("direction", "forward"),
                         _text(req, "prompt"), req.get("context_s", 1.0), **kw)

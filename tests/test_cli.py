@@ -48,9 +48,11 @@ def test_every_verb_runs(tmp_path, make_video, make_image):
         ["blend", clip, clip2, "--curve", "0:0,0.4:0,0.6:1,1:1"],
         ["loop", clip, "--bridge", "0.5", "--context", "0.25"],
         ["extend", clip, "--seconds", "0.5", "--direction", "backward"],
+        ["loop", clip, "--bridge", "0.5", "--context", "0.25", "--section", "0.25:1.25"],
     ]
     from engine.video_io import probe
-    frames = [8, 12, 12, 12 + 4, 4 + 12]     # i2v 1 s; remix, blend: the clip; loop: clip + bridge; extend: new + clip
+    frames = [8, 12, 12, 12 + 4, 4 + 12, 8 + 4]  # i2v 1 s; remix, blend: the clip; loop: clip (section) + bridge;
+    #                                            extend: new + clip
     for k, (v, n) in enumerate(zip(verbs, frames)):
         out = tmp_path / f"o{k}.mp4"
         assert main([*v, "--out", str(out), *FAST]) == 0, v
@@ -81,6 +83,8 @@ BAD = [
     (["blend", "{clip}", "{clip}", "--curve", "0:0,0.5:nan,1:1"], "curve[1]"),
     (["blend", "{clip}", "{clip}", "--curve", "0:0,2:1"], "curve[1]"),
     (["recut", "{clip}", "--trim", "3:9"], "trim"),
+    (["loop", "{clip}", "--section", "1:0.5"], "section: 1:0.5 is not inside the clip"),
+    (["loop", "{clip}", "--section", "0.5"], "section: '0.5' is not IN:OUT"),
     (["generate", "{bad_json}"], "storyboard: not valid JSON"),
     (["generate", "{bad_kind}"], "cards[0].kind"),
     (["generate", "{one_px}"], "cards[0].path"),

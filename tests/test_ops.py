@@ -80,6 +80,44 @@ def test_loop_plan_and_output(backend, clip):
     assert np.array_equal(out[18:], gen[:18])                         # tail' + bridge: the loop point is inside
 
 
+def test_a_loop_of_a_section_injects_that_section_s_frames_only(backend, clip):
+    """section=(0.5, 1.75) of the 2 s clip: frames 6..20 loop; nothing before 6 or from 21 on is used."""
+    tl = ops.loop(clip, bridge_s=1.0, context_s=0.5, seed=0, section=(0.5, 1.75))
+    assert tl.duration_s == pytest.approx(2.0)                       # 0.5 context + 1 bridge + 0.5 context
+    cards = [c for c in tl.cards if c.kind == "video"]
+    assert [(c.source_in_s, c.source_out_s) for c in cards] == [(1.25, 1.75), (0.5, 1.0)]    # the section's tail, then its head
+    p = compile(tl, backend)
+    from engine.video_io import fit, read_video, to_tensor
+    src = fit(read_video(clip), 112, 64)
+    z_tail = backend.encode_video(to_tensor(src[15:16])[None])[0][:, 0]        # out - context = frame 15
+    assert torch.equal(p.known[:, 0], z_tail) and p.sources[0] == "cards[0]" and p.sources[-1] == "cards[1]"
+    whole = compile(ops.loop(clip, bridge_s=1.0, context_s=0.5, seed=0), backend)
+    assert not torch.equal(p.known, whole.known)                    # not the whole clip's ends
+    out, gen = generate(tl, backend, Settings(steps=2))[0], generate(tl.replace(assemble=None), backend, Settings(steps=2))[0]
+    assert len(out) == 15 + 12                                        # the section + bridge
+    assert np.array_equal(out[:6], gen[18:24])                        # head': the decoded head of the section
+    assert np.array_equal(out[6:9], src[12:15])                       # the section's middle, verbatim
+    assert np.array_equal(out[9:], gen[:18])                          # tail' + bridge
+
+
+@pytest.mark.parametrize("section,said", [
+    ((1.0, 0.5), "1:0.5 is not inside the clip (0:2)"), ((0.0, 3.0), "0:3 is not inside the clip"),
+    ((-1, 1), "-1:1 is not inside"), ((0.5, 0.55), "under two frames"), ((0.5, float("nan")), "not inside"),
+    ("12", "expected [in_s, out_s]"), ((1.0,), "expected [in_s, out_s]"), ((0, "x"), "expected [in_s, out_s]"),
+])
+def test_a_bad_loop_section_is_refused_in_one_line_naming_it(clip, section, said):
+    from engine.params import InputError
+    with pytest.raises(InputError) as e:
+        ops.loop(clip, section=section)
+    assert str(e.value).startswith("section: ") and said in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_loop_request_takes_a_section(clip):
+    from engine.requests import build
+    tl, _, lineage = build("loop", {"video": clip, "section": [0.5, 1.75], "context_s": 0.5})
+    assert [(c.source_in_s, c.source_out_s) for c in tl.cards if c.kind == "video"] == [(1.25, 1.75), (0.5, 1.0)]
+
+
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_extend_injects_the_near_end_and_appends(backend, clip, direction):
     tl = ops.extend(clip, 1.0, direction, "a ball", context_s=0.5)
