@@ -219,7 +219,7 @@ def timeline_strip(value: dict | None = None, elem_id: str = "storyboard-strip",
 
 # ----------------------------------------------------------------------------- filmstrip
 def filmstrip(value: dict | None = None, elem_id: str = "recut-film", **kw) -> gr.HTML:
-    """Re-cut's trim: frames of a clip in a row, with an in and an out handle.
+    """Re-cut's trim and Loop's section: frames of a clip in a row, with an in and an out handle.
 
     Value: `{"duration_s": float, "frames": ["data:image/...", ...], "in_s": float, "out_s": float}`; frames
     other than `data:image/` URIs are not shown, and a duration of 0 says "Choose a video". Drag a handle

@@ -227,6 +227,39 @@ def test_a_loop_bridge_is_short_normal_long_or_a_typed_length():
         bridge_of("Custom", 9)
 
 
+def test_loop_s_filmstrip_handles_choose_the_section_that_is_looped(tmp_path):
+    """Loop picks its section as Re-cut trims: the handles fill the fields, typed fields move the handles, and the
+    queued request loops that section (none for the whole clip); a bad one is said in words before queueing."""
+    from engine.video_io import write_video
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages import loop, recut
+    from tests.conftest import ramp_clip
+    lib = Library(tmp_path / "home")
+    jobs = Jobs(lib, "reference")
+    studio = Studio(lib, jobs)
+    ref = lib.add_upload(write_video(tmp_path / "c.mp4", ramp_clip(16), 8.0))
+    film, start, end = recut.on_source(studio, ref, None)
+    assert (film["duration_s"], start, end) == (2.0, 0.0, 0.0)
+    assert recut.on_film(dict(film, in_s=0.5, out_s=1.5)) == (0.5, 1.5)
+    moved = loop.on_section_typed(film, 0.25, 1.5)
+    assert (moved["in_s"], moved["out_s"]) == (0.25, 1.5)
+    assert loop.on_section_typed(film, 1.5, 1.0) == loop.on_section_typed(film, 99, 0) == gr.update()
+    args = ("Short", None, 0.25, "", 1, 1.0, "", "reference")
+    (w, _), (whole, _) = loop.on_loop(studio, ref, None, 0.5, 1.5, *args), loop.on_loop(studio, ref, None, 0, 0, *args)
+    assert lib.job(w["job"])["request"]["section"] == [0.5, 1.5] and w["tab"] == "loop"
+    assert "section" not in lib.job(whole["job"])["request"]
+    assert lib.job(loop.on_loop(studio, ref, None, 0.5, 0, *args)[0]["job"])["request"]["section"] == [0.5, 2.0]
+    with pytest.raises(InputError, match="^section: 1.5:1 is not inside the clip"):
+        loop.on_loop(studio, ref, None, 1.5, 1.0, *args)
+    with pytest.raises(InputError, match="^Loop from must be between"):
+        loop.on_loop(studio, ref, None, 99, 0, *args)
+    for j in (w["job"], whole["job"]):
+        assert studio.wait(j, 120)["state"] == "done"
+    assert lib.videos_of_job(w["job"])[0]["duration_s"] == pytest.approx(1.0 + 0.5)   # the section + the bridge
+
+
 def test_the_recut_filmstrip_and_the_trim_fields_follow_each_other(tmp_path):
     from engine.video_io import write_video
     from studio.app import Studio

@@ -64,6 +64,8 @@ BRIDGE = Bound("bridge_s", "Bridge", hi=8, unit="s")
 CONTEXT = Bound("context_s", "Context", hi=4, unit="s")
 TRIM_START = Bound("time_s", "Trim start", hi=60, unit="s")
 TRIM_END = Bound("time_s", "Trim end", hi=60, unit="s")
+LOOP_IN = Bound("time_s", "Loop from", hi=60, unit="s")
+LOOP_OUT = Bound("time_s", "Loop to", hi=60, unit="s")
 EXTEND = Bound("extend_s", "Seconds to add", hi=20, unit="s")
 STEPS = Bound("steps", "Steps", hi=100, whole=True)
 GUIDANCE = Bound("guidance", "Guidance")
@@ -101,7 +103,8 @@ FIELD_WORDS = {"duration_s": "duration", "fps": "frame rate", "path": "media", "
                "source_out_s": "source end", "seed": "seed", "steps": "steps", "guidance": "guidance",
                "storyboard": "storyboard", "cards": "cards", "card": "card", "video": "video", "media": "media",
                "prompt": "prompt", "job": "job", "amount": "amount", "bridge_s": "bridge", "context_s": "context",
-               "extend_s": "seconds to add", "trim": "trim", "a": "video A", "b": "video B", "curve": "curve"}
+               "extend_s": "seconds to add", "trim": "trim", "section": "loop section", "a": "video A", "b": "video B",
+               "curve": "curve"}
 
 
 def _n(i: str) -> int:

@@ -43,12 +43,13 @@ def on_film(v) -> tuple:
     return float(v["in_s"]), 0.0 if abs(end - float(v["duration_s"])) < 1e-3 else end
 
 
-def on_trim_typed(v, start, end):
-    """Trim typed in the fields -> the handles follow (a value out of range leaves them: Apply says why)."""
+def handles_at(v, start, end, first: ctl.Bound = ctl.TRIM_START, last: ctl.Bound = ctl.TRIM_END):
+    """In and out typed in the fields (bounds first, last) -> the handles follow (a value out of range leaves
+    them: the tab's button says why). Loop's section uses it too."""
     if not isinstance(v, dict) or not v.get("duration_s"):
         return gr.update()
     try:
-        a, b = ctl.TRIM_START.check(start), ctl.TRIM_END.check(end)
+        a, b = first.check(start), last.check(end)
     except InputError:
         return gr.update()
     d = float(v["duration_s"])
@@ -56,13 +57,26 @@ def on_trim_typed(v, start, end):
     return dict(v, in_s=a, out_s=b) if a < b else gr.update()
 
 
+def on_trim_typed(v, start, end):
+    return handles_at(v, start, end)
+
+
+def span_of(studio: Studio, ref: str, start, end, first: ctl.Bound = ctl.TRIM_START,
+            last: ctl.Bound = ctl.TRIM_END) -> list[float] | None:
+    """In and out fields -> [in_s, out_s] of the clip (an out of 0 means its own end), None when that is the
+    whole clip."""
+    start, end = first.check(start), last.check(end)
+    if end <= 0 and not start:
+        return None
+    from engine.video_io import probe
+    return [start, end if end > 0 else probe(studio.library.resolve("video", ref)).duration_s]
+
+
 def trim_request(studio: Studio, ref: str, start, end, fps) -> dict:
     """Trim and frame rate -> the recut request (an end of 0 means the clip's own end)."""
-    req, start, end = {"video": ref}, ctl.TRIM_START.check(start), ctl.TRIM_END.check(end)
-    if end > 0 or start:
-        from engine.video_io import probe
-        stop = end if end > 0 else probe(studio.library.resolve("video", ref)).duration_s
-        req["trim"] = [start, stop]
+    req, trim = {"video": ref}, span_of(studio, ref, start, end)
+    if trim:
+        req["trim"] = trim
     if fps not in (None, "keep"):
         req["fps"] = float(fps)
     return req
