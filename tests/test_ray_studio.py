@@ -119,7 +119,7 @@ def test_a_restarted_studio_runs_the_ray_jobs_left_queued(cluster, tmp_path):
 
         def status(vid) -> str:
             return httpx.get(f"{server.url}/v1/videos/{vid}", timeout=60).json()["status"]
-        long = create(steps=40)
+        long = create(steps=200)        # still running when the studio is killed, however fast the machine
         assert wait_for(lambda: status(long) == "in_progress")
         queued = [create(seed=s) for s in (4, 5)]                  # one worker, busy: these wait
         assert [status(v) for v in queued] == ["queued", "queued"]
@@ -131,4 +131,27 @@ def test_a_restarted_studio_runs_the_ray_jobs_left_queued(cluster, tmp_path):
             made = c.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
         assert states[int(long.split("_")[1])] == "interrupted" and made == 2
     finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------- the page, on Ray
+def test_the_page_generates_through_a_ray_worker_as_in_process(cluster, tmp_path, chromium):
+    """The same browser steps as tests/test_studio_browser.py's first test, with the studio's jobs on Ray:
+    progress in the job list, the result plays, the clip lands in the library (it travelled back)."""
+    from tests.test_studio_browser import TIMEOUT, generate, tab, wait_video
+    server = StudioServer(tmp_path / "home", args=["--ray", cluster, "--ray-workers", "1", "--backend", "toy"]).start()
+    ctx = chromium.new_context(viewport={"width": 1300, "height": 1000})
+    try:
+        page = ctx.new_page()
+        page.set_default_timeout(TIMEOUT)
+        page.goto(server.url)
+        generate(page, "a large blue square moving right on a black background", steps=16)
+        page.locator("#jobs .cp-job[data-state=running] .cp-bar").first.wait_for(timeout=TIMEOUT)
+        assert wait_video(page, "create-result").startswith(server.url)
+        tab(page, "Library")
+        page.locator("#lib-gallery img").first.wait_for()
+        assert "blue square" in page.locator("#lib-gallery").inner_text()
+        assert list((server.home / "videos").glob("*.mp4"))                  # written into the studio's own folder
+    finally:
+        ctx.close()
         server.stop()
