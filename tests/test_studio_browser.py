@@ -504,6 +504,38 @@ def test_recut_trims_with_handles_on_a_filmstrip_of_the_clip(page, studio):
     assert "in 0.25 s · out 0.75 s" in page.locator("#recut-film .cp-film-readout").inner_text()
 
 
+def test_loop_picks_its_section_with_handles_on_a_filmstrip(page, studio):
+    """Loop shows the chosen clip as a filmstrip; its in handle dragged a quarter to the right sets where the loop
+    starts, and the queued job loops that section."""
+    from studio.library import Library
+    vid = add_library_video(studio.home, "generate", "a clip to loop", {})   # 1 s at 8 fps
+    tab(page, "Loop")
+    pick(page, "loop-source", f"#{vid} a clip to loop")
+    page.locator("#loop-film .cp-film-frames img").first.wait_for()
+    film = page.locator("#loop-film .cp-film-frames")
+    film.scroll_into_view_if_needed()
+    width = stable_box(page, film)["width"]
+    handle = stable_box(page, page.locator("#loop-film .cp-film-in"))
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 0.25 * width, y, steps=8)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('#loop-start input[type=number]').value !== '0'")
+    start = float(page.locator("#loop-start input[type=number]").input_value())
+    assert start == pytest.approx(0.25, abs=0.06)
+    before = {j["id"] for j in Library(studio.home).jobs(limit=10_000)}
+    page.locator("#loop-go").click()
+    for _ in range(3000):                                                  # bounded (5 min): the click's answer
+        new = [j for j in Library(studio.home).jobs(limit=10_000) if j["id"] not in before]
+        if new:
+            break
+        page.wait_for_timeout(100)
+    assert new and new[0]["op"] == "loop" and new[0]["request"]["section"] == [start, pytest.approx(1.0)]
+    lib = Library(studio.home)                                             # not left to hold up the next tests
+    lib.transition(new[0]["id"], "queued", "cancelled") or lib.request_cancel(new[0]["id"])
+
+
 def test_the_library_searches_by_prompt_and_plays_a_video_under_the_pointer(page, studio):
     """A search keeps the videos whose prompt has its words; a thumbnail under the pointer plays its video, muted,
     and stops when the pointer leaves."""
