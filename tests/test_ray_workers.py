@@ -117,7 +117,9 @@ def test_two_jobs_really_run_at_once_on_two_workers(jobs):
 
 def test_cancel_while_queued_and_while_running(jobs):
     lib = jobs.library
-    a, b = (jobs.submit("generate", dict(TOY, steps=40, seed=s)) for s in (1, 2))
+    # steps of a 2 s, 64 px job (not the 0.5 s, 32 px one's few milliseconds), so the cancel's message is
+    # small beside a step on a loaded machine too
+    a, b = (jobs.submit("generate", dict(TOY, steps=40, seed=s, duration_s=2, resolution=64)) for s in (1, 2))
     c = jobs.submit("generate", dict(TOY, steps=2))
     assert wait_for(lambda: both_sampling(lib, a, b))
     assert lib.job(c)["state"] == "queued"                       # both workers are busy with a and b
@@ -135,7 +137,7 @@ def test_cancel_while_queued_and_while_running(jobs):
 def test_a_killed_worker_interrupts_its_job_and_the_queue_goes_on(jobs, toy_pool):
     lib = jobs.library
     a = jobs.submit("generate", dict(TOY, steps=40))
-    b = jobs.submit("generate", dict(TOY, steps=6, seed=2))
+    b = jobs.submit("generate", dict(TOY, steps=40, seed=2))   # as long as a: a short b could end before a samples
     assert wait_for(lambda: both_sampling(lib, a, b))
     victim = next(w for w in toy_pool.workers if w.job == a)
     os.kill(victim.pid, signal.SIGKILL)                          # as a crash or a lost node would
