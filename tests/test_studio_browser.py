@@ -479,6 +479,19 @@ def test_typed_steps_amount_and_strength_out_of_range_are_refused_not_clamped(pa
     assert page.locator("#storyboard-strip .cp-card").count() == 0
 
 
+def drag_film_handle(page, film_id: str, which: str, frac: float):
+    """Drag a filmstrip's in or out handle by frac of the strip's width (negative: to the left)."""
+    film = page.locator(f"#{film_id} .cp-film-frames")
+    film.scroll_into_view_if_needed()
+    width = stable_box(page, film)["width"]
+    handle = stable_box(page, page.locator(f"#{film_id} .cp-film-{which}"))
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + frac * width, y, steps=8)
+    page.mouse.up()
+
+
 def test_recut_trims_with_handles_on_a_filmstrip_of_the_clip(page, studio):
     """Re-cut shows the chosen clip as a filmstrip; its out handle dragged a quarter to the left sets the trim end,
     and a start typed in the field moves the in handle."""
@@ -487,15 +500,7 @@ def test_recut_trims_with_handles_on_a_filmstrip_of_the_clip(page, studio):
     pick(page, "recut-source", f"#{vid} a clip to trim")
     page.locator("#recut-film .cp-film-frames img").first.wait_for()
     assert page.locator("#recut-film .cp-film-frames img").count() == 10
-    film = page.locator("#recut-film .cp-film-frames")
-    film.scroll_into_view_if_needed()
-    width = stable_box(page, film)["width"]
-    handle = stable_box(page, page.locator("#recut-film .cp-film-out"))
-    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x - 0.25 * width, y, steps=8)
-    page.mouse.up()
+    drag_film_handle(page, "recut-film", "out", -0.25)
     page.wait_for_function("() => document.querySelector('#recut-end input[type=number]').value !== '0'")
     assert float(page.locator("#recut-end input[type=number]").input_value()) == pytest.approx(0.75, abs=0.06)
     type_number(page, "recut-start", 0.25)
@@ -512,15 +517,7 @@ def test_loop_picks_its_section_with_handles_on_a_filmstrip(page, studio):
     tab(page, "Loop")
     pick(page, "loop-source", f"#{vid} a clip to loop")
     page.locator("#loop-film .cp-film-frames img").first.wait_for()
-    film = page.locator("#loop-film .cp-film-frames")
-    film.scroll_into_view_if_needed()
-    width = stable_box(page, film)["width"]
-    handle = stable_box(page, page.locator("#loop-film .cp-film-in"))
-    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x + 0.25 * width, y, steps=8)
-    page.mouse.up()
+    drag_film_handle(page, "loop-film", "in", 0.25)
     page.wait_for_function("() => document.querySelector('#loop-start input[type=number]').value !== '0'")
     start = float(page.locator("#loop-start input[type=number]").input_value())
     assert start == pytest.approx(0.25, abs=0.06)
