@@ -3,7 +3,7 @@
 A lent machine takes a 64 MiB working tree and has torch and transformers but neither the
 text encoder's package (90 MB of fp32 weights) nor imageio-ffmpeg. So:
 
-    python bench/gpu_train.py pack --run runs/ft_simple            # here: fills .carry/gpu_train/
+    python bench/gpu_train.py pack --run runs/ft_bucket            # here: fills .carry/gpu_train/
     # device tool: carry [".carry"], command:
     python bench/gpu_train.py train --minutes 8 --out $OUT          # there: the same recipe on cuda
     python -m engine.backends.toy.train dit --run runs/<next> --init <files_at>/toy_dit_gpu.safetensors ...
@@ -33,7 +33,7 @@ CARRY = Path(".carry/gpu_train")
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 WORDS = "embeddings.word_embeddings.weight"
 # The candidate recipe (model card, issue 20), with a batch a GPU can fill.
-RECIPE = ["--i2v", "0.8", "--t-shift", "3", "--simple-until", "20000", "--batch", "32", "--lr", "2e-4",
+RECIPE = ["--i2v", "0.8", "--t-shift", "3", "--simple-until", "20000", "--bucket", "64x64x17@8", "--batch", "32", "--lr", "2e-4",
           "--probe-every", "200", "--seed", "23"]   # a seed of its own: not the CPU run's data again
 
 
