@@ -42,11 +42,11 @@ def set_steps(page, prefix, steps):
     box.press("Enter")
 
 
-def wait_video(page, elem_id):
+def wait_video(page, elem_id, timeout=TIMEOUT):
     """The result player's <video> once the browser has decoded its frames (it plays); -> its src."""
     page.wait_for_function("id => { const v = document.querySelector('#' + id + ' video');"
                            " return v && v.currentSrc && v.readyState >= 2 && v.videoWidth > 0 && !v.error; }",
-                           arg=elem_id, timeout=TIMEOUT)
+                           arg=elem_id, timeout=timeout)
     return page.locator(f"#{elem_id} video").first.evaluate("v => v.currentSrc")
 
 
