@@ -67,8 +67,7 @@ def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False)
     scene = world.sample_scene(rng, (w, h))
     if simple:
         scene = dataclasses.replace(scene, objects=scene.objects[:1])
-        return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)]
-    if rng.random() < 0.7 or n < 9:
+    if simple or rng.random() < 0.7 or n < 9:
         return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)]
     k = int(rng.integers(2, 4))
     cuts = sorted(rng.choice(np.arange(3, n - 2), size=k - 1, replace=False).tolist())
