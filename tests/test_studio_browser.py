@@ -2,6 +2,7 @@
 on the embedded model, with few steps. Skips elsewhere with a message; under CI=true it must run."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -413,9 +414,11 @@ def test_delete_asks_and_the_lineage_of_what_was_made_from_it_survives(page, stu
     page.locator("#lib-delete").click()
     page.locator("#lib-delete-yes").click()
     toast(page, f"Deleted #{parent}")
-    assert Library(studio.home).video(parent) is None
+    gone = Library(studio.home).video(parent)        # the row stays for lineage; its files do not
+    assert gone["deleted"] and not Path(gone["path"]).exists()
+    assert parent not in {v["id"] for v in Library(studio.home).videos()}
     select_in_library(page, child)
-    page.locator("#lib-info").get_by_text(f"remix of #{parent} (deleted)").wait_for()
+    page.locator("#lib-info").get_by_text(f"remix of #{parent} (deleted: a red box, seed 7)").wait_for()
 
 
 def test_each_job_in_the_list_has_its_own_cancel(page, studio):
