@@ -17,16 +17,26 @@ from dataclasses import dataclass
 from engine.params import InputError
 from studio.workers import Encoded, InProcess, Task, describe
 
+# A running job's step reaches the library at most this often (and its last step always): a write for every
+# step makes the one SQLite writer the cap of a cluster (docs/cluster.md, "Where the studio becomes the
+# bottleneck"); the page and the Videos API poll about once a second anyway.
+PROGRESS_EVERY_S = 1.0
+
 
 @dataclass
 class _Running:
-    """What the studio keeps of a job a worker runs: enough to attach its clips when they come back."""
+    """What the studio keeps of a job a worker runs: enough to attach its clips when they come back, and its
+    progress (the step last heard of, and when one was last written)."""
     job: dict
     task: Task
     lineage: dict
+    step: int = 0
+    written: float = float("-inf")
 
 
 class Jobs:
+    clock = staticmethod(time.monotonic)   # of progress writes (a test holds it still)
+
     def __init__(self, library, backend_name: str | None = None, loader=None, workers=None):
         from engine.backends.registry import default_backend, load_backend
         self.library = library
@@ -170,7 +180,7 @@ class Jobs:
     def _event(self, job_id: int, ev: dict):
         """One event of a running job from its worker (the worker's thread, in order)."""
         if "step" in ev:
-            self.library.update_job(job_id, step=int(ev["step"]))
+            self._progress(job_id, int(ev["step"]))
         if "preview" in ev:
             self._save_preview(job_id, ev["preview"])
         if "end" not in ev:
@@ -182,9 +192,20 @@ class Jobs:
         finally:
             self._close(job_id)
 
+    def _progress(self, job_id: int, step: int):
+        run = self._running.get(job_id)
+        if run is None:
+            return
+        run.step, now = step, self.clock()
+        if now - run.written >= PROGRESS_EVERY_S:
+            run.written = now
+            self.library.update_job(job_id, step=step)
+
     def _end(self, job_id: int, ev: dict):
         from engine.sampler import Cancelled
-        lib, now = self.library, time.time()
+        lib, now, run = self.library, time.time(), self._running.get(job_id)
+        if ev["end"] != "done" and run is not None:   # the last step heard of, which the throttle may have held
+            lib.update_job(job_id, step=int(ev.get("step", run.step)))
         if ev["end"] == "done":
             self._attach(job_id, ev["clips"])
         elif ev["end"] == "cancelled":

@@ -12,7 +12,7 @@ A pool of workers for one backend speaks this protocol (studio/jobs.py is its on
                                      and last exactly one of
                                      {"end": "done", "clips": [...]}          (N, H, W, 3) uint8 arrays, or Encoded
                                      {"end": "failed", "error": "one sentence"}
-                                     {"end": "cancelled"}
+                                     {"end": "cancelled", "step": k, "asked_at": j}  k steps done, j when asked
                                      {"end": "interrupted", "error": "why"}   the worker died under the job
     pool.cancel(job_id)           -> ask a submitted job to stop at its next check (every phase and step)
     pool.check()                  -> InputError when no worker of this pool could ever run a job (at submit)
@@ -68,15 +68,30 @@ def describe(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {e}"
 
 
-def end_of(e: BaseException, cancel: threading.Event) -> dict:
+class CancelFlag(threading.Event):
+    """A running job's cancel token on its worker, which remembers how far the job was when the cancel landed:
+    the cancelled event carries both, so "stops within one denoising step" is a fact the worker reports."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = 0            # denoising steps done (run_task's progress keeps it)
+        self.asked_at = None     # steps done when set() first landed
+
+    def set(self):
+        if self.asked_at is None:
+            self.asked_at = self.step
+        super().set()
+
+
+def end_of(e: BaseException, cancel: CancelFlag) -> dict:
     """The last event of a job that raised: cancelled when it was asked to stop, else failed."""
     from engine.sampler import Cancelled
     if isinstance(e, Cancelled) or cancel.is_set():
-        return {"end": "cancelled"}
+        return {"end": "cancelled", "step": cancel.step, "asked_at": cancel.asked_at}
     return {"end": "failed", "error": describe(e)[:500]}
 
 
-def run_task(task: Task, get_backend, emit, cancel: threading.Event, worker: str = "in-process") -> list:
+def run_task(task: Task, get_backend, emit, cancel: CancelFlag, worker: str = "in-process") -> list:
     """Worker side of one job: load the backend (once per worker: get_backend caches it), then encode, denoise
     and decode, emitting started / step / preview events -> task.timeline.variations clips (N, H, W, 3) uint8.
     Raises Cancelled at the next check once `cancel` is set."""
@@ -87,6 +102,7 @@ def run_task(task: Task, get_backend, emit, cancel: threading.Event, worker: str
     emit({"state": "started", "worker": worker})
 
     def progress(d):
+        cancel.step = d["step"]
         emit({"step": d["step"]})
         if d["step"] % PREVIEW_EVERY == 0 or d["step"] == 1:
             jpeg = preview_jpeg(backend, d["denoised"])
@@ -155,7 +171,7 @@ class InProcess(Slots):
         super().__init__()
         self.name, self._get_backend = name, get_backend
         self._tasks: queue.Queue = queue.Queue()
-        self._cancel: dict[int, threading.Event] = {}
+        self._cancel: dict[int, CancelFlag] = {}
         self._busy = False
         threading.Thread(target=self._run, name=f"cinepatch-jobs-{name}-worker", daemon=True).start()
 
@@ -165,7 +181,7 @@ class InProcess(Slots):
     def submit(self, task: Task, events) -> None:
         with self._cond:
             self._busy = True
-            self._cancel[task.job_id] = threading.Event()
+            self._cancel[task.job_id] = CancelFlag()
         self._tasks.put((task, events))
 
     def cancel(self, job_id: int) -> None:

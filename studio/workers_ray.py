@@ -29,7 +29,7 @@ from pathlib import Path
 import ray
 
 from engine.params import InputError
-from studio.workers import Slots, Task, describe, encode_clip, end_of, run_task
+from studio.workers import CancelFlag, Slots, Task, describe, encode_clip, end_of, run_task
 
 ADDRESS_ENV = "CINEPATCH_RAY_ADDRESS"
 REACH_TIMEOUT_S = 5         # an address that does not answer in this long is refused at start
@@ -45,7 +45,7 @@ class JobActor:
     def __init__(self, name: str, loader):
         self.name, self._loader = name, loader
         self._backend, self._lock = None, threading.Lock()
-        self._cancel: dict[int, threading.Event] = {}
+        self._cancel: dict[int, CancelFlag] = {}
         self.where = f"{name} worker, pid {os.getpid()} on {socket.gethostname()}"
 
     def ready(self) -> dict:
@@ -60,9 +60,9 @@ class JobActor:
     def cancel(self, job_id: int) -> None:
         self._token(job_id).set()  # before or while it runs: run() finds the same token
 
-    def _token(self, job_id: int) -> threading.Event:
+    def _token(self, job_id: int) -> CancelFlag:
         with self._lock:
-            return self._cancel.setdefault(int(job_id), threading.Event())
+            return self._cancel.setdefault(int(job_id), CancelFlag())
 
     def run(self, task: Task, media: dict[str, bytes]):
         """A generator of the job's events, the last one {"end": ...}; the job runs on a thread of its own so
@@ -79,7 +79,7 @@ class JobActor:
             with self._lock:
                 self._cancel.pop(task.job_id, None)
 
-    def _work(self, task: Task, media: dict[str, bytes], emit, cancel: threading.Event):
+    def _work(self, task: Task, media: dict[str, bytes], emit, cancel: CancelFlag):
         try:
             with tempfile.TemporaryDirectory(prefix="cinepatch-job-") as scratch:
                 task = localise(task, media, Path(scratch))

@@ -11,6 +11,7 @@ from engine.requests import build
 from engine.video_io import probe, read_video
 from studio.jobs import Jobs
 from studio.library import Library, safe_name
+from studio.workers import Slots
 from tests.conftest import ramp_clip
 
 
@@ -236,6 +237,87 @@ def test_cancel(jobs):
     assert jobs.wait(slow, 120)["state"] == "cancelled"
     assert jobs.wait(queued, 120)["state"] == "cancelled"
     assert jobs.library.videos_of_job(queued) == [] and jobs.library.videos_of_job(slow) == []
+
+
+def wait_until(predicate, bound_s: float = 120) -> bool:
+    """Poll until predicate() holds (a bound for a stuck run, not a speed to meet)."""
+    end = time.monotonic() + bound_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Scripted(Slots):
+    """A pool of one worker that replays a fixed script of events at once (no model): what the studio makes
+    of a worker's events, whatever their timing."""
+
+    def __init__(self, script: list[dict]):
+        super().__init__()
+        self.script, self.busy = script, False
+
+    def slots(self):
+        return 0 if self.busy else 1
+
+    def submit(self, task, events):
+        self.busy = True
+
+        def play():
+            for ev in self.script:
+                events(ev)
+            with self._cond:
+                self.busy = False
+                self._cond.notify_all()
+        threading.Thread(target=play, daemon=True).start()
+
+    def cancel(self, job_id):
+        pass
+
+    def check(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_progress_is_written_once_a_second_at_most_and_the_last_step_always(tmp_path, backend, monkeypatch):
+    """docs/cluster.md: a write per step caps a cluster at the one SQLite writer. With the clock held still,
+    200 steps cost one write when the first comes and one at the end."""
+    lib = Library(tmp_path / "home", own=True)
+    written, update = [], lib.update_job
+    monkeypatch.setattr(lib, "update_job", lambda job, **f: (written.append(f["step"]) if "step" in f else None,
+                                                             update(job, **f)))
+    steps = [{"step": k} for k in range(1, 201)]
+    jobs = Jobs(lib, "reference", loader=lambda: backend,
+                workers=Scripted([{"state": "started"}, *steps, {"end": "cancelled", "step": 200, "asked_at": 199}]))
+    monkeypatch.setattr(jobs, "clock", lambda: 1000.0)
+    job = jobs.submit("generate", TINY)
+    row = jobs.wait(job, 120)
+    assert written == [1, 200] and row["state"] == "cancelled" and row["step"] == 200, (written, row)
+    written.clear()
+    monkeypatch.setattr(jobs, "clock", iter(range(0, 10_000, 2)).__next__)   # two seconds between steps
+    jobs.workers.script = [*steps, {"end": "failed", "error": "it broke"}]
+    row = jobs.wait(jobs.submit("generate", TINY), 120)
+    assert written == list(range(1, 201)) + [200] and row["state"] == "failed" and row["step"] == 200
+
+
+def test_a_running_cancel_stops_within_one_denoising_step(tmp_path, monkeypatch):
+    """The worker reports how many steps were done when the cancel reached it and when the job stopped: the
+    sampler checks the flag before every step, so at most the step in flight is finished after it."""
+    from engine.backends.registry import load_backend
+    lib = Library(tmp_path / "home", own=True)
+    jobs = Jobs(lib, "standin", loader=lambda: load_backend("standin", step_s=0.1))
+    ends, event = {}, jobs._event
+    monkeypatch.setattr(jobs, "_event", lambda job, ev: (ends.update({job: ev}) if "end" in ev else None,
+                                                          event(job, ev)))
+    job = jobs.submit("generate", dict(TINY, steps=200))
+    assert wait_until(lambda: lib.job(job)["step"] >= 1)
+    assert jobs.cancel(job)
+    row = jobs.wait(job, 120)
+    end = ends[job]
+    assert row["state"] == "cancelled" and end["end"] == "cancelled", (row, end)
+    assert 1 <= end["asked_at"] <= end["step"] <= end["asked_at"] + 1 < 200 and row["step"] == end["step"], end
 
 
 def test_paths_of_library_files_map_back_to_references(tmp_path, make_video):

@@ -115,8 +115,11 @@ def test_two_jobs_really_run_at_once_on_two_workers(jobs):
     assert jobs.preview_path(a) is not None                      # previews streamed back to the studio's folder
 
 
-def test_cancel_while_queued_and_while_running(jobs):
+def test_cancel_while_queued_and_while_running(jobs, monkeypatch):
     lib = jobs.library
+    ends, event = {}, jobs._event
+    monkeypatch.setattr(jobs, "_event", lambda job, ev: (ends.update({job: ev}) if "end" in ev else None,
+                                                          event(job, ev)))
     # steps of a 2 s, 64 px job (not the 0.5 s, 32 px one's few milliseconds), so the cancel's message is
     # small beside a step on a loaded machine too
     a, b = (jobs.submit("generate", dict(TOY, steps=40, seed=s, duration_s=2, resolution=64)) for s in (1, 2))
@@ -127,9 +130,11 @@ def test_cancel_while_queued_and_while_running(jobs):
     seen = lib.job(a)["step"]
     assert jobs.cancel(a)
     row = jobs.wait(a, BOUND_S)
-    # The sampler checks the flag between steps: at most the step in flight when the flag landed, plus the one
-    # whose event was still on its way to the studio, is done after it.
-    assert row["state"] == "cancelled" and row["step"] <= seen + 2 < 40, (seen, row)
+    # The actor reports the steps done when the flag reached it and when the job stopped: the sampler checks the
+    # flag before every step, so at most the step in flight is finished after it.
+    end = ends[a]
+    assert row["state"] == "cancelled" and end["end"] == "cancelled", (row, end)
+    assert seen <= end["asked_at"] <= end["step"] <= end["asked_at"] + 1 < 40 and row["step"] == end["step"], end
     assert jobs.cancel(b) and jobs.wait(b, BOUND_S)["state"] == "cancelled"
     assert lib.videos() == [] and list((lib.home / "videos").iterdir()) == []
 
