@@ -9,6 +9,7 @@ no string in a request ever reaches the filesystem unchecked.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from engine import ops
@@ -17,20 +18,25 @@ from engine.timeline import Timeline, fresh_seed
 
 COMMON = {"aspect", "resolution", "fps", "seed", "variations", "preset", "negative_prompt"}
 SAMPLING = {"steps", "guidance", "shift", "solver"}
-FIELDS = {
-    "generate": {"prompt", "image", "video", "duration_s", "at_s"},
-    "storyboard": {"storyboard"},
-    "remix": {"video", "prompt", "amount"},
-    "blend": {"a", "b", "curve", "repaint", "prompt_a", "prompt_b", "duration_s"},
-    "loop": {"video", "prompt", "bridge_s", "context_s", "section"},
-    "extend": {"video", "prompt", "extend_s", "direction", "context_s"},
-    "recut": {"video", "trim", "upscale", "amount", "prompt"},
-}
+MEDIA = ("image", "video", "a", "b")    # the request fields that name media, every operation's
 TEXT_FIELDS = ("prompt", "negative_prompt", "prompt_a", "prompt_b")
-DURATION_FIELD = {"storyboard": "storyboard.duration_s", "extend": "extend_s", "loop": "bridge_s",
-                  "remix": "video", "recut": "video"}  # what a person changes to make the video shorter
-LINEAGE = {"remix": "remix_of", "blend": "blend_of", "loop": "loop_of", "extend": "extension_of",
-           "recut": "recut_of", "generate": "made_from", "storyboard": "made_from"}
+
+
+@dataclass(frozen=True)
+class Op:
+    """An operation, declared once: its request fields, how a request becomes its timeline, and what the
+    studio calls and files its videos under. The library's kinds, job labels, the page's tabs and lineage,
+    and the Videos API all read OPS; defaults are engine.params' (through engine.ops' signatures)."""
+    name: str
+    fields: frozenset[str]      # its own request fields; COMMON (but for a storyboard) and SAMPLING come on top
+    build: Callable[..., Timeline]   # (req, path, kw, media, refs) -> Timeline; see _build
+    word: str                   # what its videos are called in a label: "remix: a blue box" ("" for generate)
+    lineage: str                # the relation its sources are recorded under: {"remix_of": ["lib:12"]}
+    tab: str                    # the studio tab that makes it
+    shorten: str = "duration_s"  # the field a person changes to make its video shorter
+
+    def allowed(self) -> set[str]:
+        return set(self.fields) | SAMPLING | (COMMON if self.name != "storyboard" else {"seed", "variations"})
 
 
 def _text(req: dict, name: str) -> str:
@@ -62,69 +68,108 @@ def build(op: str, req: dict, media: Callable[[str, str], str] = lambda field, r
 
 
 def _build(op: str, req: dict, media: Callable[[str, str], str], spec) -> tuple[Timeline, dict, dict]:
-    if op not in FIELDS:
-        raise InputError(f"op: {op!r} is not an operation; choose one of {', '.join(FIELDS)}")
+    if op not in OPS:
+        raise InputError(f"op: {op!r} is not an operation; choose one of {', '.join(OPS)}")
     if not isinstance(req, dict):
         raise InputError(f"request: expected a JSON object with the fields of {op}")
-    allowed = FIELDS[op] | SAMPLING | (COMMON if op != "storyboard" else {"seed", "variations"})
+    allowed = OPS[op].allowed()
     unknown = sorted(set(req) - allowed)
     if unknown:
         raise InputError(f"request: unknown field {unknown[0]!r} for {op}; allowed: {', '.join(sorted(allowed))}")
     check_counts(req)
     kw = {k: req[k] for k in COMMON if req.get(k) is not None}
     settings = {k: req[k] for k in SAMPLING if req.get(k) is not None}
-    refs = [req[f] for f in ("image", "video", "a", "b") if req.get(f)]
-    path = {f: media(f, req[f]) for f in ("image", "video", "a", "b") if req.get(f)}
-    T = req.get("duration_s")
+    refs = [req[f] for f in MEDIA if req.get(f)]
+    path = {f: media(f, req[f]) for f in MEDIA if req.get(f)}
 
-    if op == "generate":
-        if "image" in path and "video" in path:
-            raise InputError("image: give an image or a video, not both")
-        prompt = _text(req, "prompt")
-        if "image" in path:
-            tl = ops.i2v(path["image"], prompt, req.get("at_s") or 0.0, **_dur(T), **kw)
-        elif "video" in path:
-            tl = ops.extend(path["video"], T if T is not None else 2.0, "forward", prompt, **kw)
-        else:
-            tl = ops.t2v(prompt, **_dur(T), **kw)
-    elif op == "storyboard":
-        story = req.get("storyboard")
-        if not isinstance(story, dict):
-            raise InputError("storyboard: expected the storyboard object (the engine's .json format)")
-        story = map_media(story, lambda field, ref: _remember(refs, ref, media(field, ref)))
-        story.update({k: req[k] for k in ("seed", "variations") if req.get(k) is not None})
-        tl = Timeline.from_dict(story)
-    elif op == "remix":
-        tl = ops.remix(_need(path, "video"), _text(req, "prompt"), req.get("amount", 0.5), **kw)
-    elif op == "blend":
-        if req.get("curve") is None:
-            raise InputError("curve: missing; give [[time, mix], ...] with mix 0 = A, 1 = B")
-        tl = ops.blend(_need(path, "a"), _need(path, "b"), req["curve"], _text(req, "prompt_a"),
-                       _text(req, "prompt_b"), req.get("repaint"), T, **kw)
-    elif op == "loop":
-        tl = ops.loop(_need(path, "video"), req.get("bridge_s", 1.0), req.get("context_s", 1.0),
-                      _text(req, "prompt"), req.get("section"), **kw)
-    elif op == "extend":
-        tl = ops.extend(_need(path, "video"), req.get("extend_s", 2.0), req.get("direction", "forward"),
-                        _text(req, "prompt"), req.get("context_s", 1.0), **kw)
-    else:  # recut: trim / fps without the model, or an upscale with it
-        if req.get("upscale") is not None:
-            if req.get("trim") is not None:
-                raise InputError("trim: trim first, then upscale the trimmed clip (one step at a time)")
-            tl = ops.upscale(_need(path, "video"), req["upscale"], req.get("amount", 0.2), _text(req, "prompt"),
-                             **{k: v for k, v in kw.items() if k != "resolution"})
-        else:
-            trim = req.get("trim")
-            if trim is not None and (not isinstance(trim, (list, tuple)) or len(trim) != 2):
-                raise InputError("trim: expected [start_s, end_s]")
-            tl = ops.recut(_need(path, "video"), tuple(trim) if trim else None, req.get("fps"))
-    LIMITS["seconds"].check(tl.duration_s, DURATION_FIELD.get(op, "duration_s"))
+    tl = OPS[op].build(req, path=path, kw=kw, media=media, refs=refs)
+    LIMITS["seconds"].check(tl.duration_s, OPS[op].shorten)
     if spec is not None:
         from engine.plan import estimate_bytes, make_grid
         LIMITS["memory_gb"].check(round(estimate_bytes(make_grid(tl, spec), tl.variations) / 2**30, 1),
                                   "storyboard.resolution" if op == "storyboard" else "resolution")
     # a request without a seed gets a fresh one here: the job built from it records the seed it used
-    return fresh_seed(tl), settings, ({LINEAGE[op]: refs} if refs else {})
+    return fresh_seed(tl), settings, ({OPS[op].lineage: refs} if refs else {})
+
+
+# ----------------------------------------------------------------------------- the operations
+# Each builder: (req, path {media field: local path}, kw {COMMON fields given}) -> Timeline. A field the request
+# leaves out is left out of the call, so the default is engine.ops' (which reads engine.params), never retyped.
+def _given(req: dict, *names: str, **renamed: str) -> dict:
+    """The fields of req that are set, as keyword arguments (renamed={arg: field} where the names differ)."""
+    out = {n: req[n] for n in names if req.get(n) is not None}
+    return out | {arg: req[f] for arg, f in renamed.items() if req.get(f) is not None}
+
+
+def _generate(req, path, kw, **_) -> Timeline:
+    if "image" in path and "video" in path:
+        raise InputError("image: give an image or a video, not both")
+    prompt = _text(req, "prompt")
+    if "image" in path:
+        return ops.i2v(path["image"], prompt, req.get("at_s") or 0.0, **_given(req, "duration_s"), **kw)
+    if "video" in path:   # a video to go on from: its continuation, duration_s long
+        return ops.extend(path["video"], prompt=prompt, **_given(req, seconds="duration_s"), **kw)
+    return ops.t2v(prompt, **_given(req, "duration_s"), **kw)
+
+
+def _storyboard(req, path, kw, media, refs) -> Timeline:
+    story = req.get("storyboard")
+    if not isinstance(story, dict):
+        raise InputError("storyboard: expected the storyboard object (the engine's .json format)")
+    story = map_media(story, lambda field, ref: _remember(refs, ref, media(field, ref)))
+    story.update({k: req[k] for k in ("seed", "variations") if req.get(k) is not None})
+    return Timeline.from_dict(story)
+
+
+def _remix(req, path, kw, **_) -> Timeline:
+    return ops.remix(_need(path, "video"), _text(req, "prompt"), **_given(req, "amount"), **kw)
+
+
+def _blend(req, path, kw, **_) -> Timeline:
+    if req.get("curve") is None:
+        raise InputError("curve: missing; give [[time, mix], ...] with mix 0 = A, 1 = B")
+    return ops.blend(_need(path, "a"), _need(path, "b"), req["curve"], _text(req, "prompt_a"), _text(req, "prompt_b"),
+                     **_given(req, "repaint", "duration_s"), **kw)
+
+
+def _loop(req, path, kw, **_) -> Timeline:
+    return ops.loop(_need(path, "video"), prompt=_text(req, "prompt"),
+                    **_given(req, "bridge_s", "context_s", "section"), **kw)
+
+
+def _extend(req, path, kw, **_) -> Timeline:
+    return ops.extend(_need(path, "video"), prompt=_text(req, "prompt"),
+                      **_given(req, "direction", "context_s", seconds="extend_s"), **kw)
+
+
+def _recut(req, path, kw, **_) -> Timeline:
+    """Trim / fps without the model, or an upscale with it."""
+    if req.get("upscale") is not None:
+        if req.get("trim") is not None:
+            raise InputError("trim: trim first, then upscale the trimmed clip (one step at a time)")
+        return ops.upscale(_need(path, "video"), req["upscale"], prompt=_text(req, "prompt"), **_given(req, "amount"),
+                           **{k: v for k, v in kw.items() if k != "resolution"})
+    trim = req.get("trim")
+    if trim is not None and (not isinstance(trim, (list, tuple)) or len(trim) != 2):
+        raise InputError("trim: expected [start_s, end_s]")
+    return ops.recut(_need(path, "video"), tuple(trim) if trim else None, req.get("fps"))
+
+
+OPS: dict[str, Op] = {o.name: o for o in [
+    Op("generate", frozenset({"prompt", "image", "video", "duration_s", "at_s"}), _generate, "", "made_from",
+       "create"),
+    Op("storyboard", frozenset({"storyboard"}), _storyboard, "storyboard", "made_from", "storyboard",
+       "storyboard.duration_s"),
+    Op("remix", frozenset({"video", "prompt", "amount"}), _remix, "remix", "remix_of", "remix", "video"),
+    Op("blend", frozenset({"a", "b", "curve", "repaint", "prompt_a", "prompt_b", "duration_s"}), _blend, "blend",
+       "blend_of", "blend"),
+    Op("loop", frozenset({"video", "prompt", "bridge_s", "context_s", "section"}), _loop, "loop", "loop_of", "loop",
+       "bridge_s"),
+    Op("extend", frozenset({"video", "prompt", "extend_s", "direction", "context_s"}), _extend, "extend",
+       "extension_of", "recut", "extend_s"),
+    Op("recut", frozenset({"video", "trim", "upscale", "amount", "prompt"}), _recut, "re-cut", "recut_of", "recut",
+       "video"),
+]}
 
 
 def check_counts(req: dict) -> None:
@@ -145,10 +190,6 @@ def check_counts(req: dict) -> None:
     for field, curve in curves:
         if isinstance(curve, (list, tuple, str)):
             LIMITS["curve_points"].check(len(curve) if not isinstance(curve, str) else curve.count(",") + 1, field)
-
-
-def _dur(T) -> dict:
-    return {} if T is None else {"duration_s": T}
 
 
 def _need(path: dict, field: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.params import PARAMS, InputError
+from engine.requests import MEDIA as SOURCES  # the request fields that name media
 from studio.pages import controls as ctl
 from studio.pages import results as results_mod
 
@@ -26,7 +27,6 @@ BACKEND_RESOLUTIONS = {"toy": [64, 96, 128], "reference": [32, 64, 128], "ltx": 
                        "wan": [480, 720]}
 BACKEND_FPS = {"toy": 8, "reference": 8, "ltx": 24, "wan": 16}   # the frame rates the models were trained at
 MEDIA_TYPES = [".mp4", ".mov", ".webm", ".mkv", ".gif", ".png", ".jpg", ".jpeg", ".webp"]
-SOURCES = ("image", "video", "a", "b")   # the request fields that name media
 
 
 def data_uri(src, size: int = 160) -> str:
@@ -286,11 +286,11 @@ def video_name(v: dict) -> str:
 def video_info(lib, v: dict) -> str:
     """What the Library says of a video: kind, size, seed, sampling, the operation's own settings (remix amount,
     blend curve, loop bridge: from the request that made it) and lineage, a deleted source said so."""
-    from engine.requests import FIELDS
+    from engine.requests import OPS
     s = v["settings"]
     job = lib.job(v["job_id"]) if v["job_id"] is not None else None
     req = job["request"] if job else {}
-    own = [f"{k.replace('_s', '').replace('_', ' ')} {json.dumps(req[k])}" for k in sorted(FIELDS.get(job["op"], ()) if job
+    own = [f"{k.replace('_s', '').replace('_', ' ')} {json.dumps(req[k])}" for k in sorted(OPS[job["op"]].fields if job and job["op"] in OPS
            else ()) if k in req and k not in (*SOURCES, "storyboard") and "prompt" not in k]
 
     def source(ref) -> str:
