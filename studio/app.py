@@ -15,8 +15,8 @@ from studio.pages import api, blend, create, jobs_list, loop, recut, remix
 from studio.pages import library as library_tab
 from studio.pages import results as results_mod
 from studio.pages import storyboard as storyboard_tab
-from studio.pages.common import (BACKEND_FPS, BACKEND_RESOLUTIONS, RESOLUTIONS, Page, Studio, bind, seed_request,
-                                 video_info, video_name)
+from studio.pages.common import (BACKEND_FPS, BACKEND_RESOLUTIONS, RESOLUTIONS, Page, Studio, bind, memory_choices,
+                                 seed_request, video_info, video_name)
 from studio.pages.library import delete_question, make_again
 from studio.widgets import static_text
 
@@ -61,6 +61,29 @@ def on_job_click(studio: Studio, evt: gr.EventData):
     return (gr.update(),) * 3 if w is None else (w, gr.Tabs(selected=w["tab"]), None)  # None: show it again
 
 
+def memory_props(studio: Studio, name) -> dict:
+    """The Memory dropdown for a model: its setting, editable for a real model; fixed, saying why, for the
+    embedded one (offload, fp8 and VAE tiling are ways to fit a big model on a card; a small one runs as it is)."""
+    from engine.backends.registry import REAL
+    if name in REAL and studio.memory_in_page:
+        return dict(value=studio.memory(name), interactive=True,
+                    info="how the model shares GPU memory: offload, fp8 weights, VAE tiling/slicing; "
+                         "it loads with this for its next job")
+    why = ("memory settings mean something only for real models (LTX-Video, Wan); this one runs as it is"
+           if name not in REAL else "jobs run on a Ray cluster: its workers' own setting ($CINEPATCH_MEMORY)")
+    return dict(value="none", interactive=False, info=why)
+
+
+def memory_field(studio: Studio, name):
+    return gr.update(**memory_props(studio, name))
+
+
+def on_memory(studio: Studio, name, setting) -> str:
+    said = studio.set_memory(name, setting)
+    gr.Info(said)
+    return said
+
+
 def _header(studio: Studio):
     from engine.backends.registry import configured
     with gr.Row():
@@ -68,9 +91,11 @@ def _header(studio: Studio):
         backend = gr.Dropdown(configured(), value=studio.default, label="Model", elem_id="backend",
                               info="the embedded model; LTX-Video / Wan when their folder is set", scale=0,
                               min_width=220)
+        memory = gr.Dropdown(memory_choices(), label="Memory", elem_id="memory", scale=0, min_width=220,
+                             **memory_props(studio, studio.default))
     with gr.Row():
         jobs_html = gr.HTML(jobs_list.render(studio), elem_id="jobs", js_on_load=jobs_list.JS)
-    return backend, jobs_html
+    return backend, memory, jobs_html
 
 
 def _tabs(page: Page):
@@ -99,8 +124,10 @@ def build(studio: Studio) -> gr.Blocks:
         draft = gr.BrowserState("", storage_key="cinepatch-prompt")
         done_note = gr.Textbox(visible=False)
         reported = gr.State(None)   # the watched job whose end this page has shown (opening a job resets it)
-        backend, jobs_html = _header(studio)
+        backend, memory, jobs_html = _header(studio)
         page = Page(studio, demo, watch, gr.Markdown("", elem_id="note"), backend)
+        backend.change(bind(memory_field, studio), backend, memory, show_progress="hidden")
+        memory.input(bind(on_memory, studio), [backend, memory], page.note)   # a pick, not the model's change
         made = _tabs(page)
 
         # polling: the job list; a watched job's end -> its result, a note, a toast (and the pickers list it)

@@ -105,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload accepted (default 200)")
     p.add_argument("--backend", default=None, help="toy (default when its weights are installed) or reference")
+    p.add_argument("--memory", default=None,
+                   help="real models' memory setting: auto, none, model or group, with +fp8 +tiling +slicing "
+                        "(default $CINEPATCH_MEMORY, else auto: each model's own; the page can change it per model)")
     p.add_argument("--api-key", default=None,
                    help="require `Authorization: Bearer KEY` on /v1 and this key at the page's login "
                         "(default $CINEPATCH_API_KEY)")
@@ -126,6 +129,10 @@ def run(a) -> None:
     key = a.api_key or os.environ.get("CINEPATCH_API_KEY") or None
     if key is not None and (len(key) < 8 or not key.isprintable() or " " in key):
         raise InputError("api-key: use at least 8 printable characters without spaces")
+    if a.memory:   # checked now, in one line; every real model loads with it unless the page picks another
+        from engine.backends.memory import parse
+        parse(a.memory)
+        os.environ["CINEPATCH_MEMORY"] = a.memory
     address = a.ray or os.environ.get("CINEPATCH_RAY_ADDRESS") or None
     ray = {"address": address, "workers": a.ray_workers, "gpus": a.ray_gpus} if address else None
     launch(a.home, a.host, a.port, a.max_upload_mb, a.backend, block=True, api_key=key, ray=ray)

@@ -281,3 +281,124 @@ def test_the_recut_filmstrip_and_the_trim_fields_follow_each_other(tmp_path):
     assert (moved["in_s"], moved["out_s"]) == (0.25, 2.0)
     assert recut.on_trim_typed(film, 1.5, 1.0) == recut.on_trim_typed(film, 99, 0) == gr.update()  # left as they are
     assert recut.on_source(studio, None, None)[0] == recut.NO_FILM
+
+
+# ----------------------------------------------------------------------------- issue 22: memory setting in the page
+@pytest.fixture
+def tiny_wan_folder(tmp_path, monkeypatch):
+    """A saved tiny Wan 2.1 folder set up as the "wan" model ($CINEPATCH_MODELS/wan), on the CPU."""
+    pytest.importorskip("diffusers")
+    from tests.test_wan import tiny_pipe
+    tiny_pipe().save_pretrained(tmp_path / "models" / "wan")
+    for var in ("CINEPATCH_WAN_MODEL", "CINEPATCH_MEMORY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CINEPATCH_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("CINEPATCH_DEVICE", "cpu")
+    return tmp_path / "models" / "wan"
+
+
+def test_memory_choices_are_memory_py_s_settings_as_it_writes_them():
+    from engine.backends.memory import FLAGS, OFFLOADS, parse
+    from studio.pages.common import memory_choices
+    ch = memory_choices()
+    assert len(ch) == len(set(ch)) == len(OFFLOADS) * 2 ** len(FLAGS)
+    assert all(str(parse(c)) == c for c in ch) and "none" in ch and "group+fp8+tiling+slicing" in ch
+
+
+def test_memory_is_fixed_for_the_embedded_model_and_refused_in_words(tmp_path):
+    from studio.app import Studio, memory_props
+    from studio.jobs import Jobs
+    from studio.library import Library
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    props = memory_props(studio, "reference")
+    assert props["interactive"] is False and props["value"] == "none" and "only for real models" in props["info"]
+    with pytest.raises(InputError, match="^Memory: the reference model runs as it is"):
+        studio.set_memory("reference", "group")
+
+
+def test_memory_pick_reloads_an_idle_model_and_waits_for_a_running_job(tmp_path, tiny_wan_folder):
+    """The page's pick: the model's default shown first; a pick while a job of that model runs applies after it
+    (the same queue meanwhile); then the queue loads the model with it, and its spec still loads nothing."""
+    from engine.backends.memory import parse
+    from studio.app import Studio, memory_props, on_memory
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages.common import MemoryJobs, bind
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    assert memory_props(studio, "wan") == dict(memory_props(studio, "wan"), value="none", interactive=True)
+    first = studio.queue("wan")
+    job = lib.add_job("generate", {"prompt": "x"}, "x", "wan")
+    assert lib.transition(job, "queued", "running")                 # a job of that model is running
+    assert studio.set_memory("wan", "model+tiling") == "Memory model+tiling applies to wan after its running job"
+    assert studio.queue("wan") is first and memory_props(studio, "wan")["value"] == "model+tiling"
+    assert lib.transition(job, "running", "done")
+    q = studio.queue("wan")
+    assert isinstance(q, MemoryJobs) and q is not first
+    assert q.spec == first.spec and q._backend is None              # picking and planning load nothing
+    assert q.backend.memory == parse("model+tiling")                # its next job's model loads with it
+    with pytest.raises(gr.Error, match="Memory: 'huge' is not a memory setting"):
+        bind(on_memory, studio)("wan", "huge")
+    assert studio.memory("wan") == "model+tiling"
+
+
+def test_memory_flag_of_the_studio_server_sets_the_default_or_is_refused(tmp_path, tiny_wan_folder, monkeypatch,
+                                                                        capsys):
+    from studio import server
+    from studio.app import Studio, memory_props
+    from studio.jobs import Jobs
+    from studio.library import Library
+    assert server.main(["--memory", "huge", "--home", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cinepatch: error: memory: 'huge' is not a memory setting") and "\n" not in err
+    monkeypatch.setattr(server, "launch", lambda *a, **k: None)
+    monkeypatch.setenv("CINEPATCH_MEMORY", "")   # restored after the test: main() writes it
+    assert server.main(["--memory", "group+tiling", "--home", str(tmp_path / "h")]) == 0
+    lib = Library(tmp_path / "home")
+    assert memory_props(Studio(lib, Jobs(lib, "reference")), "wan")["value"] == "group+tiling"
+
+
+# ----------------------------------------------------------------------------- issue 22: a preset's LoRAs in the page
+def test_lora_preset_is_shown_under_its_dropdown_and_a_wrong_one_says_the_engine_s_line(tmp_path, monkeypatch):
+    """Each LoRA by file name, scale and expert; nothing for a preset without; on the embedded model and on a
+    loaded model the LoRA was not made for, the engine's one-line refusal; a real model not loaded: not loaded
+    for it. The message the engine gives for a bad preset file is said too."""
+    pytest.importorskip("peft")
+    import shutil
+
+    from engine import presets
+    from engine.backends.wan import WanBackend
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages.create import preset_loras
+    from tests.test_lora import MODULES, make_lora
+    from tests.test_wan import tiny_pipe
+    for f in presets.PRESETS_DIR.glob("*.toml"):
+        shutil.copy(f, tmp_path)
+    monkeypatch.setattr(presets, "PRESETS_DIR", tmp_path)
+    wan = WanBackend.from_pipe(tiny_pipe())
+    make_lora(wan.transformer, tmp_path / "loras" / "ink.safetensors")
+    make_lora(wan.transformer, tmp_path / "loras" / "wide.safetensors", modules=MODULES[:1], sizes=(48, 48))
+    (tmp_path / "ink.toml").write_text('[[lora]]\nfile = "loras/ink.safetensors"\nscale = 0.8\n')
+    (tmp_path / "wide.toml").write_text('[[lora]]\nfile = "loras/wide.safetensors"\nexpert = "transformer"\n')
+    (tmp_path / "gone.toml").write_text('lora = "loras/missing.safetensors"\n')
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    studio.queues["wan"] = Jobs(lib, "wan", loader=lambda: wan)
+    assert preset_loras(studio, "(none)", "wan") == "" and preset_loras(studio, "noir", "wan") == ""
+    assert preset_loras(studio, "ink", "wan") == "LoRA **ink.safetensors** · scale 0.8 · transformer"
+    assert preset_loras(studio, "wide", "wan") == "LoRA **wide.safetensors** · scale 1 · transformer"
+    assert studio.queue("wan")._backend is None        # the model is not loaded to say more
+    studio.queue("wan").backend
+    assert preset_loras(studio, "ink", "wan") == "LoRA **ink.safetensors** · scale 0.8 · transformer"
+    wide = preset_loras(studio, "wide", "wan").split("  \n")
+    assert wide[0] == "LoRA **wide.safetensors** · scale 1 · transformer"
+    assert wide[1].startswith(f"⚠ lora: {tmp_path / 'loras' / 'wide.safetensors'} was made for another base model "
+                              "than the wan model") and len(wide) == 2
+    on_toy = preset_loras(studio, "ink", "reference").split("  \n")
+    assert on_toy[1] == ("⚠ preset: ink names LoRA files; the reference backend takes none (LoRAs are for the "
+                         "diffusers backends: ltx, wan, wan22-5b, wan22-14b)")
+    gone = preset_loras(studio, "gone", "wan")
+    assert gone.startswith("⚠ preset gone.lora[0]: LoRA file ") and gone.endswith("does not exist")

@@ -17,6 +17,7 @@ import gradio as gr
 
 from engine.params import PARAMS, InputError
 from engine.requests import MEDIA as SOURCES  # the request fields that name media
+from studio.jobs import Jobs
 from studio.pages import controls as ctl
 from studio.pages import results as results_mod
 
@@ -40,27 +41,90 @@ def data_uri(src, size: int = 160) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def memory_choices() -> list[str]:
+    """Every memory setting memory.py allows, as it writes them ("none", "group+fp8+tiling", ...)."""
+    from itertools import product
+
+    from engine.backends.memory import FLAGS, OFFLOADS, Memory
+    return [str(Memory(o, **dict(zip(FLAGS, bits)))) for o in OFFLOADS for bits in product((False, True),
+                                                                                            repeat=len(FLAGS))]
+
+
+def default_memory(name: str) -> str:
+    """The memory setting a real model loads with when none is picked: $CINEPATCH_MEMORY (the server's --memory),
+    else the backend's own default on the device the registry would put it on."""
+    from engine.backends import memory
+    return str(memory.parse(None, name, _device()))
+
+
+def _device() -> str:
+    from engine.backends.registry import _on_device   # the registry's one rule for where a real model runs
+    return _on_device({})["device"]
+
+
 class Studio:
     """What the page's handlers share: the library and one job queue per backend (made on first use)."""
 
     def __init__(self, library, jobs, max_upload_mb: int = 200, make_jobs=None):
-        from studio.jobs import Jobs
         self.library, self.max_upload_mb = library, max_upload_mb
         self.default = jobs.backend_name
         self.queues = {jobs.backend_name: jobs}
         self._make_jobs = make_jobs or (lambda name: Jobs(library, name))
         self._queues_lock = threading.Lock()   # two first requests for one backend must share one queue
+        # a Ray pool loads models on its workers, which the page's setting does not reach
+        self.memory_in_page = make_jobs is None
+        self._memory: dict[str, str] = {}      # backend -> memory setting picked in the page
+        self._loads_with: dict[str, str] = {}  # backend -> the setting its queue's loader uses (absent: default)
 
     def queue(self, backend: str | None = None):
-        """The job queue of a backend: its jobs run one at a time, other backends' beside them."""
+        """The job queue of a backend: its jobs run one at a time, other backends' beside them. A memory setting
+        picked in the page gets a fresh queue that loads with it, once no job of that backend is queued or
+        running (those run with the model they have)."""
         from engine.backends.registry import configured
         name = backend or self.default
         with self._queues_lock:
             if name not in self.queues:
                 if name not in configured():
                     raise InputError(f"backend: {name!r} is not set up here; available: {', '.join(configured())}")
-                self.queues[name] = self._make_jobs(name)
+                self.queues[name] = self._make_jobs(name) if name not in self._memory else self._reloaded(name)
+            elif self.memory_pending(name) and not self.busy(name):
+                self.queues[name] = self._reloaded(name)
             return self.queues[name]
+
+    # ------------------------------------------------------------------ memory settings (issue 22)
+    def memory(self, name: str) -> str:
+        """The memory setting the backend's next job loads with: the page's pick, else the default."""
+        return self._memory.get(name) or default_memory(name)
+
+    def memory_pending(self, name: str) -> bool:
+        """Whether a setting was picked that the backend's queue does not load with yet."""
+        return name in self._memory and self._memory[name] != self._loads_with.get(name, default_memory(name))
+
+    def busy(self, name: str) -> bool:
+        return any(j["backend"] == name for j in self.library.jobs(("queued", "running"), limit=1_000_000))
+
+    def set_memory(self, name: str, setting: str) -> str:
+        """Pick a real model's memory setting -> what happens, in words: it loads with it for its next job, or
+        after the job of that model now queued or running."""
+        from engine.backends import memory
+        from engine.backends.registry import REAL
+        if name not in REAL or not self.memory_in_page:
+            raise InputError(f"Memory: the {name} model runs as it is; memory settings are for real models "
+                             "loaded in this studio")
+        self._memory[name] = str(memory.parse(setting, name, _device()))
+        self.queue(name)   # reloads it now when that model is idle
+        if self.memory_pending(name):
+            return f"Memory {self._memory[name]} applies to {name} after its running job"
+        return f"{name} loads with memory {self._memory[name]} for its next job"
+
+    def _reloaded(self, name: str):
+        """A new queue for `name` whose model loads with the picked setting; the old queue's model is let go
+        (it would otherwise hold its weights, on the GPU, beside the new one's)."""
+        setting, old = self._memory[name], self.queues.get(name)
+        if old is not None:
+            old._backend = None   # Jobs has no public unload; the old queue is idle and gets no more jobs
+        self._loads_with[name] = setting
+        return MemoryJobs(self.library, name, setting)
 
     @property
     def jobs(self):
@@ -181,6 +245,20 @@ class Studio:
         if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
             return data_uri(path)
         return data_uri(read_video(path, end_s=0.01)[0])
+
+
+class MemoryJobs(Jobs):
+    """A real model's queue whose model loads with a memory setting picked in the page. Its spec still comes from
+    the model's configs (a memory setting moves weights, never the latent grid), so picking loads nothing."""
+
+    def __init__(self, library, name: str, memory: str):
+        from engine.backends.registry import load_backend
+        super().__init__(library, name, loader=functools.partial(load_backend, name, memory=memory))
+
+    @functools.cached_property
+    def spec(self):
+        from engine.backends.registry import spec_of
+        return spec_of(self.backend_name)
 
 
 @dataclass
