@@ -1,6 +1,7 @@
 """The Create tab: a prompt (and optionally an image or a video), its size, length and variations -> a video."""
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -45,6 +46,47 @@ def on_length(studio: Studio, backend, duration, fps) -> str:
         return f"⚠ {ctl.in_words(e)}"
 
 
+def preset_loras(studio: Studio, preset, backend) -> str:
+    """Under the Preset dropdown: the preset's LoRAs (file, scale, expert), nothing when it has none; a LoRA the
+    picked model cannot take says the engine's one line."""
+    from engine import presets
+    if not preset or preset == "(none)":
+        return ""
+    try:
+        loras = presets.load(preset).loras
+    except InputError as e:
+        return f"⚠ {html.escape(str(e).splitlines()[0])}"
+    if not loras:
+        return ""
+    rows = [f"LoRA **{html.escape(lo.path.name)}** · scale {lo.scale:g} · {lo.expert}" for lo in loras]
+    problem = lora_problem(studio, preset, loras, backend)
+    return "  \n".join(rows + ([f"⚠ {html.escape(problem)}"] if problem else []))
+
+
+def lora_problem(studio: Studio, preset: str, loras, backend) -> str:
+    """The engine's refusal of these LoRAs on the picked model, or "". A real model is checked once loaded (its
+    modules' sizes are the check); it is not loaded just to say so."""
+    from types import SimpleNamespace
+
+    from engine import presets
+    from engine.backends.diffusers_parts import check_lora
+    from engine.backends.registry import REAL
+    q = studio.queue(backend)
+    model = q._backend if q.backend_name in REAL else q.backend   # the embedded model loads in seconds
+    if model is None:
+        return ""
+    try:
+        if not hasattr(model, "loras"):   # the engine's refusal is raised on entering, before anything loads
+            with presets.on_backend(SimpleNamespace(preset=preset), model):
+                return ""
+        pipe = model.pipeline_view()
+        for lora in loras:
+            check_lora(pipe, lora, model.name)
+    except InputError as e:
+        return str(e).splitlines()[0]
+    return ""
+
+
 def on_media(studio: Studio, media):
     """Refuse a bad file as soon as it arrives: a message, and the upload box is cleared."""
     if media is not None:
@@ -73,8 +115,10 @@ def build(page: Page) -> Create:
                 duration = ctl.DURATION.number(2.0, elem_id="create-duration")
             with gr.Row():
                 variations = gr.Radio([1, 2, 4], value=1, label="Variations", elem_id="create-variations")
-                preset = gr.Dropdown(["(none)", *presets.available()], value="(none)", label="Preset")
+                preset = gr.Dropdown(["(none)", *presets.available()], value="(none)", label="Preset",
+                                     elem_id="create-preset")
                 fps = ctl.FPS.number(fps0, elem_id="create-fps")
+            loras_md = gr.Markdown("", elem_id="create-preset-loras")
             frames_md = gr.Markdown(studio.frames_note(None, 2.0, fps0), elem_id="create-frames")
             steps, guidance, seed = sampling_controls("create")
             go = gr.Button("Generate", variant="primary", elem_id="create-generate")
@@ -88,4 +132,6 @@ def build(page: Page) -> Create:
     for ev in (duration.input, duration.change, fps.input, fps.change):
         ev(bind(on_length, studio), [page.backend, duration, fps], frames_md, show_progress="hidden")
     media.upload(bind(on_media, studio), media, media)
+    for ev in (preset.change, page.backend.change):
+        ev(bind(preset_loras, studio), [preset, page.backend], loras_md, show_progress="hidden")
     return Create(prompt)
