@@ -176,6 +176,14 @@ class DiffusersParts:
         with model.cache_context(name):
             return model(**inputs, return_dict=False)[0]
 
+    def run_outputs(self, model, gate: torch.Tensor, **inputs) -> tuple:
+        """Every output of model(**inputs) (LTX-2's video and audio), in the cache context `run` uses."""
+        if getattr(self, "cache_kind", None) is None:
+            return model(**inputs, return_dict=False)
+        name = self.memo.get(gate, lambda: f"branch{id(gate)}", "cache context")
+        with model.cache_context(name):
+            return model(**inputs, return_dict=False)
+
     # ------------------------------------------------------------------ LoRA (issue 22)
     def pipeline_view(self):
         """A diffusers pipeline around this backend's own modules (shared, not copied): its LoRA loader
