@@ -272,6 +272,8 @@ def _label(op: str, req: dict, tl) -> str:
     text = req.get("prompt") or req.get("prompt_b") or req.get("prompt_a") or ""
     if op == "storyboard":
         text = " | ".join(c.text for c in tl.cards if c.kind == "text")
-    words = {"generate": "", "storyboard": "storyboard: ", "remix": "remix: ", "blend": "blend: ",
-             "loop": "loop: ", "extend": "extend: ", "recut": "re-cut: "}  # the prompt follows a space
-    return (words[op] + text).strip() if text.strip() else words[op].rstrip(": ") or "untitled"
+    from engine.requests import OPS
+    word = OPS[op].word
+    if not text.strip():
+        return word or "untitled"
+    return f"{word}: {text.strip()}" if word else text.strip()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.params import InputError
+from engine.requests import OPS
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 # The only state changes there are, each one compare-and-set in SQL (Library.transition). Only the worker ends
@@ -34,7 +35,7 @@ STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 TRANSITIONS = {"queued": ("running", "cancelled", "failed"), "running": ("done", "failed", "cancelled", "interrupted")}
 JOB_FIELDS = ("step", "steps", "error", "started", "finished")
 INTERRUPTED = "the studio stopped while this job ran; Retry runs it again"
-KINDS = ("generate", "storyboard", "remix", "blend", "loop", "extend", "recut")
+KINDS = tuple(OPS)   # a video is filed under the operation that made it
 # AUTOINCREMENT: an id is never given twice, even after the newest row is deleted (a retried DELETE, a client
 # polling an old id, or a deleted job's worker must never reach another job).
 TABLES = {

@@ -168,3 +168,38 @@ def test_examples_load_and_compile(backend, name):
     assert p.grid.out_frames == tl.n_frames and (p.gate.amax(1) > 0).all()
     if name in ("i2v", "loop", "blend", "remix"):
         assert (p.start_level < 1).any()
+
+
+@pytest.mark.parametrize("op, extra, field", [
+    ("remix", {"prompt": "a ball"}, "amount"), ("loop", {}, "bridge_s"), ("loop", {}, "context_s"),
+    ("extend", {}, "extend_s"), ("extend", {}, "direction"), ("extend", {}, "context_s"),
+    ("generate", {"prompt": "a ball"}, "duration_s"),
+])
+def test_a_field_a_request_leaves_out_takes_the_one_declared_default(clip, op, extra, field):
+    """engine.params declares each default once; a request without the field builds what one giving that
+    default builds (requests.py used to retype them)."""
+    from engine.params import PARAMS
+    from engine.requests import build
+    req = {"video": clip, "seed": 3, **extra} if op != "generate" else {"seed": 3, **extra}
+    without, _, _ = build(op, req)
+    given, _, _ = build(op, {**req, field: PARAMS[field].default})
+    assert without.to_dict() == given.to_dict()
+    other = PARAMS[field].choices[-1] if PARAMS[field].choices else PARAMS[field].default / 2
+    assert build(op, {**req, field: other})[0].to_dict() != without.to_dict()    # the field does reach the timeline
+
+
+def test_the_operations_table_is_what_the_studio_reads():
+    """One table: the library files videos under its names, jobs and the page label them with its words, and
+    each request is held to its fields."""
+    from engine.params import InputError
+    from engine.requests import OPS, build
+    from studio.jobs import _label
+    from studio.library import KINDS
+    from studio.pages.results import KIND_TAB, label_of
+    assert KINDS == tuple(OPS) and set(KIND_TAB) == set(OPS)
+    tl = ops.t2v("a ball")                     # a storyboard's label is its text cards'
+    for name, op in OPS.items():
+        label = _label(name, {"prompt": "a ball"}, tl)
+        assert label == (f"{op.word}: a ball" if op.word else "a ball") and label_of(name, label) == label
+        with pytest.raises(InputError, match=f"unknown field 'zzz' for {name}"):
+            build(name, {"zzz": 1})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from engine.params import InputError
+from engine.requests import OPS
 from studio.pages.common import SOURCES, Studio, gr_error
 
-OPS = ("generate", "storyboard", "remix", "blend", "loop", "extend", "recut")
 
 
 def with_files(studio: Studio, request, files) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from engine.params import InputError
+from engine.requests import OPS
 
 MAX_SHOWN = 4   # the most variations the page asks for
 
@@ -120,8 +121,7 @@ def notify(notice: str | None) -> None:
 
 
 # What each kind of video is called in the page (the library's kinds are the operations' names).
-KIND_WORDS = {"generate": "", "storyboard": "storyboard", "remix": "remix", "blend": "blend", "loop": "loop",
-              "extend": "extend", "recut": "re-cut"}
+KIND_WORDS = {name: op.word for name, op in OPS.items()}
 
 
 def label_of(kind: str, label: str, lineage: dict | None = None) -> str:
@@ -150,5 +150,4 @@ def ref_name(ref) -> str:
     return ref.split("_", 1)[-1] if ref.startswith("upload:") else ref
 
 
-KIND_TAB = {"generate": "create", "storyboard": "storyboard", "remix": "remix", "blend": "blend", "loop": "loop",
-            "extend": "recut", "recut": "recut"}   # the tab that makes each kind of video (kinds = operations)
+KIND_TAB = {name: op.tab for name, op in OPS.items()}   # the tab that makes each kind of video (kinds = operations)
