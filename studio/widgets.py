@@ -206,7 +206,9 @@ def timeline_strip(value: dict | None = None, elem_id: str = "storyboard-strip",
     Click a card to select it (`selected` = its index; a click on an empty lane clears it); drag it
     sideways to move it in time (snapped to 0.1 s, kept within 0..duration_s; span cards keep their
     length); drag a span card's edge (`.cp-edge[data-edge=start|end]`) to move that end only (snapped to
-    0.1 s, at least 0.1 s long). Each is sent once, on release, and fires `.change` (when the value differs; it also
+    0.1 s, at least 0.1 s long). Drop a `text/x-cinepatch-ref` drag (a Library clip, `media_chip`) or a desktop file
+    on it: the value comes with `"drop": {"at_s", "ref"}` or `{"at_s", "file": its path in Gradio's upload folder}`
+    (the file is uploaded first), once. Each is sent once, on release, and fires `.change` (when the value differs; it also
     fires when Python sets the value), `.input` (page edits only) and `.select` with `gr.SelectData` (`index` = the
     card's index or None, `value` = the card without its `path`, which Gradio refuses in event
     data; `selected` = False when cleared).
@@ -215,6 +217,18 @@ def timeline_strip(value: dict | None = None, elem_id: str = "storyboard-strip",
     value = value if value is not None else {"duration_s": 4.0, "cards": [], "selected": None, "thumbs": {}}
     return gr.HTML(value, html_template='<div class="cp-strip"></div>', css_template=static_text("strip.css"),
                    js_on_load=widget_js("strip.js"), elem_id=elem_id, **kw)
+
+
+def media_chip(value: dict | None = None, elem_id: str = "card-chip", **kw) -> gr.HTML:
+    """The Storyboard's picked media as a chip to drag onto the timeline strip (issue 21).
+
+    Value: `{"ref": "lib:<id>" | "upload:<name>", "name": str, "thumb": "data:image/..."}`, or `{}` for nothing picked
+    (the chip then says how to pick). Dragging it carries its `ref` as `text/x-cinepatch-ref` (widget.js REF_TYPE);
+    the strip turns a drop of it into a card.
+    """
+    kw.setdefault("apply_default_css", False)
+    return gr.HTML(value or {}, html_template='<div class="cp-chip"></div>', css_template=static_text("chip.css"),
+                   js_on_load=widget_js("chip.js"), elem_id=elem_id, **kw)
 
 
 # ----------------------------------------------------------------------------- filmstrip

@@ -402,3 +402,95 @@ def test_lora_preset_is_shown_under_its_dropdown_and_a_wrong_one_says_the_engine
                          "diffusers backends: ltx, wan, wan22-5b, wan22-14b)")
     gone = preset_loras(studio, "gone", "wan")
     assert gone.startswith("⚠ preset gone.lora[0]: LoRA file ") and gone.endswith("does not exist")
+
+
+# ----------------------------------------------------------------------------- issue 21: drops onto the storyboard strip
+@pytest.fixture
+def drop_studio(tmp_path, monkeypatch):
+    """A studio with a 1 s Library clip (lib:<id>), an uploaded image, and Gradio's upload folder in tmp_path."""
+    from engine.video_io import write_image
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from tests.conftest import ramp_clip
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    lib = Library(tmp_path / "home")
+    meta = {"storyboard": {}, "settings": {"steps": 1}, "backend": "reference", "seed": 7}
+    vid = lib.add_video(None, "generate", "a red ball", ramp_clip(8, 48, 32), 8.0, meta, {})
+    img = lib.add_upload(write_image(tmp_path / "red.png", np.full((32, 48, 3), 200, np.uint8)))
+    return Studio(lib, Jobs(lib, "reference")), f"lib:{vid}", img
+
+
+def dropped(studio, story, drop):
+    """on_strip for a drop, as the strip sends it -> (story, selected, strip, cards table, Save's file)."""
+    from studio.pages.storyboard import on_strip
+    out = on_strip(studio, dict(studio.strip_value(story, None), drop=drop), story, "reference")
+    return out[0], out[1], out[2], out[3], out[6]
+
+
+def test_drop_a_library_clip_and_an_image_onto_the_strip_makes_cards_everywhere_alike(drop_studio):
+    from studio.pages.storyboard import DEFAULT
+    studio, clip, img = drop_studio
+    s, sel, strip, rows, saved = dropped(studio, dict(DEFAULT), {"at_s": 1.5, "ref": clip})
+    assert s["cards"] == [{"kind": "video", "start_s": 1.5, "end_s": 2.5, "path": clip, "source_in_s": 0.0,
+                           "source_out_s": 1.0, "strength": 1.0}] and sel == 0
+    s, sel, strip, rows, saved = dropped(studio, s, {"at_s": 3.5, "ref": clip})       # trimmed at the end, same speed
+    assert (s["cards"][1]["end_s"], s["cards"][1]["source_out_s"]) == (4.0, 0.5)
+    s, sel, strip, rows, saved = dropped(studio, s, {"at_s": 1.5, "ref": img})        # images have their own lane
+    assert s["cards"][2] == {"kind": "image", "at_s": 1.5, "path": img, "strength": 1.0} and sel == 2
+    on_file = json.loads(open(saved).read())
+    assert strip["cards"] == s["cards"] and [r[2] for r in rows] == ["1.5–2.5 s", "3.5–4 s", "1.5 s"]
+    assert [{k: v for k, v in c.items() if k != "path"} for c in on_file["cards"]] == \
+        [{k: v for k, v in c.items() if k != "path"} for c in s["cards"]]
+    assert on_file["cards"][0]["path"] == studio.library.resolve("x", clip)
+
+
+@pytest.mark.parametrize("drop,said", [
+    ({"at_s": 2.0, "ref": "CLIP"}, "The dropped clip (2–3 s) would overlap Card 1 (video #1) (1.5–2.5 s)"),
+    ({"at_s": 1.0, "ref": "IMG"}, "Card 2 (image "),
+    ({"at_s": 4.0, "ref": "CLIP"}, "A clip dropped at 4 s starts at the storyboard's end (4 s)"),
+    ({"at_s": -1, "ref": "CLIP"}, "Drop time must be between 0 s and 20 s, not -1 s"),
+    ({"at_s": 1.0, "ref": "/etc/passwd"}, "Drop: nothing usable was dropped"),
+    ({"at_s": 1.0, "file": "/etc/passwd"}, "Dropped file: it did not arrive; drop it again"),
+    ("junk", "Drop: nothing usable was dropped"),
+])
+def test_drop_that_would_overlap_or_is_bad_is_refused_in_words_and_the_strip_shows_the_cards_as_they_are(
+        drop_studio, drop, said, monkeypatch):
+    from studio.pages.storyboard import DEFAULT
+    studio, clip, img = drop_studio
+    s = dict(DEFAULT, cards=[{"kind": "video", "start_s": 1.5, "end_s": 2.5, "path": clip, "strength": 1.0},
+                             {"kind": "image", "at_s": 1.0, "path": img, "strength": 1.0}])
+    if isinstance(drop, dict) and "ref" in drop:
+        drop = dict(drop, ref={"CLIP": clip, "IMG": img}.get(drop["ref"], drop["ref"]))
+    warned = []
+    monkeypatch.setattr(gr, "Warning", warned.append)   # the page's warning toast
+    after, sel, strip, rows, _ = dropped(studio, s, drop)
+    assert len(warned) == 1 and said in warned[0] and "\n" not in warned[0] and "cards[" not in warned[0], warned
+    assert after == s and strip["cards"] == s["cards"] and len(rows) == 2
+
+
+def test_drop_a_file_from_the_desktop_takes_it_from_the_upload_folder_only(drop_studio, tmp_path, monkeypatch):
+    from engine.video_io import write_image
+    from studio.pages.storyboard import DEFAULT
+    studio = drop_studio[0]
+    up = tmp_path / "gradio" / "abc123" / "blue.png"
+    up.parent.mkdir(parents=True)
+    write_image(up, np.full((32, 48, 3), 90, np.uint8))
+    s, sel, strip, rows, saved = dropped(studio, dict(DEFAULT), {"at_s": 0.5, "file": str(up)})
+    assert s["cards"][0]["kind"] == "image" and s["cards"][0]["at_s"] == 0.5
+    assert s["cards"][0]["path"].startswith("upload:") and s["cards"][0]["path"].endswith("_blue.png")
+    outside = tmp_path / "blue.png"
+    write_image(outside, np.full((32, 48, 3), 90, np.uint8))
+    warned = []
+    monkeypatch.setattr(gr, "Warning", warned.append)
+    for path in (str(outside), str(up.parent / ".." / ".." / "blue.png")):
+        assert dropped(studio, dict(DEFAULT), {"at_s": 0.5, "file": path})[0]["cards"] == []
+    assert warned == ["Dropped file: it did not arrive; drop it again"] * 2
+
+
+def test_the_picked_media_chip_carries_the_reference_to_drop(drop_studio):
+    from studio.pages.storyboard import picked
+    studio, clip, img = drop_studio
+    assert picked(studio, None, None) == {}
+    chip = picked(studio, clip, None)
+    assert chip["ref"] == clip and chip["name"].startswith("#") and chip["thumb"].startswith("data:image/jpeg")

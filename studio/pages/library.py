@@ -15,7 +15,7 @@ from engine.params import InputError
 from studio.pages import results as results_mod
 from studio.pages import storyboard as sb
 from studio.pages.common import Page, Studio, bind, video_info, video_name
-from studio.widgets import static_text
+from studio.widgets import static_text, widget_js
 
 KINDS = ["all", "generate", "storyboard", "remix", "blend", "loop", "extend", "recut"]
 OPEN_TABS = ("storyboard", "remix", "blend", "loop", "recut")
@@ -209,7 +209,7 @@ def build(page: Page, story: sb.Storyboard) -> Library:
         kind = gr.Dropdown(KINDS, value="all", label="Kind", elem_id="lib-kind")
         refresh = gr.Button("Refresh", size="sm", elem_id="lib-refresh")
     gallery = gr.Gallery(label="Videos", columns=6, height=260, allow_preview=False, elem_id="lib-gallery")
-    hover = gr.HTML({}, html_template="", js_on_load=static_text("hoverplay.js"), elem_id="lib-hover-play",
+    hover = gr.HTML({}, html_template="", js_on_load=static_text("hoverplay.js") + widget_js("libdrag.js"), elem_id="lib-hover-play",
                     apply_default_css=False, padding=False)
     ids = gr.State([])
     with gr.Row():

@@ -132,6 +132,68 @@ def with_video(studio, s: dict, ref: str) -> dict:
                                          "path": ref, "strength": 1.0}])
 
 
+# ----------------------------------------------------------------------------- drops onto the strip (issue 21)
+DROP_AT = ctl.Bound("time_s", "Drop time", hi=20, unit="s")
+
+
+def picked(studio, src, up) -> dict:
+    """The chip to drag onto the strip: the media picked in the Storyboard's source (an upload wins, as in Add)."""
+    if not src and up is None:
+        return {}
+    ref = studio.source(src, up, "media")
+    return {"ref": ref, "name": results_mod.ref_name(ref), "thumb": studio.thumb(ref)}
+
+
+def uploaded_file(path) -> str:
+    """A file dropped from the desktop, which the strip uploaded to Gradio's upload folder first. The value names
+    it by a server path, so any path outside that folder is refused: the page cannot name other files."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+    if not isinstance(path, str) or not is_in_or_equal(path, get_upload_folder()) or not Path(path).is_file():
+        raise InputError("Dropped file: it did not arrive; drop it again")
+    return path
+
+
+def dropped_card(studio, s: dict, drop) -> dict:
+    """What was dropped on the strip -> its card: an image at the drop time; a clip from the drop time for its own
+    length (to the storyboard's end, at its own speed). `drop`: {"at_s", "ref": "lib:<id>" | "upload:<name>"}
+    (a Library clip, the picked media) or {"at_s", "file": a path in the upload folder} (from the desktop)."""
+    from engine.video_io import probe
+    if not isinstance(drop, dict):
+        raise InputError("Drop: nothing usable was dropped; drop a Library clip, an image or a video")
+    at, dur = DROP_AT.check(drop.get("at_s")), float(s["duration_s"])
+    if drop.get("file") is not None:
+        ref = studio.import_upload(uploaded_file(drop["file"]), "Dropped file")
+    elif isinstance(drop.get("ref"), str) and drop["ref"].startswith(("lib:", "upload:")):
+        ref = drop["ref"]
+    else:
+        raise InputError("Drop: nothing usable was dropped; drop a Library clip, an image or a video")
+    info = probe(studio.library.resolve("Dropped media", ref), field="Dropped media")
+    if info.kind == "image":
+        card = {"kind": "image", "at_s": min(at, dur), "path": ref, "strength": 1.0}
+    elif at >= dur - EPS:
+        raise InputError(f"A clip dropped at {at:g} s starts at the storyboard's end ({dur:g} s): drop it earlier")
+    else:
+        span = round(min(info.duration_s, dur - at), 3)
+        card = {"kind": "video", "start_s": at, "end_s": round(at + span, 3), "path": ref, "source_in_s": 0.0,
+                "source_out_s": span, "strength": 1.0}
+    refuse_overlap(s, card)
+    return card
+
+
+def refuse_overlap(s: dict, card: dict) -> None:
+    """A dropped card may not land on another card of its lane (an image on the same moment, a clip on a clip)."""
+    for i, c in enumerate(s["cards"]):
+        if c["kind"] != card["kind"]:
+            continue
+        name = card_name(s, i)
+        if card["kind"] == "image" and abs(c["at_s"] - card["at_s"]) < EPS:
+            raise InputError(f"{name} is already at {c['at_s']:g} s: the dropped image would overlap it; "
+                             "drop it at another moment")
+        if card["kind"] == "video" and c["start_s"] < card["end_s"] - EPS and card["start_s"] < c["end_s"] - EPS:
+            raise InputError(f"The dropped clip ({card['start_s']:g}–{card['end_s']:g} s) would overlap {name} "
+                             f"({c['start_s']:g}–{c['end_s']:g} s): drop it where the video lane is free")
+
+
 # ----------------------------------------------------------------------------- handlers
 def _selected(s: dict, sel) -> int:
     if sel is None or not (0 <= int(sel) < len(s["cards"])):
@@ -176,12 +238,19 @@ def on_settings(studio, s, sel, dur, asp, backend):
 
 
 def on_strip(studio, v, s, backend):
-    """A click selects a card (its fields go to the controls); a drag moves it. The strip is sent back too: after
-    a refused drag it shows the cards where they are, not where they were dropped (finding 5)."""
+    """A click selects a card (its fields go to the controls); a drag moves it; a drop adds a card. The strip is
+    sent back too: after a refused drag or drop it shows the cards where they are, not where they were dropped
+    (finding 5)."""
     if not isinstance(v, dict):
         return (gr.update(),) * 13
     sel, cards = v.get("selected"), v.get("cards", s["cards"])
-    if isinstance(cards, list) and len(cards) == len(s["cards"]):
+    if "drop" in v:
+        try:
+            s = checked(studio, dict(s, cards=[*s["cards"], dropped_card(studio, s, v["drop"])]))
+            sel = len(s["cards"]) - 1
+        except InputError as e:
+            gr.Warning(ctl.in_words(e))
+    elif isinstance(cards, list) and len(cards) == len(s["cards"]):
         moved = [dict(old, **{k: float(new[k]) for k in ("start_s", "end_s", "at_s") if k in old and k in new})
                  for old, new in zip(s["cards"], cards)]
         try:
@@ -248,6 +317,7 @@ def build(page: Page) -> Storyboard:
             ctl.said_as_typed(gr.Markdown("", elem_id="card-note"), [(start, ctl.CARD_START), (end, ctl.CARD_END),
                                                                     (at, ctl.CARD_AT), (strength, ctl.STRENGTH)])
             src, up = source_picker(page, "Media", "card")
+            chip = widgets.media_chip()
             with gr.Row():
                 add = gr.Button("Add card", elem_id="card-add")
                 update = gr.Button("Update selected", elem_id="card-update")
@@ -276,6 +346,8 @@ def build(page: Page) -> Storyboard:
     for ev in (duration.submit, duration.blur, aspect.change, page.backend.change):  # the plan follows the model
         ev(bind(on_settings, studio), [*ins, page.backend], [*outs, duration])
     strip.input(bind(on_strip, studio), [strip, story, page.backend], [*outs, *controls[:6]])
+    for ev in (src.change, up.change):
+        ev(bind(picked, studio), [src, up], chip, show_progress="hidden")
     load.upload(bind(on_load, studio), [load, selected, page.backend], outs)
     go.click(bind(on_generate, studio), [story, steps, guidance, seed, page.backend], [page.watch, page.note])
     page.demo.load(bind(story_file, studio), story, save)

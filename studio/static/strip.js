@@ -84,7 +84,9 @@ function draw() {
 
 // Gradio syncs props.value to Python (and fires change) only when it is given a new object.
 function commit(next, i) {
-  props.value = Object.assign({}, props.value, next);
+  const v = Object.assign({}, props.value, next);
+  if (!next.drop) delete v.drop;   // a drop is said once: a later edit must not add its card again
+  props.value = v;
   trigger('input');
   // event data holding a "path" is refused by Gradio as a file outside its cache: send the card without it
   const card = i === null ? null : Object.assign({}, state().cards[i]);
@@ -142,6 +144,32 @@ function release(e) {
 }
 root.addEventListener('pointerup', release);
 root.addEventListener('pointercancel', release);
+
+// Drops (issue 21): a Library clip or the picked media (REF_TYPE, widget.js), or a file from the desktop, which is
+// uploaded first. Python makes the card at the drop time, or refuses it and sends the strip as it is.
+const dropping = e => e.dataTransfer && [...e.dataTransfer.types].some(t => t === REF_TYPE || t === 'Files');
+function dropTime(e) {
+  const track = root.querySelector('.cp-lane .cp-track'), d = state().duration;
+  const box = track ? track.getBoundingClientRect() : {left: 0, width: 1};
+  return r3(clamp(Math.round((e.clientX - box.left) / (box.width || 1) * d / SNAP) * SNAP, 0, d));
+}
+root.addEventListener('dragover', e => {
+  if (!dropping(e)) return;
+  e.preventDefault();   // accept it
+  e.dataTransfer.dropEffect = 'copy';
+  root.classList.add('cp-drop-over');
+  root.dataset.dropAt = fmt(dropTime(e));
+});
+root.addEventListener('dragleave', e => { if (!root.contains(e.relatedTarget)) root.classList.remove('cp-drop-over'); });
+root.addEventListener('drop', async e => {
+  if (!dropping(e)) return;
+  e.preventDefault();
+  root.classList.remove('cp-drop-over');
+  const at_s = dropTime(e), ref = e.dataTransfer.getData(REF_TYPE), file = e.dataTransfer.files[0];
+  const sel = state().selected;
+  if (ref) commit({drop: {at_s, ref}}, sel);
+  else if (file) commit({drop: {at_s, file: (await upload(file)).path}}, sel);
+});
 
 let width = 0;   // redraw on width changes only (tick density); height follows the lanes
 new ResizeObserver(() => {

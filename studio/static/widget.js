@@ -9,3 +9,5 @@ function div(cls, parent, text) {
   if (parent) parent.appendChild(n);
   return n;
 }
+// what a drag source (a Library clip, the Storyboard's picked media) carries: its reference, lib:<id> or upload:<name>
+const REF_TYPE = 'text/x-cinepatch-ref';
