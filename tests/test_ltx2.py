@@ -107,8 +107,11 @@ def run_both(pipe, ltx2, prompt: str, steps: int, guidance: float, duration_s: f
     noise = torch.randn((1, *plan.known.shape), generator=torch.Generator().manual_seed(seed))  # (1, C, F, h, w)
     ltx2.frame_rate, ltx2.guidance, ltx2.audio_guidance, ltx2.audio_seed = g.fps, guidance, guidance, seed
     sigmas = ltx2.sigmas(steps, g.latent_frames * g.latent_h * g.latent_w)
-    x = sample(ltx2.denoise, plan, sigmas, guidance, noise=noise, per_token=True)
-    wave, rate = ltx2.waveform()
+    try:
+        x = sample(ltx2.denoise, plan, sigmas, guidance, noise=noise, per_token=True)
+        wave, rate = ltx2.waveform()
+    finally:  # the other tests leave guidance to the backend's own reading of the batch
+        ltx2.guidance = ltx2.audio_guidance = None
     ours = (ltx2.decode(x) / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)   # (1, N, 3, H, W)
     # the same audio noise, handed over as the raw latents the pipeline normalises; the pipeline's extra guidance
     # terms (spatio-temporal, modality isolation, rescale) off: the engine guides with classifier-free guidance
@@ -133,3 +136,178 @@ def test_ltx2_text_only_timeline_matches_ltx2_pipeline_video_and_audio(pipe, ltx
     assert wave.shape == audio.shape and rate == 16000
     adiff = (wave - audio.float().clamp(-1, 1)).abs().max().item()
     assert adiff <= 1e-4, f"audio: max abs diff {adiff:.3g}"
+
+
+def test_ltx2_sigmas_and_pack_are_the_pipelines(pipe, ltx2):
+    import numpy as np
+    from diffusers.pipelines.ltx2.pipeline_ltx2 import calculate_shift, retrieve_timesteps
+    steps, n = 5, 5 * 16 * 16
+    c = pipe.scheduler.config
+    mu = calculate_shift(n, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+    retrieve_timesteps(pipe.scheduler, steps, "cpu", None, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    assert torch.equal(ltx2.sigmas(steps, n), pipe.scheduler.sigmas)
+    x = torch.randn(2, 4, 3, 4, 6)                                          # (B, C, F, h, w)
+    assert torch.equal(ltx2.pack(x), pipe._pack_latents(x, 1, 1))
+    assert torch.allclose(ltx2.normalize(x), pipe._normalize_latents(x, pipe.vae.latents_mean, pipe.vae.latents_std,
+                                                                     pipe.vae.config.scaling_factor))
+
+
+# ----------------------------------------------------------------------------- 2. gating
+def test_ltx2_cross_attention_outside_a_cards_span_ignores_its_text(ltx2):
+    """Block 0's video and audio text cross-attention outputs outside card 1's span are bit-identical when card 1's
+    text changes, and differ inside it (audio latent frames follow the video frame at their time)."""
+    def plan_for(text1):
+        return compile(ops.storyboard([TextCard(0.0, 1.0, "a red ball"), TextCard(1.0, 2.0, text1)], 2.0, **SIZE),
+                       ltx2)
+
+    pa, pb = plan_for("a blue box"), plan_for("a green cat")
+    assert pa.text.shape == pb.text.shape and not torch.equal(pa.text, pb.text)
+    seg = next(s for s in pa.segments if s.name == "cards[1]")
+    open_ = pa.gate[:, seg.start:seg.end].amax(1) > 0                        # (F,) frames that see card 1
+    outside, inside = (~open_).nonzero().flatten().tolist(), open_.nonzero().flatten().tolist()
+    assert outside and inside
+    g = pa.grid
+    abias = ltx2.audio_bias(pa.gate[None], g.n_frames)[0]                    # (La, L)
+    a_out = torch.isinf(abias[:, seg.start:seg.end]).all(1)                  # audio frames that do not see card 1
+    assert a_out.any() and (~a_out).any()
+    x = torch.randn(1, 4, g.latent_frames, g.latent_h, g.latent_w, generator=torch.Generator().manual_seed(1))
+    t = torch.full((1, g.latent_frames), 0.7)
+    seen = {"video": [], "audio": []}
+    block = ltx2.transformer.transformer_blocks[0]
+    hooks = [block.attn2.register_forward_hook(lambda m, i, o: seen["video"].append(o.detach())),
+             block.audio_attn2.register_forward_hook(lambda m, i, o: seen["audio"].append(o.detach()))]
+    try:
+        for p in (pa, pb):
+            ltx2.denoise(x, t, p.text[None], p.gate[None])
+    finally:
+        for h in hooks:
+            h.remove()
+    va, vb = (o.view(1, g.latent_frames, g.latent_h * g.latent_w, -1) for o in seen["video"])  # (1, F, h*w, D)
+    assert torch.equal(va[:, outside], vb[:, outside]) and not torch.allclose(va[:, inside], vb[:, inside])
+    aa, ab = seen["audio"]                                                   # (1, La, Da)
+    assert torch.equal(aa[:, a_out], ab[:, a_out]) and not torch.allclose(aa[:, ~a_out], ab[:, ~a_out])
+
+
+# ----------------------------------------------------------------------------- 3. keyframes
+def test_ltx2_keyframes_at_any_frame_are_kept_exactly_and_told_level_0(ltx2, make_image):
+    """Image cards at pixel frames 0 and 5 (strength 1) and a partial one (strength 0.4) at frame 12: the kept latent
+    frames come back exactly as encoded, their tokens told timestep 0 at every step, the partial one its level."""
+    from engine.timeline import ImageCard, Timeline
+    red, blue = make_image("r.png", w=32, h=32), make_image("b.png", w=32, h=32, color=(20, 40, 220))
+    tl = Timeline(duration_s=2.0, seed=0, cards=[ImageCard(0.0, str(red)), ImageCard(5 / FPS, str(blue)),
+                                                 ImageCard(12 / FPS, str(red), strength=0.4),
+                                                 TextCard(0.0, 2.0, "a ball")], **SIZE)
+    plan = compile(tl, ltx2)
+    lv = plan.start_level
+    kept = (lv == 0).nonzero().flatten().tolist()
+    partial = ((lv > 0) & (lv < 1)).nonzero().flatten().tolist()
+    assert kept == [0, ltx2.spec.latent_index(5)] and partial == [ltx2.spec.latent_index(12)]
+    seen = []
+    hook = ltx2.transformer.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["timestep"]), with_kwargs=True)
+    try:
+        _, x = generate_latents(tl, ltx2, Settings(steps=3, guidance=2.0))
+    finally:
+        hook.remove()
+    assert torch.equal(x[0][:, kept], plan.known[:, kept])
+    per_frame = plan.grid.latent_h * plan.grid.latent_w
+    for ts in seen:                                                          # (2B, S): cond and uncond rows
+        frames = ts.view(ts.shape[0], -1, per_frame)                        # (2B, F, h*w)
+        assert (frames[:, kept] == 0).all()
+        assert (frames[:, partial] <= float(lv[partial[0]]) * 1000 + 1e-3).all()
+
+
+def test_ltx2_per_token_timesteps_follow_each_frames_level(ltx2):
+    seen = []
+    hook = ltx2.transformer.register_forward_pre_hook(lambda m, a, kw: seen.append(kw), with_kwargs=True)
+    x = torch.randn(1, 4, 3, 2, 2)                                          # (B, C, F, h, w)
+    text = torch.randn(1, SEQ, sum(ltx2.text_dims))
+    try:
+        ltx2.denoise(x, torch.tensor([[0.0, 0.25, 0.9]]), text, torch.ones(1, 3, SEQ))
+    finally:
+        hook.remove()
+    kw = seen[0]
+    assert kw["timestep"][0].tolist() == [0.0] * 4 + [250.0] * 4 + [pytest.approx(900.0)] * 4
+    assert kw["audio_timestep"].tolist() == [pytest.approx(900.0)]        # the run's level
+
+
+# ----------------------------------------------------------------------------- 4. audio
+def test_ltx2_audio_is_kept_in_the_mp4_when_asked_and_dropped_otherwise(ltx2, make_video, tmp_path):
+    import imageio_ffmpeg
+
+    from engine.api import decode_frames
+    from engine.video_io import write_video
+    tl = ops.t2v("a dog barks", duration_s=1.0, seed=3, **SIZE)
+    plan, x = generate_latents(tl, ltx2, Settings(steps=2, guidance=2.0))
+    samples, rate = ltx2.audio_for(0)                                       # (S, 2), 16 kHz
+    assert samples.ndim == 2 and samples.shape[1] == 2 and rate == 16000 and abs(samples).max() > 0
+    frames = decode_frames(ltx2, x, plan.grid.out_frames)[0]
+    meta = next(imageio_ffmpeg.read_frames(str(write_video(tmp_path / "a.mp4", frames, FPS, audio=(samples, rate)))))
+    assert meta["audio_codec"] == "aac" and meta["duration"] == pytest.approx(len(frames) / FPS, abs=0.1)
+    ltx2.keep_audio = False
+    try:
+        assert ltx2.audio_for(0) is None                                    # not asked for: dropped
+    finally:
+        ltx2.keep_audio = True
+    # every frame kept in part (a whole-clip remix): the run never starts at level 1, so no audio is made
+    remix = ops.remix(make_video("c.mp4", n=8, fps=FPS, w=32, h=32), "a cat", 0.5, resolution=32)
+    p, _ = generate_latents(remix, ltx2, Settings(steps=2, guidance=1.0))
+    assert float(p.start_level.max()) < 1 and ltx2.audio_for(0) is None
+
+
+# ----------------------------------------------------------------------------- 5. folders, the picker, sizes
+def test_ltx2_missing_or_incomplete_folder_is_one_line(tmp_path):
+    from engine.backends.ltx2 import LTX2Backend
+    check_missing_folder(LTX2Backend, "ltx2", tmp_path)
+
+
+def test_ltx2_folder_loads_offline_is_listed_and_bad_files_are_named(tmp_path, pipe, ltx2, monkeypatch):
+    from engine.backends.registry import configured, load_backend, spec_of
+    for name in ("ltx", "ltx2"):
+        monkeypatch.delenv(f"CINEPATCH_{name.upper()}_MODEL", raising=False)
+    monkeypatch.setenv("CINEPATCH_MODELS", str(tmp_path))
+    assert "ltx2" not in configured()
+    folder = tmp_path / "ltx2"
+    pipe.save_pretrained(folder)
+    assert configured()[1:] == ["ltx2"]                                     # what the picker and /v1 `model` list
+    assert spec_of("ltx2") == ltx2.spec
+    b = load_backend("ltx2", device="cpu", max_sequence_length=SEQ)
+    b.frame_rate, b.audio_seed = ltx2.frame_rate, ltx2.audio_seed          # what the engine sets per job
+    assert torch.equal(b.encode_text(["a red ball"])[0][0], ltx2.encode_text(["a red ball"])[0][0])
+    x, t = torch.randn(1, 4, 3, 4, 4), torch.full((1, 3), 0.6)             # (B, C, F, h, w), (B, F)
+    text, gate = ltx2.encode_text(["a red ball"])[0][0][None], torch.ones(1, 3, SEQ)
+    assert torch.allclose(b.denoise(x, t, text, gate), ltx2.denoise(x, t, text, gate), atol=1e-6)
+    # a missing part, a damaged weights file, another model's folder: one line naming the file and the backend
+    (folder / "vocoder" / "config.json").rename(folder / "vocoder" / "config.bak")
+    with pytest.raises(InputError, match=r"incomplete for the ltx2 backend: missing vocoder/config.json"):
+        load_backend("ltx2")
+    (folder / "vocoder" / "config.bak").rename(folder / "vocoder" / "config.json")
+    (folder / "audio_vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError) as e:
+        load_backend("ltx2")
+    assert str(folder) in str(e.value) and "ltx2 backend" in str(e.value) and "\n" not in str(e.value)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "LTXPipeline"}))
+    with pytest.raises(InputError) as e:
+        spec_of("ltx2")
+    msg = str(e.value)
+    assert str(folder / "model_index.json") in msg and "the ltx2 backend" in msg and "use the ltx backend" in msg
+    assert "\n" not in msg
+
+
+def test_ltx2_sizes_and_frame_counts_snap_to_the_real_model_and_are_reported(tmp_path, pipe, ltx2, monkeypatch):
+    """LTX-2's grid (32-pixel cells, 8 frames a latent frame after the first: LTX2Pipeline's own fallback values, set
+    on a meta-device VAE) snaps sizes and frame counts; the page says what a duration becomes on the tiny saved model
+    without loading it."""
+    from diffusers import AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+
+    from engine.backends.ltx import ltx_spec
+    from tests.conftest import check_spec_without_loading
+    with torch.device("meta"):
+        spec = ltx_spec(LTX2VideoTransformer3DModel().config,
+                        AutoencoderKLLTX2Video(spatial_compression_ratio=32, temporal_compression_ratio=8))
+    assert (spec.temporal_factor, spec.spatial_factor, spec.multiple, spec.channels) == (8, 32, 32, 128)
+    assert spec.snap_frames(120) == 121 and spec.snap_frames(121) == 121 and spec.snap_frames(122) == 129
+    assert spec.frame_size((16, 9), 500) == (896, 512) and spec.frame_size((1, 1), 10) == (32, 32)
+    monkeypatch.delenv("CINEPATCH_LTX2_MODEL", raising=False)
+    pipe.save_pretrained(tmp_path / "models" / "ltx2")
+    check_spec_without_loading(type(ltx2), "ltx2", tmp_path / "models" / "ltx2", tmp_path, monkeypatch, ltx2.spec)

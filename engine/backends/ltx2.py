@@ -243,6 +243,15 @@ class LTX2Backend(LTXBackend):
         wave = self.vocoder(mel.to(self.vocoder.dtype)).float().clamp(-1, 1)        # (Ba, channels, samples)
         return wave, int(self.vocoder.config.output_sampling_rate)
 
+    def audio_for(self, k: int = 0):
+        """Variation k's audio as engine.video_io.write_video takes it: (samples (S, channels) float32, rate), or
+        None (not asked for, or not made)."""
+        out = self.waveform()
+        if out is None:
+            return None
+        wave, rate = out
+        return wave[k].T.contiguous().cpu().numpy(), rate
+
     # ------------------------------------------------------------------ the denoiser
     def _guided(self, x: torch.Tensor, text: torch.Tensor) -> bool:
         """Whether a call's batch is [cond, uncond] (see the module docstring: Guidance)."""

@@ -32,6 +32,13 @@ def _ltx(**opts):
     return LTXBackend.load(**_on_device(opts))
 
 
+def _ltx2(**opts):
+    # issue 22: LTX-2 (video, and its audio when kept) through diffusers, from a local folder (model=PATH or
+    # $CINEPATCH_LTX2_MODEL)
+    from engine.backends.ltx2 import LTX2Backend
+    return LTX2Backend.load(**_on_device(opts))
+
+
 def _wan(variant: str):
     # issue 5: Wan 2.1 (t2v); issue 22: Wan 2.2 TI2V-5B and A14B. Each from its own local folder
     # (model=PATH, $CINEPATCH_WAN_MODEL, $CINEPATCH_WAN22_5B_MODEL, $CINEPATCH_WAN22_14B_MODEL)
@@ -48,8 +55,8 @@ def _standin(**opts):
 
 
 FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx, "wan": _wan("wan"), "wan22-5b": _wan("wan22-5b"),
-             "wan22-14b": _wan("wan22-14b"), "standin": _standin}
-REAL = ("ltx", "wan", "wan22-5b", "wan22-14b")  # backends of diffusers models in a local folder
+             "wan22-14b": _wan("wan22-14b"), "ltx2": _ltx2, "standin": _standin}
+REAL = ("ltx", "wan", "wan22-5b", "wan22-14b", "ltx2")  # backends of diffusers models in a local folder
 DEFAULT = "toy"
 
 
@@ -85,6 +92,9 @@ def spec_of(name: str | None = None, **opts):
     if name == "ltx":
         from engine.backends.ltx import LTXBackend
         return LTXBackend.read_spec(**opts)
+    if name == "ltx2":
+        from engine.backends.ltx2 import LTX2Backend
+        return LTX2Backend.read_spec(**opts)
     if name.startswith("wan"):
         from engine.backends.wan import WanBackend
         return WanBackend.read_spec(variant=name, **opts)
