@@ -157,9 +157,14 @@ def test_the_curriculum_first_stage_gives_one_object_one_caption_and_plain_gener
     assert torch.equal(levels, torch.ones_like(levels))                  # no extend, remix or blend patterns
     assert gate.shape[0] == 8
     # --bucket: every batch from the one bucket asked for (the probe's 64x64, 17 frames at 8 fps)
-    from engine.backends.toy.train_dit import parse_bucket
-    one = Pools(np.random.default_rng(1), pools.vae, text, toy_spec(), 1, parse_bucket("64x64x17@8"))
+    from engine.backends.toy.train_dit import parse_buckets
+    one = Pools(np.random.default_rng(1), pools.vae, text, toy_spec(), 1, parse_buckets("64x64x17@8"))
     for _ in range(3):
         x0, *_ = one.batch(2, text(""))
         assert x0.shape[2:] == (toy_spec().latent_frames(17), 64 // toy_spec().spatial_factor, 64 // toy_spec().spatial_factor)
     assert list(one.pools) == [(64, 64, 17)]
+    # several buckets: each batch from one of them, and in a few batches more than one is used
+    three = Pools(np.random.default_rng(2), pools.vae, text, toy_spec(), 1, parse_buckets("112x64x17@8, 64x64x17@8,64x112x9@6"))
+    for _ in range(6):
+        three.batch(2, text(""))
+    assert set(three.pools) <= {(112, 64, 17), (64, 64, 17), (64, 112, 9)} and len(three.pools) >= 2

@@ -263,7 +263,8 @@ def main(argv=None):
                     help="dit: curriculum; until this step, one object under one caption, plain generation "
                          "(then --i2v), before storyboards, two objects and remix patterns (0 = off)")
     ap.add_argument("--bucket", default=None,
-                    help="dit: train on one bucket only, WxHxFRAMES@FPS (e.g. 64x64x17@8, the probe's), not every size and length")
+                    help="dit: train on these buckets only, WxHxFRAMES@FPS joined by commas (e.g. 64x64x17@8, "
+                         "the probe's), not every size and length")
     ap.add_argument("--pooled-text", action="store_true",
                     help="dit: add a gated, pooled text vector per latent frame to the adaLN conditioning")
     ap.add_argument("--patch", type=int, default=0, help="dit: latent cells per token side (0 = the recipe's)")

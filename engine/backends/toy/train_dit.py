@@ -151,9 +151,9 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
 class Pools:
     """Per bucket (width, height, frames): the last POOL encoded clips."""
 
-    def __init__(self, rng, vae, text, spec, fresh: int = FRESH, bucket: tuple[int, int, int, float] | None = None):
+    def __init__(self, rng, vae, text, spec, fresh: int = FRESH, buckets: tuple[tuple[int, int, int, float], ...] = ()):
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
-        self.bucket = bucket   # (w, h, frames, fps): every clip of this one bucket (an ablation), else all
+        self.buckets = buckets   # ((w, h, frames, fps), ...): every batch from one of these (an ablation), else all
 
     def batch(self, B: int, empty: torch.Tensor, simple: bool = False):
         """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w).
@@ -162,8 +162,8 @@ class Pools:
         w, h = SIZES[rng.integers(len(SIZES))]
         n = int(rng.choice(FRAME_COUNTS))
         fps = None
-        if self.bucket:
-            w, h, n, fps = self.bucket
+        if self.buckets:   # one bucket draws nothing more, so its data stream is the one-bucket run's
+            w, h, n, fps = self.buckets[rng.integers(len(self.buckets)) if len(self.buckets) > 1 else 0]
         pool = self.pools.setdefault((w, h, n), [])
         fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, self.fresh if len(pool) >= B else B, simple, fps)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
@@ -207,13 +207,15 @@ def force_i2v(levels: torch.Tensor, share: float, rng) -> torch.Tensor:
     return torch.where(pick[:, None], i2v, levels)
 
 
-def parse_bucket(text: str | None) -> tuple[int, int, int, float] | None:
-    """'64x64x17@8' -> (64, 64, 17, 8.0): width x height x frames @ fps."""
-    if not text:
-        return None
-    size, fps = text.split("@")
-    w, h, n = (int(v) for v in size.split("x"))
-    return w, h, n, float(fps)
+def parse_buckets(text: str | None) -> tuple[tuple[int, int, int, float], ...]:
+    """'64x64x17@8' -> ((64, 64, 17, 8.0),): width x height x frames @ fps, several joined by commas."""
+    out = []
+    for item in (text or "").split(","):
+        if item.strip():
+            size, fps = item.strip().split("@")
+            w, h, n = (int(v) for v in size.split("x"))
+            out.append((w, h, n, float(fps)))
+    return tuple(out)
 
 
 def dit_config(args) -> DiTConfig:
@@ -286,7 +288,7 @@ def train_dit(args):
     cfg, model, opt, ema = build_models(args, run, dev)
     rng = np.random.default_rng(args.seed + 7919 * run.step)
     abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
-    pools = Pools(rng, vae, text, spec, args.fresh, parse_bucket(args.bucket))
+    pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket))
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
