@@ -42,6 +42,7 @@ def tiny_components(seed: int = 0, registers: int | None = 8) -> dict:
     from transformers import Gemma3TextConfig, Gemma3TextModel
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
+    tokenizer.padding_side = "left"  # as Gemma's (LTX2ConditionPipeline reads the side when it is built)
     text_encoder = Gemma3TextModel(Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, head_dim=8, max_position_embeddings=64, sliding_window=8, pad_token_id=0)).eval()
@@ -132,10 +133,59 @@ def test_ltx2_text_only_timeline_matches_ltx2_pipeline_video_and_audio(pipe, ltx
     ours, theirs, (wave, rate), audio = run_both(pipe, ltx2, "a red ball rolls to the left", 3, guidance)
     assert ours.shape == theirs.shape == (1, 9, 3, 32, 32)
     diff = (ours - theirs).abs().max().item()
-    assert diff <= 1e-4, f"video: max abs diff {diff:.3g}"
+    assert diff <= 1e-4, f"video: max abs diff {diff:.3g}"      # measured 5.4e-7 (guidance 1), 6.6e-7 (3)
     assert wave.shape == audio.shape and rate == 16000
     adiff = (wave - audio.float().clamp(-1, 1)).abs().max().item()
-    assert adiff <= 1e-4, f"audio: max abs diff {adiff:.3g}"
+    assert adiff <= 1e-4, f"audio: max abs diff {adiff:.3g}"    # measured 4.5e-8, 6.0e-8
+
+
+def test_ltx2_image_at_frame_0_matches_ltx2_condition_pipeline(pipe, ltx2, make_image, monkeypatch):
+    """i2v (an image card at frame 0, strength 1) = LTX2ConditionPipeline with the image at latent index 0: its
+    first-frame tokens are the image's encoding (posterior mode, both), told timestep t * (1 - 1) = 0 and kept.
+
+    Set up so both do the same thing: no CRF re-compression of the image (crf=0), the pipeline's noise drawn from
+    its generator at noise_scale 1 (video tokens, then audio tokens) and handed to the engine, CFG only."""
+    from diffusers import LTX2ConditionPipeline
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+    from PIL import Image
+
+    from engine.backends.ltx2 import AudioTrack
+    from engine.video_io import read_image
+    cond_pipe = LTX2ConditionPipeline(pipe.scheduler, pipe.vae, pipe.audio_vae, pipe.text_encoder, pipe.tokenizer,
+                                      pipe.connectors, pipe.transformer, pipe.vocoder)
+    cond_pipe.set_progress_bar_config(disable=True)
+    image = make_image(w=32, h=32)
+    tl = ops.i2v(image, "a red ball rolls", duration_s=1.0, seed=0, **SIZE)
+    plan = compile(tl, ltx2)
+    g = plan.grid
+    assert plan.start_level.tolist() == [0, 1, 1, 1, 1]
+    steps, guidance = 3, 3.0
+    gen = torch.Generator().manual_seed(5)                                   # the pipeline's draws, in its order
+    video_noise = torch.randn((1, g.latent_frames * g.latent_h * g.latent_w, 4), generator=gen)     # (1, S, C)
+    ltx2.frame_rate = g.fps
+    audio_noise = torch.randn((1, ltx2.audio_frames(g.n_frames), 4), generator=gen)                # (1, La, Ca*M)
+    monkeypatch.setattr(ltx2, "new_track", lambda b, n, level: AudioTrack(audio_noise.clone(), level, True))
+    ltx2.guidance = ltx2.audio_guidance = guidance
+    try:
+        sigmas = ltx2.sigmas(steps, g.latent_frames * g.latent_h * g.latent_w)
+        noise = ltx2.unpack(video_noise, g.latent_frames, g.latent_h, g.latent_w)                    # (1, C, F, h, w)
+        x = sample(ltx2.denoise, plan, sigmas, guidance, noise=noise, per_token=True)
+        wave, _ = ltx2.waveform()
+    finally:
+        ltx2.guidance = ltx2.audio_guidance = None
+    ours = (ltx2.decode(x) / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)   # (1, N, 3, H, W)
+    cond = LTX2VideoCondition(frames=Image.fromarray(read_image(image)), index=0, strength=1.0, crf=0)
+    out = cond_pipe(conditions=[cond], prompt="a red ball rolls", negative_prompt="", height=g.height, width=g.width,
+                    num_frames=g.n_frames, frame_rate=float(g.fps), num_inference_steps=steps,
+                    guidance_scale=guidance, audio_guidance_scale=guidance, stg_scale=0.0, audio_stg_scale=0.0,
+                    modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
+                    noise_scale=1.0, audio_latents=torch.zeros(1, 2, audio_noise.shape[1], 2), max_sequence_length=SEQ,
+                    output_type="pt", generator=torch.Generator().manual_seed(5))
+    assert ours.shape == out.frames.shape
+    diff = (ours - out.frames).abs().max().item()
+    assert diff <= 1e-4, f"video: max abs diff {diff:.3g}"      # measured 5.4e-7
+    adiff = (wave - out.audio.float().clamp(-1, 1)).abs().max().item()
+    assert adiff <= 1e-4, f"audio: max abs diff {adiff:.3g}"    # measured 6.0e-8
 
 
 def test_ltx2_sigmas_and_pack_are_the_pipelines(pipe, ltx2):
