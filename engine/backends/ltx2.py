@@ -19,11 +19,13 @@ What differs from LTX-Video, and how the engine's ideas map onto it:
   x + (T_next - T) v from one call's level to the next (the last step in `waveform()`), with classifier-free
   guidance in x0 space as LTX2Pipeline does. `waveform()` then decodes them (audio VAE -> mel -> vocoder). This is
   exactly LTX2Pipeline's audio when the sampler is Euler and the run starts at level 1 (some frame generated from
-  noise); a Heun step evaluates twice per step and the audio then steps Euler on the later evaluation; a run where
-  every frame starts below 1 (a whole-clip remix) makes no audio (`waveform()` returns None).
+  noise); a Heun step evaluates twice per step and the audio then steps Euler with each step's first evaluation
+  (the second is told the next step's level again, a step of 0); a run where every frame starts below 1 (a
+  whole-clip remix) makes no audio (`waveform()` returns None).
 - Guidance. The sampler does not tell the denoiser its guidance scale; `guidance` (set it before sampling) says
   whether a call's batch is [cond, uncond] and `audio_guidance` (default: `guidance`) guides the audio. Left at
-  None, a call is taken as guided when its batch is even and its two halves' text differ.
+  None, a call is taken as guided when its batch is even and its two halves' text differ. LTX2Pipeline's further
+  guidance terms (spatio-temporal, modality isolation, rescale) are not applied: conformance is with them off.
 - Timesteps. A timestep per token, as `LTX2ConditionPipeline`: latent frame f is told t_f = min(t, start_level[f])
   on its tokens; the audio and the prompt modulation (`sigma`, LTX-2.3) are told the run's level T. When every frame
   shares one level, one timestep per sample is passed, as LTX2Pipeline does.
@@ -32,8 +34,9 @@ What differs from LTX-Video, and how the engine's ideas map onto it:
   engine's injection (start level 0, told 0, kept exactly). Elsewhere the mapping is the engine's, not the
   pipeline's: (a) a keyframe at pixel frame n > 0 is injected in place on latent frame 1 + (n - 1) // 8, told level
   0, where LTX2ConditionPipeline appends it as extra tokens at n's rope position; (b) a strength s in (0, 1) starts
-  the frame at level 1 - s on its noise path (t_f = min(t, 1 - s)), where LTX2ConditionPipeline tells it
-  t * (1 - s) and blends its x0 estimate with the clean latents by s. Both are per-token levels the model reads.
+  the frame at the plan's level 1 - s (times its coverage) on its noise path, told t_f = min(t, 1 - s), where
+  LTX2ConditionPipeline tells it t * (1 - s) and blends its x0 estimate with the clean latents by s. Both are
+  per-token levels the model was trained to read.
 - Rope. `transformer.rope.prepare_video_coords` / `audio_rope.prepare_audio_coords`, as the pipeline calls them,
   at the grid's frame rate (`frame_rate`, which the engine sets) divided by `motion_speed`.
 """
@@ -113,7 +116,6 @@ class LTX2Backend(LTXBackend):
         self.keep_audio, self.audio_seed = keep_audio, audio_seed
         self.guidance, self.audio_guidance = guidance, audio_guidance
         self.cfg_batch = True       # cond and uncond in one call, as LTX2Pipeline: the audio track needs both at once
-        self.like = "pipeline"
         cfg = self.transformer.config
         self.patch, self.patch_t = cfg.patch_size, cfg.patch_size_t
         self.spec = ltx_spec(cfg, vae)
@@ -215,9 +217,11 @@ class LTX2Backend(LTXBackend):
     def audio_shape(self, batch: int, n_frames: int) -> tuple[int, int, int, int]:
         """(B, Ca, La, M) of the unpacked audio latents for n pixel frames."""
         a = self.audio_vae
-        return batch, a.config.latent_channels, self.audio_frames(n_frames), a.config.mel_bins // a.mel_compression_ratio
+        mels = a.config.mel_bins // a.mel_compression_ratio
+        return batch, a.config.latent_channels, self.audio_frames(n_frames), mels
 
     def _audio_stats(self, like: torch.Tensor):
+        """The audio VAE's latents_mean, latents_std, each (Ca*M,) on like's device / dtype (the packed features)."""
         return (self.audio_vae.latents_mean.to(like.device, like.dtype),
                 self.audio_vae.latents_std.to(like.device, like.dtype))
 
