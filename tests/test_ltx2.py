@@ -21,7 +21,8 @@ from tests.conftest import check_missing_folder, tiny_tokenizer  # noqa: E402
 
 FPS = 8
 SEQ = 16          # max_sequence_length: a multiple of the connectors' registers
-SIZE = dict(fps=FPS, aspect="1:1", resolution=32)  # 32x32 px (LTX2Pipeline: a multiple of 32) -> 16x16 cells with the tiny VAE (2x, 2x in time)
+# 32x32 px (LTX2Pipeline wants multiples of 32) -> 16x16 latent cells with the tiny VAE (2x in space and time)
+SIZE = dict(fps=FPS, aspect="1:1", resolution=32)
 
 
 def _nonzero(model):
@@ -361,3 +362,26 @@ def test_ltx2_sizes_and_frame_counts_snap_to_the_real_model_and_are_reported(tmp
     monkeypatch.delenv("CINEPATCH_LTX2_MODEL", raising=False)
     pipe.save_pretrained(tmp_path / "models" / "ltx2")
     check_spec_without_loading(type(ltx2), "ltx2", tmp_path / "models" / "ltx2", tmp_path, monkeypatch, ltx2.spec)
+
+
+# ----------------------------------------------------------------------------- 6. memory settings
+@pytest.mark.parametrize("memory", ["model", "group"])
+def test_ltx2_memory_modes_give_the_same_frames_and_audio(memory):
+    """diffusers' model / group offload hooks (model offload through the LTX2Pipeline view, audio parts included)
+    move weights, not results: frames and audio bit for bit those of `none` (CPU as the compute device too)."""
+    pytest.importorskip("accelerate")
+    from engine.api import generate
+    from engine.backends.ltx2 import LTX2Backend
+
+    def run(mem: str):
+        c = tiny_components()
+        b = LTX2Backend(c["transformer"], c["vae"], c["audio_vae"], c["text_encoder"], c["tokenizer"],
+                        c["connectors"], c["vocoder"], dict(c["scheduler"].config), memory=mem,
+                        max_sequence_length=SEQ, keep_audio=True)
+        frames = generate(ops.t2v("a red ball", duration_s=1.0, seed=1, **SIZE), b, Settings(steps=2, guidance=2.0))[0]
+        return b, frames, b.audio_for(0)[0]                                 # (N, H, W, 3) uint8, (S, 2)
+
+    _, ref_frames, ref_audio = run("none")
+    b, frames, audio = run(memory)
+    assert str(b.memory) == memory
+    assert (frames == ref_frames).all() and (audio == ref_audio).all()

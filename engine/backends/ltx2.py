@@ -120,7 +120,9 @@ class LTX2Backend(LTXBackend):
         self.patch, self.patch_t = cfg.patch_size, cfg.patch_size_t
         self.spec = ltx_spec(cfg, vae)
         self.text_dims = (self.connectors.video_connector.inner_dim, self.connectors.audio_connector.inner_dim)
-        self.memo = parts.PerPlan()
+        # once a plan: the biases and rope coords, whether it is guided, its audio track (+ a cache context): room for
+        # two plans' entries, so one run's track is never evicted by its own other entries
+        self.memo = parts.PerPlan(size=8)
         self.track: AudioTrack | None = None             # the latest run's audio
         self._install_memory()
         if self.memory.offload != "model":  # the small parts stay on the device (model offload moves them itself)
