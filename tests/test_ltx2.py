@@ -101,8 +101,12 @@ def ltx2(pipe):
     return LTX2Backend.from_pipe(pipe, max_sequence_length=SEQ, keep_audio=True)
 
 
-def run_both(pipe, ltx2, prompt: str, steps: int, guidance: float, duration_s: float = 1.0, seed: int = 0):
-    """The same job through the engine and LTX2Pipeline -> (frames (1, N, 3, H, W) in [0, 1], waveform) of each."""
+def run_both(pipe, ltx2, prompt: str, steps: int, guidance: float, duration_s: float = 1.0, seed: int = 0,
+             **extra):
+    """The same job through the engine and LTX2Pipeline -> (frames (1, N, 3, H, W) in [0, 1], waveform) of each.
+
+    extra: the pipeline's further guidance (stg_scale, modality_scale, spatio_temporal_guidance_blocks); off when
+    not given."""
     tl = ops.t2v(prompt, duration_s=duration_s, seed=seed, **SIZE)
     plan = compile(tl, ltx2)
     g = plan.grid
@@ -119,10 +123,11 @@ def run_both(pipe, ltx2, prompt: str, steps: int, guidance: float, duration_s: f
     # terms (spatio-temporal, modality isolation, rescale) off: the engine guides with classifier-free guidance
     a = ltx2.new_track(1, g.n_frames, torch.ones(1)).latents                 # (1, La, Ca*M) normalised
     mean, std = ltx2._audio_stats(a)
+    terms = {"stg_scale": 0.0, "modality_scale": 1.0, **extra}
     out = pipe(prompt=prompt, negative_prompt="", height=g.height, width=g.width, num_frames=g.n_frames,
                frame_rate=float(g.fps), num_inference_steps=steps, guidance_scale=guidance,
-               audio_guidance_scale=guidance, stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0,
-               audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
+               audio_guidance_scale=guidance, audio_stg_scale=terms["stg_scale"],
+               audio_modality_scale=terms["modality_scale"], guidance_rescale=0.0, audio_guidance_rescale=0.0, **terms,
                latents=ltx2.pack(noise), audio_latents=a * std + mean,
                max_sequence_length=SEQ, output_type="pt", generator=torch.Generator().manual_seed(9))
     return ours, out.frames, (wave, rate), out.audio
@@ -138,6 +143,21 @@ def test_ltx2_text_only_timeline_matches_ltx2_pipeline_video_and_audio(pipe, ltx
     assert wave.shape == audio.shape and rate == 16000
     adiff = (wave - audio.float().clamp(-1, 1)).abs().max().item()
     assert adiff <= 1e-4, f"audio: max abs diff {adiff:.3g}"    # measured 4.5e-8, 6.0e-8
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_ltx2_spatio_temporal_and_modality_guidance_match_ltx2_pipeline(pipe, ltx2, guidance):
+    """LTX2Pipeline's further guidance (STG at a block, modality isolation 3), folded into the conditional rows."""
+    ltx2.stg_scale, ltx2.stg_blocks, ltx2.modality_scale = 1.0, (1,), 3.0
+    try:
+        ours, theirs, (wave, _), audio = run_both(pipe, ltx2, "a red ball rolls", 3, guidance, stg_scale=1.0,
+                                                  modality_scale=3.0, spatio_temporal_guidance_blocks=[1])
+    finally:
+        ltx2.stg_scale, ltx2.stg_blocks, ltx2.modality_scale = 0.0, (28,), 1.0
+    diff = (ours - theirs).abs().max().item()
+    assert diff <= 1e-4, f"video: max abs diff {diff:.3g}"      # measured 6.0e-7, 7.7e-7 (the terms move 0.52)
+    adiff = (wave - audio.float().clamp(-1, 1)).abs().max().item()
+    assert adiff <= 1e-4, f"audio: max abs diff {adiff:.3g}"    # measured 6.0e-8 (the terms move 0.009)
 
 
 def test_ltx2_image_at_frame_0_matches_ltx2_condition_pipeline(pipe, ltx2, make_image, monkeypatch):

@@ -25,7 +25,10 @@ What differs from LTX-Video, and how the engine's ideas map onto it:
 - Guidance. The sampler does not tell the denoiser its guidance scale; `guidance` (set it before sampling) says
   whether a call's batch is [cond, uncond] and `audio_guidance` (default: `guidance`) guides the audio. Left at
   None, a call is taken as guided when its batch is even and its two halves' text differ. LTX2Pipeline's further
-  guidance terms (spatio-temporal, modality isolation, rescale) are not applied: conformance is with them off.
+  guidance (stg_scale at stg_blocks, modality_scale: one more transformer pass each on the conditional rows) is
+  available and off by default; its terms are linear, so they are folded into the conditional velocity as
+  delta / guidance and the sampler's v_u + g (v_c - v_u) adds them exactly (this needs `guidance` set). Its
+  guidance rescale (std-matching, not linear) is not done.
 - Timesteps. A timestep per token, as `LTX2ConditionPipeline`: latent frame f is told t_f = min(t, start_level[f])
   on its tokens; the audio and the prompt modulation (`sigma`, LTX-2.3) are told the run's level T. When every frame
   shares one level, one timestep per sample is passed, as LTX2Pipeline does.
@@ -103,7 +106,8 @@ class LTX2Backend(LTXBackend):
                  max_sequence_length: int = 1024, frame_rate: float = 24.0, motion_speed: float = 1.0,
                  decode_timestep: float = 0.0, decode_noise_scale: float | None = None, use_cross_timestep: bool = True,
                  keep_audio: bool = False, audio_seed: int = 0, guidance: float | None = None,
-                 audio_guidance: float | None = None, vae_tiling: bool = False, vae_slicing: bool = False, memory=None):
+                 audio_guidance: float | None = None, stg_scale: float = 0.0, stg_blocks: tuple[int, ...] = (28,),
+                 modality_scale: float = 1.0, vae_tiling: bool = False, vae_slicing: bool = False, memory=None):
         self._place_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, device, dtype, memory, offload,
                           vae_tiling, vae_slicing)
         self.audio_vae = self._place(audio_vae, dtype, self.home).eval()
@@ -115,6 +119,9 @@ class LTX2Backend(LTXBackend):
         self.use_cross_timestep = use_cross_timestep     # the pipelines' default (LTX-2.3 reads it)
         self.keep_audio, self.audio_seed = keep_audio, audio_seed
         self.guidance, self.audio_guidance = guidance, audio_guidance
+        # LTX2Pipeline's further guidance (its defaults: stg 1 at block 28, modality 3); off here unless asked: each
+        # costs a transformer pass a step, and folding them into the sampler's CFG needs `guidance`
+        self.stg_scale, self.stg_blocks, self.modality_scale = stg_scale, tuple(stg_blocks), modality_scale
         self.cfg_batch = True       # cond and uncond in one call, as LTX2Pipeline: the audio track needs both at once
         cfg = self.transformer.config
         self.patch, self.patch_t = cfg.patch_size, cfg.patch_size_t
@@ -317,26 +324,68 @@ class LTX2Backend(LTXBackend):
         else:  # one timestep per token: each latent frame's level on its tokens
             timestep = (tt * 1000.0).repeat_interleave((h // self.patch) * (w // self.patch), dim=1)  # (B, S)
         video_text, audio_text = text.split(self.text_dims, dim=-1)               # (B, L, Dv), (B, L, Da)
-        v, va = self.run_outputs(
-            self.transformer, gate, hidden_states=self.pack(x.to(dev, dt)),
-            audio_hidden_states=(torch.cat([a, a]) if guided else a).to(dt), encoder_hidden_states=video_text,
-            audio_encoder_hidden_states=audio_text, timestep=timestep, audio_timestep=ts, sigma=ts, audio_sigma=ts,
-            encoder_attention_mask=fixed["bias"].expand(B, -1, -1),
-            audio_encoder_attention_mask=fixed["audio_bias"].expand(B, -1, -1), num_frames=F_ // self.patch_t,
-            height=h // self.patch, width=w // self.patch, audio_num_frames=a.shape[1],
-            video_coords=fixed["video_coords"], audio_coords=fixed["audio_coords"],
-            use_cross_timestep=self.use_cross_timestep)
-        self.track.velocity = self._audio_velocity(a, va.float(), level[:Ba], guided)
-        return self.unpack(v.float(), F_ // self.patch_t, h // self.patch, w // self.patch)
+        inputs = dict(
+            hidden_states=self.pack(x.to(dev, dt)), audio_hidden_states=(torch.cat([a, a]) if guided else a).to(dt),
+            encoder_hidden_states=video_text, audio_encoder_hidden_states=audio_text, timestep=timestep,
+            audio_timestep=ts, sigma=ts, audio_sigma=ts, encoder_attention_mask=fixed["bias"].expand(B, -1, -1),
+            audio_encoder_attention_mask=fixed["audio_bias"].expand(B, -1, -1), video_coords=fixed["video_coords"],
+            audio_coords=fixed["audio_coords"])
+        v, va = self.run_outputs(self.transformer, gate, **inputs, **self._grid(F_, h, w, a.shape[1]))
+        v, va = v.float(), va.float()                                             # (B, S, C), (B, La, Ca*M)
+        extra = self._extra_passes(gate, {k: u[:Ba] for k, u in inputs.items()}, F_, h, w, a.shape[1])
+        if extra is not None:  # spatio-temporal / modality guidance folded into the conditional rows
+            g = self._scale(self.guidance) if guided else 1.0
+            v = torch.cat([v[:Ba] + self._delta(v[:Ba], extra[0]) / g, v[Ba:]])
+        self.track.velocity = self._audio_velocity(a, va, level[:Ba], guided, None if extra is None else extra[1])
+        return self.unpack(v, F_ // self.patch_t, h // self.patch, w // self.patch)
 
-    def _audio_velocity(self, a: torch.Tensor, va: torch.Tensor, sigma: torch.Tensor, guided: bool) -> torch.Tensor:
+    def _grid(self, F_: int, h: int, w: int, La: int) -> dict:
+        return dict(num_frames=F_ // self.patch_t, height=h // self.patch, width=w // self.patch, audio_num_frames=La,
+                    use_cross_timestep=self.use_cross_timestep)
+
+    def _extra_passes(self, gate, cond: dict, F_: int, h: int, w: int, La: int):
+        """LTX2Pipeline's further guidance passes on the conditional rows, when asked (stg_scale > 0, modality_scale
+        > 1) -> ((video outputs, ...), (audio outputs, ...)) as (perturbed, isolated), each (Ba, S|La, D); or None."""
+        runs = []
+        if self.stg_scale > 0:  # self-attention of the named blocks skipped (STG)
+            runs.append(("stg", dict(spatio_temporal_guidance_blocks=list(self.stg_blocks))))
+        if self.modality_scale > 1:  # no audio-video cross-attention
+            runs.append(("modality", dict(isolate_modalities=True)))
+        if not runs:
+            return None
+        outs = [self.run_outputs(self.transformer, gate, **cond, **self._grid(F_, h, w, La), **kw) for _, kw in runs]
+        names = [n for n, _ in runs]
+        video = {n: o[0].float() for n, o in zip(names, outs)}
+        audio = {n: o[1].float() for n, o in zip(names, outs)}
+        return video, audio
+
+    def _delta(self, cond: torch.Tensor, extra: dict) -> torch.Tensor:
+        """The extra guidance terms on a conditional output (Ba, *, D): stg (c - perturbed) + (m - 1)(c - isolated).
+
+        Written on velocities or on x0 estimates alike (x0 = x - sigma v is affine in v)."""
+        out = torch.zeros_like(cond)
+        if "stg" in extra:
+            out = out + self.stg_scale * (cond - extra["stg"])
+        if "modality" in extra:
+            out = out + (self.modality_scale - 1) * (cond - extra["modality"])
+        return out
+
+    def _scale(self, g: float | None) -> float:
+        if g is None:
+            raise InputError("ltx2: spatio-temporal / modality guidance needs the guidance scale: set backend.guidance")
+        return g
+
+    def _audio_velocity(self, a: torch.Tensor, va: torch.Tensor, sigma: torch.Tensor, guided: bool,
+                        extra: dict | None = None) -> torch.Tensor:
         """a (Ba, La, D), model output va ((2)Ba, La, D), sigma (Ba,) -> guided velocity (Ba, La, D).
 
-        LTX2Pipeline's arithmetic: to x0 = a - v sigma, guidance x0_c + (g - 1)(x0_c - x0_u), back to (a - x0) / sigma.
+        LTX2Pipeline's arithmetic: to x0 = a - v sigma, x0_c + (g - 1)(x0_c - x0_u) + the extra guidance terms
+        (`extra`: the conditional rows' STG / isolated outputs), back to (a - x0) / sigma.
         """
         s = sigma[:, None, None]
-        if not guided:
-            return (a - (a - va * s)) / s
-        x0_c, x0_u = (a - v * s for v in va.chunk(2))
+        x0 = [a - v * s for v in (va.chunk(2) if guided else (va,))]
         g = self.audio_guidance if self.audio_guidance is not None else (self.guidance or 1.0)
-        return (a - (x0_c + (g - 1) * (x0_c - x0_u))) / s
+        x0_g = x0[0] + (g - 1) * (x0[0] - x0[1]) if guided else x0[0]
+        if extra:
+            x0_g = x0_g + self._delta(x0[0], {k: a - u * s for k, u in extra.items()})
+        return (a - x0_g) / s
