@@ -20,7 +20,7 @@ from engine.timeline import TextCard, Timeline
 EVAL_SET = Path(__file__).with_name("eval_set.json")
 SIZES = {"16:9": (112, 64), "1:1": (64, 64), "9:16": (64, 112)}  # (width, height) at a 64 px short side
 TARGETS = {"background": None, "colour": 0.90, "shape": 0.80, "motion": 0.80, "two_objects": 0.60, "storyboard": 0.80,
-           "image_psnr_db": 30.0, "image_continues": None, "loop_seam": 1.5, "blend_error": 0.15,
+           "image_psnr_db": 30.0, "image_continues": None, "image_motion": None, "loop_seam": 1.5, "blend_error": 0.15,
            "remix_keeps_0.3": 0.80, "remix_follows_0.9": 0.80,
            "teleports": 0.03, "split_frames": 0.05, "presence": 0.95}
 LOWER_IS_BETTER = frozenset({"loop_seam", "blend_error", "teleports", "split_frames"})
@@ -160,21 +160,10 @@ def evaluate_prompts(backend, settings: Settings, es: dict, n_single: int | None
 
 def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
     from engine.backends.toy import world
-    from engine.video_io import write_image, write_video
+    from engine.video_io import write_video
     fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
     n = int(round(dur * fps))
-    psnrs, cont = [], Tally()
-    for k, item in enumerate(take(es["images"], 2)):
-        w, h = SIZES[item["aspect"]]
-        frame = world.render(_scene(item["scene"]), w, h, fps, 1)[0]
-        path = write_image(workdir / f"eval_img_{k}.png", frame, overwrite=True)
-        tl = ops.i2v(str(path), item["caption"], duration_s=dur, fps=fps, resolution=res, aspect=item["aspect"],
-                     seed=item["seed"])
-        clip = generate(tl, backend, settings)[0]
-        psnrs.append(judge.psnr(clip[0], frame))
-        rep = judge.analyze(clip[1:], fps=fps)
-        want = {(o["color"], o["shape"]) for o in item["scene"]["objects"]}
-        cont.add(want <= {(o.color, o.shape) for o in rep.objects})
+    images = image_metrics(es, backend, settings, take(es["images"], 2), workdir)
     seams, sources = [], []
     for k, item in enumerate(take(es["loops"], 2)):
         w, h = SIZES[item["aspect"]]
@@ -196,11 +185,32 @@ def _media_metrics(es, backend, settings, take, workdir: Path, log) -> dict:
         mix = tl.cards[1].weight(np.arange(len(clip)) / max(len(clip) - 1, 1))
         errors.append(judge.blend_fidelity(clip, a[:len(clip)], b[:len(clip)], mix)[1])
     keep, follow = _remix_metrics(es, backend, settings, sources)
-    res_ = {"image_psnr_db": float(np.mean(psnrs)), "image_continues": cont.rate,
-            "loop_seam": float(np.median(seams)), "blend_error": float(np.mean(errors)),
+    res_ = {**images, "loop_seam": float(np.median(seams)), "blend_error": float(np.mean(errors)),
             "remix_keeps_0.3": keep, "remix_follows_0.9": follow}
     log(f"media: {res_}")
     return res_
+
+
+def image_metrics(es, backend, settings, items: list, workdir: Path) -> dict:
+    """Image-to-video from each item's rendered first frame: its PSNR kept, whether the image's objects go on
+    (colour and shape), and whether they move as the caption says (the direction only the caption gives)."""
+    from engine.backends.toy import world
+    from engine.video_io import write_image
+    fps, dur, res = es["fps"], es["duration_s"], es["resolution"]
+    psnrs, cont, moves = [], Tally(), Tally()
+    for k, item in enumerate(items):
+        w, h = SIZES[item["aspect"]]
+        frame = world.render(_scene(item["scene"]), w, h, fps, 1)[0]
+        path = write_image(workdir / f"eval_img_{k}.png", frame, overwrite=True)
+        tl = ops.i2v(str(path), item["caption"], duration_s=dur, fps=fps, resolution=res, aspect=item["aspect"],
+                     seed=item["seed"])
+        clip = generate(tl, backend, settings)[0]
+        psnrs.append(judge.psnr(clip[0], frame))
+        seen = judge.analyze(clip[1:], fps=fps).objects
+        objs = item["scene"]["objects"]
+        cont.add({(o["color"], o["shape"]) for o in objs} <= {(o.color, o.shape) for o in seen})
+        moves.add({(o["color"], o["shape"], o["motion"]) for o in objs} <= {(o.color, o.shape, o.motion) for o in seen})
+    return {"image_psnr_db": float(np.mean(psnrs)), "image_continues": cont.rate, "image_motion": moves.rate}
 
 
 def _remix_metrics(es, backend, settings, sources) -> tuple[float, float]:
@@ -236,13 +246,17 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def small_eval(weights, n_single: int = 12, n_double: int = 6) -> dict:
-    """The prompt rows and coherence of a weights file or training checkpoint, at default settings:
-    what the ablations are compared on (minutes, where the full eval takes an hour)."""
+def small_eval(weights, n_single: int = 12, n_double: int = 6, n_images: int = 0, workdir: str | Path = "/tmp"
+               ) -> dict:
+    """The prompt rows and coherence of a weights file or training checkpoint, at default settings, and with
+    n_images the image-to-video rows: what the ablations are compared on (minutes; the full eval takes an hour)."""
     from engine.backends.toy.backend import MiniLM, ToyBackend, load_vae
     from engine.probe import load_weights
-    backend = ToyBackend(load_vae(), load_weights(weights), MiniLM())
-    return evaluate_prompts(backend, Settings(), json.loads(EVAL_SET.read_text()), n_single, n_double)
+    backend, es = ToyBackend(load_vae(), load_weights(weights), MiniLM()), json.loads(EVAL_SET.read_text())
+    out = evaluate_prompts(backend, Settings(), es, n_single, n_double)
+    if n_images:
+        out.update(image_metrics(es, backend, Settings(), es["images"][:n_images], Path(workdir)))
+    return out
 
 
 def main(argv=None):
@@ -252,13 +266,15 @@ def main(argv=None):
     ap.add_argument("--weights", default=None, help="a .safetensors or runs/*/ckpt*.pt: run the small eval on it")
     ap.add_argument("--single", type=int, default=12, help="one-object prompts")
     ap.add_argument("--double", type=int, default=6, help="two-object prompts")
+    ap.add_argument("--images", type=int, default=0, help="image-to-video items (the eval set has 12)")
     args = ap.parse_args(argv)
     if args.weights is None:
         EVAL_SET.write_text(json.dumps(build_eval_set(), indent=1) + "\n")
         print(f"wrote {EVAL_SET}")
         return
-    print(f"small eval of {args.weights}: {args.single} one-object and {args.double} two-object prompts")
-    print(table(small_eval(args.weights, args.single, args.double)))
+    print(f"small eval of {args.weights}: {args.single} one-object and {args.double} two-object prompts, "
+          f"{args.images} images")
+    print(table(small_eval(args.weights, args.single, args.double, args.images)))
 
 
 if __name__ == "__main__":

@@ -212,3 +212,28 @@ def test_an_object_that_never_shows_is_absent_not_skipped():
     blank = np.repeat(empty[None], 17, axis=0)
     c = judge.match(blank, caption(scene), fps=8)["objects"][0]["coherence"]
     assert c["presence"] == 0.0 and c["frames_found"] == 0
+
+
+@pytest.mark.parametrize("played", ["as rendered", "mirrored"])
+def test_the_image_rows_read_the_motion_of_the_clip_made_from_each_image(tmp_path, monkeypatch, played):
+    """The eval's image-to-video rows on the renderer's own clips (what a perfect model would make from each
+    image): the objects go on and move as captioned; with the frames after the image mirrored left to right,
+    what moves left or right goes the other way (played backwards would not do: objects bounce off edges)."""
+    import json
+
+    import engine.evaluate as ev
+    es = json.loads(ev.EVAL_SET.read_text())
+    items = es["images"][:6]
+    clips = {}
+    for item in items:
+        w, h = ev.SIZES[item["aspect"]]
+        clip = render(ev._scene(item["scene"]), w, h, es["fps"], int(round(es["duration_s"] * es["fps"])) + 1)
+        clips[item["caption"]] = clip if played == "as rendered" else np.concatenate([clip[:1], clip[1:, :, ::-1]])
+
+    def made(tl, backend, settings):      # the rendered clip of the scene whose caption the timeline carries
+        return [clips[next(c.text for c in tl.cards if c.kind == "text")]]
+    monkeypatch.setattr(ev, "generate", made)
+    rows = ev.image_metrics(es, None, None, items, tmp_path)
+    sideways = sum(any(o["motion"] in ("left", "right") for o in it["scene"]["objects"]) for it in items)
+    assert rows["image_continues"] == 1.0 and rows["image_psnr_db"] > 40
+    assert rows["image_motion"] == (1.0 if played == "as rendered" else 1 - sideways / len(items)) and sideways >= 2
