@@ -209,8 +209,8 @@ def build(page: Page, story: sb.Storyboard) -> Library:
         kind = gr.Dropdown(KINDS, value="all", label="Kind", elem_id="lib-kind")
         refresh = gr.Button("Refresh", size="sm", elem_id="lib-refresh")
     gallery = gr.Gallery(label="Videos", columns=6, height=260, allow_preview=False, elem_id="lib-gallery")
-    hover = gr.HTML({}, html_template="", js_on_load=static_text("hoverplay.js") + widget_js("libdrag.js"), elem_id="lib-hover-play",
-                    apply_default_css=False, padding=False)
+    hover = gr.HTML({}, html_template="", js_on_load=static_text("hoverplay.js") + widget_js("libdrag.js"),
+                    elem_id="lib-hover-play", apply_default_css=False, padding=False)   # libdrag: clips drag out
     ids = gr.State([])
     with gr.Row():
         with gr.Column(scale=2):

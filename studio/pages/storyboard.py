@@ -302,6 +302,7 @@ class Storyboard:
 def build(page: Page) -> Storyboard:
     studio = page.studio
     strip = widgets.timeline_strip(studio.strip_value(DEFAULT, None))
+    chip = widgets.media_chip()   # the media picked below, right by the strip it is dragged onto
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
@@ -317,7 +318,6 @@ def build(page: Page) -> Storyboard:
             ctl.said_as_typed(gr.Markdown("", elem_id="card-note"), [(start, ctl.CARD_START), (end, ctl.CARD_END),
                                                                     (at, ctl.CARD_AT), (strength, ctl.STRENGTH)])
             src, up = source_picker(page, "Media", "card")
-            chip = widgets.media_chip()
             with gr.Row():
                 add = gr.Button("Add card", elem_id="card-add")
                 update = gr.Button("Update selected", elem_id="card-update")

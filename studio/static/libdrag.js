@@ -12,8 +12,10 @@ document.addEventListener('dragstart', e => {
   e.dataTransfer.setData('text/plain', `#${m[1]}`);
   e.dataTransfer.effectAllowed = 'copy';
 }, true);
-document.addEventListener('dragover', e => {
+function springOpen(e) {
   const tab = e.target && e.target.closest ? e.target.closest('[role=tab]') : null;
   if (!tab || !e.dataTransfer || ![...e.dataTransfer.types].includes(REF_TYPE)) return;
   if (tab.textContent.trim() === 'Storyboard' && tab.getAttribute('aria-selected') !== 'true') tab.click();
-});
+}
+document.addEventListener('dragenter', springOpen);
+document.addEventListener('dragover', springOpen);
