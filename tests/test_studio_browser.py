@@ -600,47 +600,40 @@ def real_studio(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def real_page(chromium, real_studio):
-    ctx = chromium.new_context(viewport={"width": 1300, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT)
-    pg.goto(real_studio.url)
-    pg.locator("#create-prompt textarea").wait_for()
-    yield pg
-    ctx.close()
+class TestRealModel:
+    """The page against `real_studio`: the `page` fixture opens it (its `studio` is this class's)."""
 
+    @pytest.fixture
+    def studio(self, real_studio):
+        return real_studio
 
-def test_memory_follows_the_model_and_a_pick_says_when_it_applies(real_page):
-    """The Memory dropdown shows each model's setting (the server's --memory for Wan), is editable for it, and a
-    pick is said in the page; back on the embedded model it is fixed again."""
-    page = real_page
-    memory = page.locator("#memory input")
-    assert memory.is_disabled()
-    pick(page, "backend", "wan")
-    page.wait_for_function("() => { const i = document.querySelector('#memory input');"
-                           " return !i.disabled && i.value === 'group+tiling'; }")
-    pick(page, "memory", "model+fp8")
-    # a toast: the note below the header is also written by the Storyboard's answer to the model's change
-    toast(page, "wan loads with memory model+fp8 for its next job")
-    pick(page, "backend", "toy")
-    page.wait_for_function("() => { const i = document.querySelector('#memory input');"
-                           " return i.disabled && i.value === 'none'; }")
-    pick(page, "backend", "wan")                                            # the pick is kept for that model
-    page.wait_for_function("() => document.querySelector('#memory input').value === 'model+fp8'")
+    def test_memory_follows_the_model_and_a_pick_says_when_it_applies(self, page):
+        """The Memory dropdown shows each model's setting (the server's --memory for Wan), is editable for it, and a
+        pick is said in the page; back on the embedded model it is fixed again."""
+        memory = page.locator("#memory input")
+        assert memory.is_disabled()
+        pick(page, "backend", "wan")
+        page.wait_for_function("() => { const i = document.querySelector('#memory input');"
+                               " return !i.disabled && i.value === 'group+tiling'; }")
+        pick(page, "memory", "model+fp8")
+        # a toast: the note below the header is also written by the Storyboard's answer to the model's change
+        toast(page, "wan loads with memory model+fp8 for its next job")
+        pick(page, "backend", "toy")
+        page.wait_for_function("() => { const i = document.querySelector('#memory input');"
+                               " return i.disabled && i.value === 'none'; }")
+        pick(page, "backend", "wan")                                            # the pick is kept for that model
+        page.wait_for_function("() => document.querySelector('#memory input').value === 'model+fp8'")
 
-
-def test_lora_preset_shows_its_files_under_the_preset_dropdown(real_page):
-    """A preset's LoRA by file name, scale and expert, with the engine's line on the embedded model (it takes
-    none); a preset without LoRAs shows nothing."""
-    page = real_page
-    pick(page, "create-preset", "ink")
-    shown = page.locator("#create-preset-loras")
-    shown.get_by_text("ink.safetensors").wait_for()
-    shown.get_by_text("preset: ink names LoRA files; the toy backend takes none").wait_for()
-    assert "scale 0.8 · transformer" in shown.inner_text()
-    pick(page, "create-preset", "noir")
-    page.wait_for_function("() => !document.querySelector('#create-preset-loras').innerText.includes('LoRA')")
+    def test_lora_preset_shows_its_files_under_the_preset_dropdown(self, page):
+        """A preset's LoRA by file name, scale and expert, with the engine's line on the embedded model (it takes
+        none); a preset without LoRAs shows nothing."""
+        pick(page, "create-preset", "ink")
+        shown = page.locator("#create-preset-loras")
+        shown.get_by_text("ink.safetensors").wait_for()
+        shown.get_by_text("preset: ink names LoRA files; the toy backend takes none").wait_for()
+        assert "scale 0.8 · transformer" in shown.inner_text()
+        pick(page, "create-preset", "noir")
+        page.wait_for_function("() => !document.querySelector('#create-preset-loras').innerText.includes('LoRA')")
 
 
 # ----------------------------------------------------------------------------- issue 21: drops onto the timeline
