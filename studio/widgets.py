@@ -206,10 +206,10 @@ def timeline_strip(value: dict | None = None, elem_id: str = "storyboard-strip",
     Click a card to select it (`selected` = its index; a click on an empty lane clears it); drag it
     sideways to move it in time (snapped to 0.1 s, kept within 0..duration_s; span cards keep their
     length); drag a span card's edge (`.cp-edge[data-edge=start|end]`) to move that end only (snapped to
-    0.1 s, at least 0.1 s long). Drop a `text/x-cinepatch-ref` drag (a Library clip, `media_chip`) or a desktop file
-    on it: the value comes with `"drop": {"at_s", "ref"}` or `{"at_s", "file": its path in Gradio's upload folder}`
-    (the file is uploaded first), once. Each is sent once, on release, and fires `.change` (when the value differs; it also
-    fires when Python sets the value), `.input` (page edits only) and `.select` with `gr.SelectData` (`index` = the
+    0.1 s, at least 0.1 s long). Drop a `text/x-cinepatch-ref` drag (a Library clip, `media_chip`) or a
+    desktop file on it: the value comes once with `"drop": {"at_s", "ref"}`, or `{"at_s", "file": its path in
+    Gradio's upload folder}` (the file is uploaded first; `{"at_s", "error"}` when that failed). Each is sent
+    once, on release, and fires `.change` (when the value differs; it also fires when Python sets the value), `.input` (page edits only) and `.select` with `gr.SelectData` (`index` = the
     card's index or None, `value` = the card without its `path`, which Gradio refuses in event
     data; `selected` = False when cleared).
     """

@@ -404,7 +404,7 @@ def test_lora_preset_is_shown_under_its_dropdown_and_a_wrong_one_says_the_engine
     assert gone.startswith("⚠ preset gone.lora[0]: LoRA file ") and gone.endswith("does not exist")
 
 
-# ----------------------------------------------------------------------------- issue 21: drops onto the storyboard strip
+# ----------------------------------------------------------------------------- issue 21: drops onto the strip
 @pytest.fixture
 def drop_studio(tmp_path, monkeypatch):
     """A studio with a 1 s Library clip (lib:<id>), an uploaded image, and Gradio's upload folder in tmp_path."""
@@ -452,6 +452,7 @@ def test_drop_a_library_clip_and_an_image_onto_the_strip_makes_cards_everywhere_
     ({"at_s": -1, "ref": "CLIP"}, "Drop time must be between 0 s and 20 s, not -1 s"),
     ({"at_s": 1.0, "ref": "/etc/passwd"}, "Drop: nothing usable was dropped"),
     ({"at_s": 1.0, "file": "/etc/passwd"}, "Dropped file: it did not arrive; drop it again"),
+    ({"at_s": 1.0, "error": "Error: 413 too large"}, "Dropped file: it could not be uploaded (Error: 413 too large)"),
     ("junk", "Drop: nothing usable was dropped"),
 ])
 def test_drop_that_would_overlap_or_is_bad_is_refused_in_words_and_the_strip_shows_the_cards_as_they_are(

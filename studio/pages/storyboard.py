@@ -161,6 +161,8 @@ def dropped_card(studio, s: dict, drop) -> dict:
     if not isinstance(drop, dict):
         raise InputError("Drop: nothing usable was dropped; drop a Library clip, an image or a video")
     at, dur = DROP_AT.check(drop.get("at_s")), float(s["duration_s"])
+    if drop.get("error") is not None:   # the upload of a desktop file failed in the browser
+        raise InputError(f"Dropped file: it could not be uploaded ({str(drop['error'])[:200]})")
     if drop.get("file") is not None:
         ref = studio.import_upload(uploaded_file(drop["file"]), "Dropped file")
     elif isinstance(drop.get("ref"), str) and drop["ref"].startswith(("lib:", "upload:")):

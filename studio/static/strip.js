@@ -167,8 +167,12 @@ root.addEventListener('drop', async e => {
   root.classList.remove('cp-drop-over');
   const at_s = dropTime(e), ref = e.dataTransfer.getData(REF_TYPE), file = e.dataTransfer.files[0];
   const sel = state().selected;
-  if (ref) commit({drop: {at_s, ref}}, sel);
-  else if (file) commit({drop: {at_s, file: (await upload(file)).path}}, sel);
+  if (ref) { commit({drop: {at_s, ref}}, sel); return; }
+  if (!file) return;
+  let sent;
+  try { sent = {at_s, file: (await upload(file)).path}; }
+  catch (err) { sent = {at_s, error: String(err && err.message || err).slice(0, 200)}; }   // too large, say
+  commit({drop: sent}, sel);
 });
 
 let width = 0;   // redraw on width changes only (tick density); height follows the lanes
