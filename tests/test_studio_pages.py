@@ -331,7 +331,8 @@ def test_memory_pick_reloads_an_idle_model_and_waits_for_a_running_job(tmp_path,
     first = studio.queue("wan")
     job = lib.add_job("generate", {"prompt": "x"}, "x", "wan")
     assert lib.transition(job, "queued", "running")                 # a job of that model is running
-    assert studio.set_memory("wan", "model+tiling") == "Memory model+tiling applies to wan after its running job"
+    assert studio.set_memory("wan", "model+tiling") == ("wan loads with memory model+tiling once none of its jobs "
+                                                       "is queued or running (those keep the model they have)")
     assert studio.queue("wan") is first and memory_props(studio, "wan")["value"] == "model+tiling"
     assert lib.transition(job, "running", "done")
     q = studio.queue("wan")

@@ -105,7 +105,7 @@ class Studio:
 
     def set_memory(self, name: str, setting: str) -> str:
         """Pick a real model's memory setting -> what happens, in words: it loads with it for its next job, or
-        after the job of that model now queued or running."""
+        once the jobs of that model queued or running are done."""
         from engine.backends import memory
         from engine.backends.registry import REAL
         if name not in REAL or not self.memory_in_page:
@@ -114,7 +114,8 @@ class Studio:
         self._memory[name] = str(memory.parse(setting, name, _device()))
         self.queue(name)   # reloads it now when that model is idle
         if self.memory_pending(name):
-            return f"Memory {self._memory[name]} applies to {name} after its running job"
+            return (f"{name} loads with memory {self._memory[name]} once none of its jobs is queued or running "
+                    "(those keep the model they have)")
         return f"{name} loads with memory {self._memory[name]} for its next job"
 
     def _reloaded(self, name: str):
