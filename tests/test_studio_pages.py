@@ -485,9 +485,12 @@ def test_drop_a_file_from_the_desktop_takes_it_from_the_upload_folder_only(drop_
     write_image(outside, np.full((32, 48, 3), 90, np.uint8))
     warned = []
     monkeypatch.setattr(gr, "Warning", warned.append)
-    for path in (str(outside), str(up.parent / ".." / ".." / "blue.png")):
+    text = up.with_name("notes.txt")
+    text.write_text("not a picture")
+    for path in (str(outside), str(up.parent / ".." / ".." / "blue.png"), str(text)):
         assert dropped(studio, dict(DEFAULT), {"at_s": 0.5, "file": path})[0]["cards"] == []
-    assert warned == ["Dropped file: it did not arrive; drop it again"] * 2
+    assert warned[:2] == ["Dropped file: it did not arrive; drop it again"] * 2
+    assert warned[2] == f"Dropped file: '{text}' is not a readable video or image"
 
 
 def test_the_picked_media_chip_carries_the_reference_to_drop(drop_studio):
