@@ -33,10 +33,12 @@ class Settings:
     guidance: float = PARAMS["guidance"].default
     shift: float = PARAMS["shift"].default     # 0: the backend's choice for the grid
     solver: str = PARAMS["solver"].default
+    audio: bool = PARAMS["audio"].default      # keep the sound a model makes (registry.SOUND) in the mp4
 
     def __post_init__(self):
         for name in ("steps", "guidance", "shift", "solver"):
             setattr(self, name, check(name, getattr(self, name)))
+        self.audio = bool(check("audio", self.audio))
 
 
 def resolve_settings(tl: Timeline, explicit: dict | None = None) -> Settings:
@@ -51,6 +53,26 @@ def with_preset(tl: Timeline) -> Timeline:
     """The timeline with its preset's style and negative prompt applied (the stored timeline keeps the name)."""
     from engine import presets
     return presets.apply(presets.load(tl.preset), tl) if tl.preset else tl
+
+
+def check_sound(tl: Timeline, settings: Settings, backend_name: str | None) -> None:
+    """Refuse Settings.audio where no sound can be kept, before any work is done."""
+    from engine.backends.registry import SOUND
+    if not settings.audio:
+        return
+    if backend_name not in SOUND:
+        raise InputError(f"audio: the {backend_name or 'chosen'} model makes no sound; of the models here only "
+                         f"LTX-2 ({', '.join(SOUND)}) does")
+    if tl.assemble is not None:
+        raise InputError("audio: sound is kept for generations and storyboards; an extend, loop or re-cut joins "
+                         "in source clips, and their sound is not carried")
+
+
+def made_sounds(tl: Timeline, backend, settings: Settings) -> list:
+    """After generate(): each variation's sound, (samples (S, channels) float in [-1, 1], rate), when the settings
+    keep it and the backend made one (a whole-clip remix makes none); else None."""
+    keep = settings.audio and tl.assemble is None and hasattr(backend, "audio_for")
+    return [backend.audio_for(k) if keep else None for k in range(tl.variations)]
 
 
 def needs_model(tl: Timeline) -> bool:
@@ -74,6 +96,9 @@ def generate_latents(tl: Timeline, backend, settings: Settings, callback=None, c
 
 
 def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, cancel=None):
+    check_sound(tl, settings, getattr(backend, "name", None))
+    if hasattr(backend, "audio_for"):   # a model that makes sound with its frames: this job's seed, and keep it?
+        backend.keep_audio, backend.audio_seed = settings.audio, tl.seed
     # 1. compile the timeline (its preset applied) onto the backend's grid: encodes its media and text
     check_cancel(cancel, "before encoding")
     plan = plan_mod.compile(with_preset(tl), backend)
@@ -91,11 +116,18 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
         sigmas = backend.sigmas(settings.steps, n_tokens)
     else:
         sigmas = sampler.schedule(settings.steps, settings.shift or backend.shift(n_tokens))
-    # 4. sample
-    x = sampler.sample(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
-                       per_token=backend.spec.per_token_timestep, solver=settings.solver,
-                       callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"),
-                       cfg_batch=getattr(backend, "cfg_batch", True))
+    # 4. sample (a backend that guides its sound as the frames are guided is told the scale for this run only)
+    told = hasattr(backend, "audio_for")
+    if told:
+        backend.guidance = settings.guidance
+    try:
+        x = sampler.sample(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
+                           per_token=backend.spec.per_token_timestep, solver=settings.solver,
+                           callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"),
+                           cfg_batch=getattr(backend, "cfg_batch", True))
+    finally:
+        if told:
+            backend.guidance = None
     return plan, x
 
 
@@ -204,10 +236,11 @@ def render(tl: Timeline, backend, settings: Settings | None, out: str | Path, ov
         check_writable(o.with_suffix(".json"), overwrite, "out")
     t0 = time.perf_counter()
     clips = generate(tl, backend, settings, callback, cancel)
+    sounds = made_sounds(tl, backend, settings)
     seconds = time.perf_counter() - t0
     name = backend_name or getattr(backend, "name", "none")
     for k, (o, clip) in enumerate(zip(outs, clips)):
-        write_video(o, clip, tl.fps, overwrite=overwrite)
+        write_video(o, clip, tl.fps, overwrite=overwrite, audio=sounds[k])
         meta = sidecar(tl, name, settings, k, {"frames": int(len(clip)), "size": [int(clip.shape[2]), int(clip.shape[1])],
                                                "fps": tl.fps, "seconds_to_make": round(seconds, 2)})
         atomic_write_text(o.with_suffix(".json"), json.dumps(meta, indent=2) + "\n", overwrite=True)

@@ -45,6 +45,7 @@ def _sampling_opts(p):
     _opt(p, "--guidance", "guidance")
     _opt(p, "--shift", "shift")
     _opt(p, "--solver", "solver")
+    p.add_argument("--audio", action="store_true", default=None, help=PARAMS["audio"].help)
 
 
 def _out_opts(p):
@@ -162,7 +163,8 @@ def _settings(a, tl=None, base: dict | None = None):
     """Preset defaults < a sidecar's settings < flags given on the command line."""
     from engine.api import Settings, resolve_settings
     s = dict(base or {})
-    s.update({k: getattr(a, k) for k in ("steps", "guidance", "shift", "solver") if getattr(a, k, None) is not None})
+    s.update({k: getattr(a, k) for k in ("steps", "guidance", "shift", "solver", "audio")
+              if getattr(a, k, None) is not None})
     return resolve_settings(tl, s) if tl is not None else Settings(**s)
 
 

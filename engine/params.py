@@ -80,6 +80,8 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("extend_s", 2.0, "seconds to add", min=0.1, max=600.0, step=0.1),
     Param("direction", "forward", "extend after the clip or before it", choices=("forward", "backward"), kind=str),
     Param("context_s", 1.0, "seconds of the source clip the model sees when extending or looping", min=0.1, max=30.0, step=0.1),
+    Param("audio", False, "keep the sound the model makes with the video in the mp4 (LTX-2 makes sound; the "
+          "other models make none)", choices=(False, True), kind=bool),
     Param("lora_scale", 1.0, "how strongly a preset's LoRA applies (0 = not at all)", min=-2.0, max=2.0, step=0.05),
     Param("cache", "none", "diffusers' cache hook on a real model's transformer (faster, a little different)",
           choices=("none", "first-block", "taylorseer"), kind=str),

@@ -17,7 +17,7 @@ from engine.params import LIMITS, InputError
 from engine.timeline import Timeline, fresh_seed
 
 COMMON = {"aspect", "resolution", "fps", "seed", "variations", "preset", "negative_prompt"}
-SAMPLING = {"steps", "guidance", "shift", "solver"}
+SAMPLING = {"steps", "guidance", "shift", "solver", "audio"}
 MEDIA = ("image", "video", "a", "b")    # the request fields that name media, every operation's
 TEXT_FIELDS = ("prompt", "negative_prompt", "prompt_a", "prompt_b")
 

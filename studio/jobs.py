@@ -78,13 +78,13 @@ class Jobs:
     # ------------------------------------------------------------------ API
     def check(self, op: str, request: dict):
         """Build the request (and its sampling settings) now so bad input is refused at once, not minutes later."""
-        from engine.api import resolve_settings
+        from engine.api import check_sound, resolve_settings
         from engine.requests import build
         self.workers.check()  # a job no worker could ever run (more GPUs than any node has) is refused here
         # The spec gives the memory limit; a custom loader's spec is only known by loading it: not at submit.
         spec = None if self._custom_loader and self._backend is None else self.spec
         tl, explicit, lineage = build(op, request, self.library.resolve, spec=spec)
-        resolve_settings(tl, explicit)
+        check_sound(tl, resolve_settings(tl, explicit), self.backend_name)
         return tl, explicit, lineage
 
     def submit(self, op: str, request: dict, label: str | None = None) -> int:
@@ -207,7 +207,7 @@ class Jobs:
         if ev["end"] != "done" and run is not None:   # the last step heard of, which the throttle may have held
             lib.update_job(job_id, step=int(ev.get("step", run.step)))
         if ev["end"] == "done":
-            self._attach(job_id, ev["clips"])
+            self._attach(job_id, ev["clips"], ev.get("sounds"))
         elif ev["end"] == "cancelled":
             lib.transition(job_id, "running", "cancelled", finished=now)
         elif ev["end"] == "interrupted":  # the worker died under it: a cancel asked for still counts
@@ -218,8 +218,9 @@ class Jobs:
         else:
             self._fail(job_id, ev.get("error") or "the worker gave no reason")
 
-    def _attach(self, job_id: int, clips: list):
-        """Write the clips under temp names, then attach them and end the job in one transaction."""
+    def _attach(self, job_id: int, clips: list, sounds: list | None = None):
+        """Write the clips (with their sounds, if any) under temp names, then attach them and end the job in one
+        transaction."""
         from engine.api import check_cancel, sidecar
         from engine.sampler import Cancelled
         lib, run, cancel = self.library, self._running[job_id], self._token(job_id)
@@ -231,7 +232,8 @@ class Jobs:
                 meta = sidecar(tl, self.backend_name if model else "none", settings, k)
                 args = (run.job["op"], run.job["label"])
                 staged.append(lib.stage_encoded(*args, clip, tl.fps, meta, run.lineage) if isinstance(clip, Encoded)
-                              else lib.stage_video(*args, clip, tl.fps, meta, run.lineage))
+                              else lib.stage_video(*args, clip, tl.fps, meta, run.lineage,
+                                                   audio=sounds[k] if sounds else None))
             check_cancel(cancel, "before writing to the library")
         except BaseException:
             lib.discard(staged)

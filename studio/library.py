@@ -333,15 +333,15 @@ class Library:
         return self._attach(job_id, [self.stage_video(kind, label, frames, fps, sidecar, lineage)])[0]
 
     def stage_video(self, kind: str, label: str, frames: np.ndarray, fps: float, sidecar: dict,
-                    lineage: dict) -> Staged:
-        """Encode a clip (N, H, W, 3) and its thumbnail into videos/ under temp names (no row yet: nobody sees
-        them)."""
+                    lineage: dict, audio=None) -> Staged:
+        """Encode a clip (N, H, W, 3) (with its sound: (samples, rate), or None) and its thumbnail into videos/
+        under temp names (no row yet: nobody sees them)."""
         from engine.video_io import write_video
         from PIL import Image
         n, h, w = frames.shape[:3]
         staged = self._staged(kind, label, (n, w, h), fps, sidecar, lineage)
         try:
-            write_video(staged.mp4, frames, fps, overwrite=True)
+            write_video(staged.mp4, frames, fps, overwrite=True, audio=audio)
             Image.fromarray(frames[len(frames) // 2]).save(staged.thumb, format="JPEG", quality=85)
         except BaseException:
             self.discard([staged])

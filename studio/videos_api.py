@@ -140,6 +140,7 @@ class Sampling(BaseModel):
     guidance: float | None = Field(None, description=PARAMS["guidance"].help)
     shift: float | None = Field(None, description=PARAMS["shift"].help)
     solver: str | None = Field(None, description=PARAMS["solver"].help)
+    audio: bool | None = Field(None, description=PARAMS["audio"].help)
     seed: int | None = Field(None, description=PARAMS["seed"].help)
     fps: float | None = Field(None, description=PARAMS["fps"].help)
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT)

@@ -11,6 +11,7 @@ A pool of workers for one backend speaks this protocol (studio/jobs.py is its on
                                      {"preview": b"<jpeg>"}                   the current estimate, small
                                      and last exactly one of
                                      {"end": "done", "clips": [...]}          (N, H, W, 3) uint8 arrays, or Encoded
+                                                        (+ "sounds": [(samples, rate) or None] beside arrays)
                                      {"end": "failed", "error": "one sentence"}
                                      {"end": "cancelled", "step": k, "asked_at": j}  k steps done, j when asked
                                      {"end": "interrupted", "error": "why"}   the worker died under the job
@@ -91,11 +92,12 @@ def end_of(e: BaseException, cancel: CancelFlag) -> dict:
     return {"end": "failed", "error": describe(e)[:500]}
 
 
-def run_task(task: Task, get_backend, emit, cancel: CancelFlag, worker: str = "in-process") -> list:
+def run_task(task: Task, get_backend, emit, cancel: CancelFlag, worker: str = "in-process") -> tuple[list, list]:
     """Worker side of one job: load the backend (once per worker: get_backend caches it), then encode, denoise
-    and decode, emitting started / step / preview events -> task.timeline.variations clips (N, H, W, 3) uint8.
+    and decode, emitting started / step / preview events -> (task.timeline.variations clips (N, H, W, 3) uint8,
+    their sounds: (samples, rate) where the settings keep one and the model made it, else None).
     Raises Cancelled at the next check once `cancel` is set."""
-    from engine.api import check_cancel, generate
+    from engine.api import check_cancel, generate, made_sounds
     check_cancel(cancel, "before loading the model")
     backend = get_backend() if task.model else None
     check_cancel(cancel, "after loading the model")
@@ -108,7 +110,8 @@ def run_task(task: Task, get_backend, emit, cancel: CancelFlag, worker: str = "i
             jpeg = preview_jpeg(backend, d["denoised"])
             if jpeg is not None:
                 emit({"preview": jpeg})
-    return generate(task.timeline, backend, task.settings, callback=progress if backend else None, cancel=cancel)
+    clips = generate(task.timeline, backend, task.settings, callback=progress if backend else None, cancel=cancel)
+    return clips, made_sounds(task.timeline, backend, task.settings)
 
 
 def preview_jpeg(backend, denoised) -> bytes | None:
@@ -132,13 +135,14 @@ def preview_jpeg(backend, denoised) -> bytes | None:
         return None
 
 
-def encode_clip(frames, fps: float) -> Encoded:
-    """(N, H, W, 3) uint8 -> the mp4 and middle-frame thumbnail the library would write, as bytes."""
+def encode_clip(frames, fps: float, sound=None) -> Encoded:
+    """(N, H, W, 3) uint8 (and its sound, or None) -> the mp4 and middle-frame thumbnail the library would write,
+    as bytes."""
     from PIL import Image
 
     from engine.video_io import write_video
     with tempfile.TemporaryDirectory(prefix="cinepatch-clip-") as d:
-        mp4 = write_video(Path(d) / "clip.mp4", frames, fps, overwrite=True).read_bytes()
+        mp4 = write_video(Path(d) / "clip.mp4", frames, fps, overwrite=True, audio=sound).read_bytes()
     buf = io.BytesIO()
     Image.fromarray(frames[len(frames) // 2]).save(buf, format="JPEG", quality=85)
     n, h, w = frames.shape[:3]
@@ -201,8 +205,8 @@ class InProcess(Slots):
             cancel = self._cancel[task.job_id]
             try:
                 try:
-                    clips = run_task(task, self._get_backend, events, cancel)
-                    end = {"end": "done", "clips": clips}
+                    clips, sounds = run_task(task, self._get_backend, events, cancel)
+                    end = {"end": "done", "clips": clips, "sounds": sounds}
                 except Exception as e:  # one job failing must never stop the worker
                     end = end_of(e, cancel)
                 events(end)  # the studio attaches the clips on this thread: the slot frees after

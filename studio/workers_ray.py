@@ -83,8 +83,8 @@ class JobActor:
         try:
             with tempfile.TemporaryDirectory(prefix="cinepatch-job-") as scratch:
                 task = localise(task, media, Path(scratch))
-                clips = run_task(task, self.backend, emit, cancel, self.where)
-                end = {"end": "done", "clips": [encode_clip(c, task.timeline.fps) for c in clips]}
+                clips, sounds = run_task(task, self.backend, emit, cancel, self.where)
+                end = {"end": "done", "clips": [encode_clip(c, task.timeline.fps, s) for c, s in zip(clips, sounds)]}
         except Exception as e:  # the loader's own message included: the job fails, the worker stays
             end = end_of(e, cancel)
         emit(end)

@@ -112,6 +112,7 @@ def run_both(pipe, ltx2, prompt: str, steps: int, guidance: float, duration_s: f
     g = plan.grid
     noise = torch.randn((1, *plan.known.shape), generator=torch.Generator().manual_seed(seed))  # (1, C, F, h, w)
     ltx2.frame_rate, ltx2.guidance, ltx2.audio_guidance, ltx2.audio_seed = g.fps, guidance, guidance, seed
+    ltx2.keep_audio = True                  # as a job with Settings(audio=True) sets it (an earlier test may not)
     sigmas = ltx2.sigmas(steps, g.latent_frames * g.latent_h * g.latent_w)
     try:
         x = sample(ltx2.denoise, plan, sigmas, guidance, noise=noise, per_token=True)
@@ -308,20 +309,17 @@ def test_ltx2_audio_is_kept_in_the_mp4_when_asked_and_dropped_otherwise(ltx2, ma
     from engine.api import decode_frames
     from engine.video_io import write_video
     tl = ops.t2v("a dog barks", duration_s=1.0, seed=3, **SIZE)
-    plan, x = generate_latents(tl, ltx2, Settings(steps=2, guidance=2.0))
+    plan, x = generate_latents(tl, ltx2, Settings(steps=2, guidance=2.0, audio=True))
     samples, rate = ltx2.audio_for(0)                                       # (S, 2), 16 kHz
     assert samples.ndim == 2 and samples.shape[1] == 2 and rate == 16000 and abs(samples).max() > 0
     frames = decode_frames(ltx2, x, plan.grid.out_frames)[0]
     meta = next(imageio_ffmpeg.read_frames(str(write_video(tmp_path / "a.mp4", frames, FPS, audio=(samples, rate)))))
     assert meta["audio_codec"] == "aac" and meta["duration"] == pytest.approx(len(frames) / FPS, abs=0.1)
-    ltx2.keep_audio = False
-    try:
-        assert ltx2.audio_for(0) is None                                    # not asked for: dropped
-    finally:
-        ltx2.keep_audio = True
+    generate_latents(tl, ltx2, Settings(steps=2, guidance=2.0))
+    assert ltx2.audio_for(0) is None                                        # not asked for: dropped
     # every frame kept in part (a whole-clip remix): the run never starts at level 1, so no audio is made
     remix = ops.remix(make_video("c.mp4", n=8, fps=FPS, w=32, h=32), "a cat", 0.5, resolution=32)
-    p, _ = generate_latents(remix, ltx2, Settings(steps=2, guidance=1.0))
+    p, _ = generate_latents(remix, ltx2, Settings(steps=2, guidance=1.0, audio=True))
     assert float(p.start_level.max()) < 1 and ltx2.audio_for(0) is None
 
 
@@ -397,11 +395,47 @@ def test_ltx2_memory_modes_give_the_same_frames_and_audio(memory):
         c = tiny_components()
         b = LTX2Backend(c["transformer"], c["vae"], c["audio_vae"], c["text_encoder"], c["tokenizer"],
                         c["connectors"], c["vocoder"], dict(c["scheduler"].config), memory=mem,
-                        max_sequence_length=SEQ, keep_audio=True)
-        frames = generate(ops.t2v("a red ball", duration_s=1.0, seed=1, **SIZE), b, Settings(steps=2, guidance=2.0))[0]
+                        max_sequence_length=SEQ)
+        frames = generate(ops.t2v("a red ball", duration_s=1.0, seed=1, **SIZE), b,
+                          Settings(steps=2, guidance=2.0, audio=True))[0]
         return b, frames, b.audio_for(0)[0]                                 # (N, H, W, 3) uint8, (S, 2)
 
     _, ref_frames, ref_audio = run("none")
     b, frames, audio = run(memory)
     assert str(b.memory) == memory
     assert (frames == ref_frames).all() and (audio == ref_audio).all()
+
+
+def _has_sound(path) -> bool:
+    import imageio_ffmpeg
+    return bool(next(imageio_ffmpeg.read_frames(str(path))).get("audio_codec"))
+
+
+@pytest.mark.parametrize("audio", [True, False])
+def test_ltx2_sound_asked_for_reaches_the_cli_file_and_the_librarys_video(ltx2, tmp_path, audio):
+    """Settings.audio (the CLI's --audio, a request's "audio", the page's checkbox) from the request to the mp4:
+    through render() and through the studio's job queue into the library; without it, no audio stream."""
+    from engine.api import render
+    from studio.jobs import Jobs
+    from studio.library import Library
+    tl = ops.t2v("a dog barks", duration_s=1.0, seed=3, **SIZE)
+    [out] = render(tl, ltx2, Settings(steps=2, guidance=2.0, audio=audio), tmp_path / "cli.mp4", backend_name="ltx2")
+    assert _has_sound(out) == audio and json.loads(out.with_suffix(".json").read_text())["settings"]["audio"] == audio
+    jobs = Jobs(Library(tmp_path / "home", own=True), "ltx2", loader=lambda: ltx2)
+    job = jobs.submit("generate", {"prompt": "a dog barks", "duration_s": 1.0, "steps": 2, "audio": audio, **SIZE})
+    assert jobs.wait(job, 300)["state"] == "done"
+    [video] = jobs.library.videos_of_job(job)
+    assert _has_sound(video["path"]) == audio
+
+
+def test_ltx2_sound_is_refused_in_one_line_where_none_can_be_kept(ltx2, backend, make_video, tmp_path):
+    from studio.jobs import Jobs
+    from studio.library import Library
+    lib = Library(tmp_path / "home", own=True)
+    with pytest.raises(InputError, match=r"^audio: the reference model makes no sound; .* LTX-2 \(ltx2\) does$"):
+        Jobs(lib, "reference", loader=lambda: backend).submit("generate", {"prompt": "x", "audio": True, **SIZE})
+    clip = lib.add_upload(make_video("c.mp4", n=8, fps=FPS, w=32, h=32), "c.mp4")
+    with pytest.raises(InputError, match="^audio: sound is kept for generations and storyboards; an extend"):
+        Jobs(lib, "ltx2", loader=lambda: ltx2).submit("extend", {"video": clip, "audio": True, **SIZE})
+    with pytest.raises(InputError, match="^audio: "):
+        Settings(audio="yes")

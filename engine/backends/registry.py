@@ -57,6 +57,7 @@ def _standin(**opts):
 FACTORIES = {"toy": _toy, "reference": _reference, "ltx": _ltx, "wan": _wan("wan"), "wan22-5b": _wan("wan22-5b"),
              "wan22-14b": _wan("wan22-14b"), "ltx2": _ltx2, "standin": _standin}
 REAL = ("ltx", "wan", "wan22-5b", "wan22-14b", "ltx2")  # backends of diffusers models in a local folder
+SOUND = ("ltx2",)   # backends that make sound with their frames (Settings.audio keeps it)
 DEFAULT = "toy"
 
 
