@@ -37,11 +37,13 @@ class _Running:
 class Jobs:
     clock = staticmethod(time.monotonic)   # of progress writes (a test holds it still)
 
-    def __init__(self, library, backend_name: str | None = None, loader=None, workers=None):
+    def __init__(self, library, backend_name: str | None = None, loader=None, workers=None, memory: str | None = None):
+        """memory: a real model's memory setting (engine/backends/memory.py) for its load; None: its default."""
         from engine.backends.registry import default_backend, load_backend
         self.library = library
         self.backend_name = backend_name or default_backend()
-        self._loader = loader or (lambda: load_backend(self.backend_name))
+        self.memory = memory
+        self._loader = loader or (lambda: load_backend(self.backend_name, **({"memory": memory} if memory else {})))
         self._custom_loader = loader is not None
         self._backend = None
         self._spec = None
@@ -64,6 +66,16 @@ class Jobs:
             if self._backend is None:
                 self._backend = self._loader()
             return self._backend
+
+    @property
+    def loaded(self):
+        """The backend when it is loaded, else None (nothing is loaded to answer)."""
+        return self._backend
+
+    def unload(self):
+        """Let the loaded model go, so its weights (on a GPU) are freed before another copy loads."""
+        with self._load_lock:
+            self._backend = None
 
     @property
     def spec(self):

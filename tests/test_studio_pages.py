@@ -324,7 +324,7 @@ def test_memory_pick_reloads_an_idle_model_and_waits_for_a_running_job(tmp_path,
     from studio.app import Studio, memory_props, on_memory
     from studio.jobs import Jobs
     from studio.library import Library
-    from studio.pages.common import MemoryJobs, bind
+    from studio.pages.common import bind
     lib = Library(tmp_path / "home")
     studio = Studio(lib, Jobs(lib, "reference"))
     assert memory_props(studio, "wan") == dict(memory_props(studio, "wan"), value="none", interactive=True)
@@ -336,8 +336,8 @@ def test_memory_pick_reloads_an_idle_model_and_waits_for_a_running_job(tmp_path,
     assert studio.queue("wan") is first and memory_props(studio, "wan")["value"] == "model+tiling"
     assert lib.transition(job, "running", "done")
     q = studio.queue("wan")
-    assert isinstance(q, MemoryJobs) and q is not first
-    assert q.spec == first.spec and q._backend is None              # picking and planning load nothing
+    assert q.memory == "model+tiling" and q is not first
+    assert q.spec == first.spec and q.loaded is None                # picking and planning load nothing
     assert q.backend.memory == parse("model+tiling")                # its next job's model loads with it
     with pytest.raises(gr.Error, match="Memory: 'huge' is not a memory setting"):
         bind(on_memory, studio)("wan", "huge")
@@ -499,3 +499,25 @@ def test_the_picked_media_chip_carries_the_reference_to_drop(drop_studio):
     assert picked(studio, None, None) == {}
     chip = picked(studio, clip, None)
     assert chip["ref"] == clip and chip["name"].startswith("#") and chip["thumb"].startswith("data:image/jpeg")
+
+
+def test_sound_is_offered_by_a_model_that_makes_it_and_refused_in_words_by_one_that_does_not(tmp_path):
+    """Create's Sound checkbox shows for LTX-2 only; ticked on a model without sound, the page says so, no job."""
+    import gradio as gr
+
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages import create
+    from studio.pages.common import bind
+    assert create.on_backend("ltx2")[2]["visible"] is True
+    assert all(create.on_backend(name)[2]["visible"] is False for name in ("toy", "ltx", "wan", "wan22-5b"))
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    generate = bind(create.on_generate, studio)
+    with pytest.raises(gr.Error, match="the reference model makes no sound"):
+        generate("a red ball", None, "16:9", 32, 1.0, 1, "(none)", 8, 2, 4.0, "", "reference", True)
+    assert lib.jobs(limit=10) == []
+    watch, _ = generate("a red ball", None, "16:9", 32, 1.0, 1, "(none)", 8, 2, 4.0, "", "reference", False)
+    assert studio.wait(watch["job"], 120)["state"] == "done"     # (not left running while the interpreter exits)
+    assert [j["request"].get("audio") for j in lib.jobs(limit=10)] == [None]

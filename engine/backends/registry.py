@@ -26,6 +26,11 @@ def _on_device(opts: dict) -> dict:
     return opts
 
 
+def default_device() -> str:
+    """Where a real model runs unless told otherwise: $CINEPATCH_DEVICE, else the GPU when there is one."""
+    return _on_device({})["device"]
+
+
 def _ltx(**opts):
     # issue 5: LTX-Video through diffusers, from a local folder (model=PATH or $CINEPATCH_LTX_MODEL)
     from engine.backends.ltx import LTXBackend

@@ -58,8 +58,8 @@ def default_memory(name: str) -> str:
 
 
 def _device() -> str:
-    from engine.backends.registry import _on_device   # the registry's one rule for where a real model runs
-    return _on_device({})["device"]
+    from engine.backends.registry import default_device
+    return default_device()
 
 
 class Studio:
@@ -123,9 +123,9 @@ class Studio:
         (it would otherwise hold its weights, on the GPU, beside the new one's)."""
         setting, old = self._memory[name], self.queues.get(name)
         if old is not None:
-            old._backend = None   # Jobs has no public unload; the old queue is idle and gets no more jobs
+            old.unload()   # the old queue is idle and gets no more jobs
         self._loads_with[name] = setting
-        return MemoryJobs(self.library, name, setting)
+        return Jobs(self.library, name, memory=setting)
 
     @property
     def jobs(self):
@@ -246,20 +246,6 @@ class Studio:
         if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
             return data_uri(path)
         return data_uri(read_video(path, end_s=0.01)[0])
-
-
-class MemoryJobs(Jobs):
-    """A real model's queue whose model loads with a memory setting picked in the page. Its spec still comes from
-    the model's configs (a memory setting moves weights, never the latent grid), so picking loads nothing."""
-
-    def __init__(self, library, name: str, memory: str):
-        from engine.backends.registry import load_backend
-        super().__init__(library, name, loader=functools.partial(load_backend, name, memory=memory))
-
-    @functools.cached_property
-    def spec(self):
-        from engine.backends.registry import spec_of
-        return spec_of(self.backend_name)
 
 
 @dataclass

@@ -19,10 +19,12 @@ class Create:
 
 
 def on_generate(studio: Studio, prompt, media, aspect, resolution, duration, variations, preset, fps, steps, guidance,
-                seed, backend):
+                seed, backend, sound=False):
     req = {"prompt": prompt or "", "aspect": aspect, "resolution": int(resolution),
            "duration_s": ctl.DURATION.check(duration), "variations": int(variations), "fps": ctl.FPS.check(fps),
            **sampling(steps, guidance, seed)}
+    if sound:
+        req["audio"] = True
     if preset and preset != "(none)":
         req["preset"] = preset
     if media is not None:
@@ -33,9 +35,12 @@ def on_generate(studio: Studio, prompt, media, aspect, resolution, duration, var
 
 
 def on_backend(name):
-    """Sizes and frame rate follow the chosen model: the short sides and fps it was made for."""
+    """Sizes and frame rate follow the chosen model: the short sides and fps it was made for; Sound is offered
+    only by a model that makes sound."""
+    from engine.backends.registry import SOUND
     sizes = BACKEND_RESOLUTIONS.get(name, RESOLUTIONS)
-    return gr.update(choices=sizes, value=sizes[0]), BACKEND_FPS.get(name, 8)
+    return gr.update(choices=sizes, value=sizes[0]), BACKEND_FPS.get(name, 8), gr.update(visible=name in SOUND,
+                                                                                         value=False)
 
 
 def on_length(studio: Studio, backend, duration, fps) -> str:
@@ -72,7 +77,7 @@ def lora_problem(studio: Studio, preset: str, loras, backend) -> str:
     from engine.backends.diffusers_parts import check_lora
     from engine.backends.registry import REAL
     q = studio.queue(backend)
-    model = q._backend if q.backend_name in REAL else q.backend   # the embedded model loads in seconds
+    model = q.loaded if q.backend_name in REAL else q.backend   # the embedded model loads in seconds
     if model is None:
         return ""
     try:
@@ -100,6 +105,7 @@ def on_media(studio: Studio, media):
 
 def build(page: Page) -> Create:
     from engine import presets
+    from engine.backends.registry import SOUND
     studio, fps0 = page.studio, BACKEND_FPS.get(page.studio.default, 8)
     with gr.Row():
         with gr.Column(scale=3):
@@ -121,14 +127,16 @@ def build(page: Page) -> Create:
             loras_md = gr.Markdown("", elem_id="create-preset-loras")
             frames_md = gr.Markdown(studio.frames_note(None, 2.0, fps0), elem_id="create-frames")
             steps, guidance, seed = sampling_controls("create")
+            sound = gr.Checkbox(False, label="Sound", elem_id="create-sound", visible=studio.default in SOUND,
+                                info="keep the sound the model makes with the video in the mp4")
             go = gr.Button("Generate", variant="primary", elem_id="create-generate")
         with gr.Column(scale=2):
             page.panels.append(results_mod.panel("create", "create", results_mod.MAX_SHOWN, loop=True))
     page.seeds["create"] = seed
 
     go.click(bind(on_generate, studio), [prompt, media, aspect, resolution, duration, variations, preset, fps, steps,
-                                         guidance, seed, page.backend], [page.watch, page.note])
-    page.backend.change(on_backend, page.backend, [resolution, fps])
+                                         guidance, seed, page.backend, sound], [page.watch, page.note])
+    page.backend.change(on_backend, page.backend, [resolution, fps, sound])
     for ev in (duration.input, duration.change, fps.input, fps.change):
         ev(bind(on_length, studio), [page.backend, duration, fps], frames_md, show_progress="hidden")
     media.upload(bind(on_media, studio), media, media)
