@@ -200,6 +200,13 @@ class LoopVideo(Sampling):
     context_s: float | None = Field(None, description=PARAMS["context_s"].help)
 
 
+class MemorySetting(BaseModel):
+    """A real model's memory setting, as the page's Memory dropdown picks it (docs/real-models.md)."""
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="a real model set up here (ltx, ltx2, wan, wan22-5b, wan22-14b)")
+    memory: str = Field(max_length=80, description="auto, none, model or group, with +fp8 +tiling +slicing")
+
+
 def validated(model: type[BaseModel], data: dict) -> Any:
     try:
         return model.model_validate(data)
@@ -707,6 +714,23 @@ def _cinepatch_routes(app: FastAPI, api: VideosApi):
         req = {"video": src["ref"], "prompt": body.prompt, "bridge_s": body.bridge_s, "context_s": body.context_s,
                "resolution": _short(src), **body.settings()}
         return api.submit("loop", {k: v for k, v in req.items() if v is not None}, body.model)
+
+    @app.get("/v1/cinepatch/memory", tags=["cinepatch"], summary="Each real model's memory setting for its next load")
+    def memory_settings():
+        from engine.backends.registry import REAL, configured
+        return {name: {"memory": api.studio.memory(name), "pending": api.studio.memory_pending(name)}
+                for name in configured() if name in REAL}
+
+    @app.post("/v1/cinepatch/memory", tags=["cinepatch"], responses=ERRORS,
+              summary="Pick a real model's memory setting (applies to its next load, as in the page)")
+    def set_memory(body: MemorySetting):
+        model = api.backend(body.model)
+        try:
+            said = api.studio.set_memory(model, body.memory)
+        except InputError as e:   # the page's words name its dropdown; here the field is `memory`
+            raise bad("memory:" + str(e).split(":", 1)[1]) from None
+        return {"model": model, "memory": api.studio.memory(model), "pending": api.studio.memory_pending(model),
+                "message": said}
 
     @app.get("/v1/cinepatch/limits", tags=["cinepatch"], summary="How much one request may ask of this server")
     def limits():

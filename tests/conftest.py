@@ -230,3 +230,16 @@ def studio(tmp_path_factory):
     server = StudioServer(tmp_path_factory.mktemp("studio") / "home").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def tiny_wan_folder(tmp_path, monkeypatch):
+    """A saved tiny Wan 2.1 folder set up as the "wan" model ($CINEPATCH_MODELS/wan), on the CPU."""
+    pytest.importorskip("diffusers")
+    from tests.test_wan import tiny_pipe
+    tiny_pipe().save_pretrained(tmp_path / "models" / "wan")
+    for var in ("CINEPATCH_WAN_MODEL", "CINEPATCH_MEMORY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CINEPATCH_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("CINEPATCH_DEVICE", "cpu")
+    return tmp_path / "models" / "wan"

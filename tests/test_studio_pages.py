@@ -284,17 +284,7 @@ def test_the_recut_filmstrip_and_the_trim_fields_follow_each_other(tmp_path):
 
 
 # ----------------------------------------------------------------------------- issue 22: memory setting in the page
-@pytest.fixture
-def tiny_wan_folder(tmp_path, monkeypatch):
-    """A saved tiny Wan 2.1 folder set up as the "wan" model ($CINEPATCH_MODELS/wan), on the CPU."""
-    pytest.importorskip("diffusers")
-    from tests.test_wan import tiny_pipe
-    tiny_pipe().save_pretrained(tmp_path / "models" / "wan")
-    for var in ("CINEPATCH_WAN_MODEL", "CINEPATCH_MEMORY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CINEPATCH_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("CINEPATCH_DEVICE", "cpu")
-    return tmp_path / "models" / "wan"
+# (tiny_wan_folder: tests/conftest.py)
 
 
 def test_memory_choices_are_memory_py_s_settings_as_it_writes_them():

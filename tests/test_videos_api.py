@@ -320,3 +320,25 @@ def test_schemathesis_finds_no_server_errors(server):
                 failures.append((case.method, case.formatted_path, r.status_code, r.text[:200]))
         probe()
     assert operations >= 10 and not failures, failures
+
+
+def test_a_real_models_memory_setting_is_read_and_picked_over_the_api_as_in_the_page(tmp_path, tiny_wan_folder):
+    """GET / POST /v1/cinepatch/memory: the setting a real model's next load uses, picked as the page's dropdown
+    picks it; bad input is a 400 naming `memory` or `model`."""
+    from fastapi.testclient import TestClient
+
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.videos_api import create_app
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    http = TestClient(create_app(studio))
+    assert http.get("/v1/cinepatch/memory").json() == {"wan": {"memory": "none", "pending": False}}
+    r = http.post("/v1/cinepatch/memory", json={"model": "wan", "memory": "model+tiling"})
+    assert r.status_code == 200 and r.json()["memory"] == "model+tiling" and "next job" in r.json()["message"]
+    assert studio.queue("wan").memory == "model+tiling"                          # its next load uses it
+    for body, param in (({"model": "wan", "memory": "huge"}, "memory"), ({"model": "toy", "memory": "model"}, "memory"),
+                        ({"model": "nope", "memory": "model"}, "model")):
+        r = http.post("/v1/cinepatch/memory", json=body)
+        assert r.status_code == 400 and api_error(r, 400)["param"] == param, r.text
