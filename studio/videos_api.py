@@ -640,6 +640,15 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
         api._planned.pop(job["id"], None)
         return DeletedVideo(id=video_id, deleted=api.library.delete_job(job["id"]))
 
+    _made_from_routes(app, api)
+    _cinepatch_routes(app, api)
+
+    _catch_all(app)  # last: it answers whatever no route above took
+    return app
+
+
+def _made_from_routes(app: FastAPI, api: VideosApi):
+    """The /v1/videos routes that start from a completed video: its files, a remix, an extension."""
     @app.get("/v1/videos/{video_id}/content", responses={200: {"content": {"video/mp4": {}, "image/jpeg": {}}},
                                                          **ERRORS},
              response_class=FileResponse, tags=["videos"], summary="Download the mp4, a thumbnail or a sprite sheet")
@@ -681,11 +690,6 @@ def create_app(studio, api_key: str | None = None) -> FastAPI:
              summary="Extend a completed video forward",
              openapi_extra=_body_doc(ExtendVideo, {"video": "a clip to extend (instead of a video id)"}))(
         form_endpoint(extend_video))
-
-    _cinepatch_routes(app, api)
-
-    _catch_all(app)  # last: it answers whatever no route above took
-    return app
 
 
 def _cinepatch_routes(app: FastAPI, api: VideosApi):
