@@ -511,3 +511,19 @@ def test_sound_is_offered_by_a_model_that_makes_it_and_refused_in_words_by_one_t
     watch, _ = generate("a red ball", None, "16:9", 32, 1.0, 1, "(none)", 8, 2, 4.0, "", "reference", False)
     assert studio.wait(watch["job"], 120)["state"] == "done"     # (not left running while the interpreter exits)
     assert [j["request"].get("audio") for j in lib.jobs(limit=10)] == [None]
+
+
+def test_a_job_without_a_picture_shows_an_empty_box_not_a_broken_image(tmp_path):
+    """A queued job, or a re-cut (no model, so no step preview), had an <img> with no src: a broken-image icon."""
+    import re
+
+    from studio.app import Studio
+    from studio.jobs import Jobs
+    from studio.library import Library
+    from studio.pages import jobs_list
+    lib = Library(tmp_path / "home")
+    studio = Studio(lib, Jobs(lib, "reference"))
+    job = lib.add_job("recut", {"video": "lib:1"}, "re-cut", "reference")
+    assert lib.transition(job, "queued", "running") and lib.transition(job, "running", "done")
+    row = jobs_list.render(studio)
+    assert "cp-thumb" in row and all("src=" in tag for tag in re.findall(r"<img[^>]*>", row)), row

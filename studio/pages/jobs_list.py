@@ -25,7 +25,7 @@ def render(studio, recent: int = 3) -> str:
 def _row(studio, j: dict) -> str:
     frac = j["step"] / j["steps"] if j["steps"] else (1.0 if j["state"] == "done" else 0.0)
     prev = studio.jobs.preview_path(j["id"])
-    img = "<img alt=''>"
+    img = "<span class='cp-thumb'></span>"   # no picture yet (queued), or none made (a re-cut runs no model)
     if prev and j["state"] in ("running", "done"):  # already a small JPEG (studio/jobs.py): embed as is
         img = f"<img alt='' src='data:image/jpeg;base64,{base64.b64encode(prev.read_bytes()).decode()}'>"
     extra = f" — {html.escape(j['error'])}" if j["error"] else ""
