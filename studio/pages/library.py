@@ -12,12 +12,13 @@ from pathlib import Path
 import gradio as gr
 
 from engine.params import InputError
+from engine.requests import OPS
 from studio.pages import results as results_mod
 from studio.pages import storyboard as sb
 from studio.pages.common import Page, Studio, bind, video_info, video_name
 from studio.widgets import static_text, widget_js
 
-KINDS = ["all", "generate", "storyboard", "remix", "blend", "loop", "extend", "recut"]
+KINDS = ["all", *OPS]   # the filter: every operation's videos, or one kind
 OPEN_TABS = ("storyboard", "remix", "blend", "loop", "recut")
 OPEN_LABEL = {tab: word for word, tab in results_mod.OPEN_IN.items()}   # "recut" -> "Re-cut"
 PICKER_OF = {"remix": "remix", "blend": "blend-a", "loop": "loop", "recut": "recut"}   # the picker Open in fills
