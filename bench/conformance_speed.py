@@ -20,6 +20,7 @@ import ctypes
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -56,24 +57,38 @@ def small_components(model: str) -> dict:
 
 
 def tiny_components(model: str) -> dict:
+    """The tests' tiny random components of `model`, with its WanPipeline settings (Wan 2.2) beside them."""
     if model == "ltx":
         from tests.test_ltx import tiny_components as make
-    else:
+    elif model == "wan":
         from tests.test_wan import tiny_components as make
+    elif model == "ltx2":
+        from tests.test_ltx2 import tiny_components as make
+    elif model == "wan22-5b":
+        from tests.test_wan22 import tiny_5b
+        return {**tiny_5b(), "expand_timesteps": True}
+    else:  # wan22-14b: the tests' boundary, so that both experts run within a few steps
+        from tests.test_wan22 import BOUNDARY, tiny_14b
+        return {**tiny_14b(), "boundary_ratio": BOUNDARY}
     return make()
 
 
-def pipeline_and_backend(model: str, parts: dict):
-    """diffusers' own pipeline over `parts`, and the engine's backend sharing the same modules."""
+def pipeline_and_backend(model: str, parts: dict, **opts):
+    """diffusers' own pipeline over `parts`, and the engine's backend sharing the same modules.
+
+    parts: the pipeline's init arguments (components, and WanPipeline's boundary_ratio / expand_timesteps);
+    opts: the backend's (device, dtype, memory, max_sequence_length...).
+    """
+    import diffusers
     if model == "ltx":
-        from diffusers import LTXPipeline as Pipe
         from engine.backends.ltx import LTXBackend as Backend
+    elif model == "ltx2":
+        from engine.backends.ltx2 import LTX2Backend as Backend
     else:
-        from diffusers import WanPipeline as Pipe
         from engine.backends.wan import WanBackend as Backend
-    pipe = Pipe(**parts)
+    pipe = getattr(diffusers, {"ltx": "LTXPipeline", "ltx2": "LTX2Pipeline"}.get(model, "WanPipeline"))(**parts)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, Backend.from_pipe(pipe)
+    return pipe, Backend.from_pipe(pipe, **opts)
 
 
 def job_pair(model: str, pipe, backend, tl, settings, device="cpu", on_step=None):
@@ -81,17 +96,26 @@ def job_pair(model: str, pipe, backend, tl, settings, device="cpu", on_step=None
 
     on_step: called with no arguments at the end of every denoising step on both sides.
     """
+    from engine.api import made_sounds
     tl = tl.replace(seed=0) if tl.seed is None else tl  # both sides need the same noise: a fixed seed
     g = compile(tl, backend).grid
     noise = torch.randn((1, backend.spec.channels, g.latent_frames, g.latent_h, g.latent_w),
                         generator=torch.Generator().manual_seed(tl.seed)).to(device)  # the engine's noise for the seed
-    extra = dict(frame_rate=int(g.fps), latents=backend.pack(noise)) if model == "ltx" else dict(latents=noise)
+    extra = dict(frame_rate=int(g.fps), latents=backend.pack(noise)) if model.startswith("ltx") else dict(latents=noise)
+    if model == "ltx2":
+        # the same work on both sides: classifier-free guidance only (the engine's default; LTX2Pipeline's STG and
+        # modality passes and its rescale off) and the sound decoded (Settings.audio: the engine's made_sounds)
+        extra.update(frame_rate=float(g.fps), stg_scale=0.0, modality_scale=1.0, guidance_rescale=0.0,
+                     audio_guidance_scale=settings.guidance, audio_stg_scale=0.0, audio_modality_scale=1.0,
+                     audio_guidance_rescale=0.0, max_sequence_length=backend.max_sequence_length)
+        settings = replace(settings, audio=True)
 
     if on_step is not None:
         extra["callback_on_step_end"] = lambda pipe, i, t, kw: on_step() or {}
 
     def engine_job():
-        return generate(tl, backend, settings, callback=None if on_step is None else lambda d: on_step())
+        clips = generate(tl, backend, settings, callback=None if on_step is None else lambda d: on_step())
+        return clips, made_sounds(tl, backend, settings)
 
     def pipe_job():
         return pipe(prompt=PROMPT, negative_prompt="", height=g.height, width=g.width, num_frames=g.n_frames,
