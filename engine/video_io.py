@@ -187,15 +187,31 @@ def _animation_timeline(im: Image.Image) -> tuple[float, list[int]]:
     return 1000.0 / base, [max(1, round(d / base)) for d in delays]
 
 
+# imageio-ffmpeg gives ffmpeg 10 s (wall clock) to describe a file, then raises "Could not load meta
+# information"; on a busy machine a healthy file can take longer, so that one failure is tried again.
+HEADER_TRIES = 3
+
+
+def _start_reading(src: str):
+    """-> (meta dict, the generator of frame bytes after it): imageio-ffmpeg's reader, started again when ffmpeg
+    was only slow to describe the file. The caller closes the generator."""
+    for attempt in range(HEADER_TRIES):
+        gen = imageio_ffmpeg.read_frames(src)
+        try:
+            return next(gen), gen
+        except Exception as e:
+            gen.close()
+            if attempt + 1 == HEADER_TRIES or "Could not load meta information" not in str(e):
+                raise
+
+
 def _open_ffmpeg(p: Path, field: str) -> _Media:
     src = os.fspath(p.absolute())  # absolute: a name like "-x.mp4" must not read as an option
-    gen = imageio_ffmpeg.read_frames(src)
     try:
-        meta = next(gen)
+        meta, gen = _start_reading(src)
     except Exception:  # imageio-ffmpeg's header parser raises assorted types on garbage
         raise _err(field, p, "is not a readable video or image") from None
-    finally:
-        gen.close()
+    gen.close()
     w, h = meta["size"]  # after ffmpeg's auto-rotation, i.e. what we will decode
     _check_sides(field, p, w, h)
     n = _count_frames(src)
@@ -304,10 +320,10 @@ def _read_sequence(files: list[Path], hw: tuple[int, int], field: str,
 
 
 def _read_ffmpeg(src: str, p: Path, field: str, first: int, stop: int) -> np.ndarray:  # (stop-first, H, W, 3)
-    frames = []
-    gen = imageio_ffmpeg.read_frames(src)
+    frames, gen = [], None
     try:
-        w, h = next(gen)["size"]
+        meta, gen = _start_reading(src)
+        w, h = meta["size"]
         for k, buf in enumerate(gen):
             if k >= stop:
                 break  # closing the generator stops ffmpeg: no decoding past the segment
@@ -316,7 +332,8 @@ def _read_ffmpeg(src: str, p: Path, field: str, first: int, stop: int) -> np.nda
     except Exception as e:
         raise _err(field, p, f"could not be decoded ({_first_line(e)})") from None
     finally:
-        gen.close()
+        if gen is not None:
+            gen.close()
     if not frames:
         raise _err(field, p, f"has no decodable frames from frame {first} on")
     return np.stack(frames)  # stack copies: the frames are writable, not views of ffmpeg's bytes

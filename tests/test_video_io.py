@@ -480,3 +480,25 @@ def test_from_tensor_rounds_and_clamps():
 
     x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.0, 1 / 127.5 - 1 + 0.003]).reshape(1, 1, 1, 6).expand(3, 1, 1, 6)
     assert from_tensor(x)[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255, 1]
+
+
+def test_ffmpeg_slow_to_describe_a_file_is_waited_for_and_garbage_still_refused(tmp_path, monkeypatch):
+    """imageio-ffmpeg gives ffmpeg 10 s to print a file's header; in a fresh-clone CI run on a busy machine a
+    healthy test clip failed that way ("could not be decoded (Could not load meta information)"). The reader
+    starts again on that failure only: the clip reads as it is, and a file that is not a video is still refused."""
+    clip = write_video(tmp_path / "c.mp4", square_clip(6), 12.0)
+    want, real, calls = read_video(clip), imageio_ffmpeg.read_frames, []
+
+    def missed_header():    # a generator, as imageio-ffmpeg's: it raises when asked for the header
+        raise OSError("Could not load meta information\n=== stderr ===\n")
+        yield
+
+    def slow_then_real(*a, **k):
+        calls.append(a)
+        return missed_header() if len(calls) % 2 else real(*a, **k)   # every reader's first try misses the 10 s
+    monkeypatch.setattr(video_io.imageio_ffmpeg, "read_frames", slow_then_real)
+    assert np.array_equal(read_video(clip), want) and len(calls) == 4   # open and read, each started twice
+    monkeypatch.setattr(video_io.imageio_ffmpeg, "read_frames", real)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 100)
+    with pytest.raises(MediaError, match="is not a readable video or image"):
+        read_video(tmp_path / "junk.mp4")
