@@ -83,11 +83,20 @@ class LTXBackend(parts.DiffusersParts):
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    def folder(cls, path=None) -> Path:
+        """The model folder given, else the configured one, checked (one line naming what is missing)."""
+        return check_folder(path or default_model_path())
+
+    @classmethod
+    def video_classes(cls) -> tuple:
+        """diffusers' classes of this model's transformer and video VAE."""
+        from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+        return LTXVideoTransformer3DModel, AutoencoderKLLTXVideo
+
+    @classmethod
     def read_spec(cls, path=None, model: str | None = None, **_) -> LatentSpec:
         """The latent spec of a model folder from its configs alone: no weights are read."""
-        folder = check_folder(path or model or default_model_path())
-        from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-        transformer, vae = parts.meta_parts(folder, LTXVideoTransformer3DModel, AutoencoderKLLTXVideo)
+        transformer, vae = parts.meta_parts(cls.folder(path or model), *cls.video_classes())
         return ltx_spec(transformer.config, vae)
 
     @classmethod

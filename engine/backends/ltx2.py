@@ -52,7 +52,6 @@ from pathlib import Path
 import torch
 
 from engine.backends import diffusers_parts as parts
-from engine.backends.base import LatentSpec
 from engine.backends.ltx import LTXBackend, ltx_spec
 from engine.params import InputError
 
@@ -138,12 +137,13 @@ class LTX2Backend(LTXBackend):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def read_spec(cls, path=None, model: str | None = None, **_) -> LatentSpec:
-        """The latent spec of a model folder from its configs alone: no weights are read."""
-        folder = check_folder(path or model or default_model_path())
+    def folder(cls, path=None) -> Path:
+        return check_folder(path or default_model_path())
+
+    @classmethod
+    def video_classes(cls) -> tuple:
         from diffusers import AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
-        transformer, vae = parts.meta_parts(folder, LTX2VideoTransformer3DModel, AutoencoderKLLTX2Video)
-        return ltx_spec(transformer.config, vae)
+        return LTX2VideoTransformer3DModel, AutoencoderKLLTX2Video
 
     @classmethod
     def from_pipe(cls, pipe, **opts) -> "LTX2Backend":
@@ -157,7 +157,7 @@ class LTX2Backend(LTXBackend):
     def load(cls, path=None, device: str = "cpu", dtype=torch.float32, offload: bool = False,
              model: str | None = None, **opts) -> "LTX2Backend":
         """From a local folder in diffusers' layout; nothing is downloaded (local_files_only)."""
-        folder = check_folder(path or model or default_model_path())
+        folder = cls.folder(path or model)
         import transformers
         from diffusers import (AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler,
                                LTX2VideoTransformer3DModel)
