@@ -168,3 +168,14 @@ def test_the_curriculum_first_stage_gives_one_object_one_caption_and_plain_gener
     for _ in range(6):
         three.batch(2, text(""))
     assert set(three.pools) <= {(112, 64, 17), (64, 64, 17), (64, 112, 9)} and len(three.pools) >= 2
+
+
+def test_the_curriculum_keeps_a_share_of_simple_batches_after_its_switch():
+    """--simple-until N then --simple-share p: every batch simple before N, about p of them after, and none
+    after with p = 0 (the step switch alone, as before)."""
+    from engine.backends.toy.train_dit import simple_now
+    rng = np.random.default_rng(0)
+    assert all(simple_now(k, 100, 0.0, rng) for k in range(100))
+    assert not any(simple_now(k, 100, 0.0, rng) for k in range(100, 1100))
+    share = np.mean([simple_now(k, 0, 0.5, rng) for k in range(2000)])
+    assert 0.45 < share < 0.55 and all(simple_now(k, 0, 1.0, rng) for k in range(100))

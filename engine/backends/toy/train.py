@@ -262,6 +262,8 @@ def main(argv=None):
     ap.add_argument("--simple-until", type=int, default=0,
                     help="dit: curriculum; until this step, one object under one caption, plain generation "
                          "(then --i2v), before storyboards, two objects and remix patterns (0 = off)")
+    ap.add_argument("--simple-share", type=float, default=0.0,
+                    help="dit: after --simple-until, this share of batches stays simple (a gentler curriculum)")
     ap.add_argument("--bucket", default=None,
                     help="dit: train on these buckets only, WxHxFRAMES@FPS joined by commas (e.g. 64x64x17@8, "
                          "the probe's), not every size and length")

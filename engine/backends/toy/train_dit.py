@@ -207,6 +207,12 @@ def force_i2v(levels: torch.Tensor, share: float, rng) -> torch.Tensor:
     return torch.where(pick[:, None], i2v, levels)
 
 
+def simple_now(step: int, until: int, share: float, rng) -> bool:
+    """The curriculum's choice for one batch: every batch simple before `until`, then a `share` of them (rng is
+    its own, so the data stream of a run without it is unchanged)."""
+    return step < until or (share > 0 and rng.random() < share)
+
+
 def parse_buckets(text: str | None) -> tuple[tuple[int, int, int, float], ...]:
     """'64x64x17@8' -> ((64, 64, 17, 8.0),): width x height x frames @ fps, several joined by commas."""
     out = []
@@ -288,18 +294,20 @@ def train_dit(args):
     cfg, model, opt, ema = build_models(args, run, dev)
     rng = np.random.default_rng(args.seed + 7919 * run.step)
     abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
+    share_rng = np.random.default_rng(args.seed + 15_485_863 + 7919 * run.step)
     pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket))
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, simple until {args.simple_until}, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, simple until {args.simple_until} then {args.simple_share:g} of batches, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:
         from engine import probe
         probe_clips = probe.make_clips(lambda p: vae.encode(p.to(dev)), spec, n=8)
     while run.progress < 1.0 and not (args.stop_at and run.step >= args.stop_at):
-        x0, s, txt, gate, mask = pools.batch(args.batch, empty, run.step < args.simple_until)
+        x0, s, txt, gate, mask = pools.batch(args.batch, empty,
+                                             simple_now(run.step, args.simple_until, args.simple_share, share_rng))
         B, F_ = s.shape
         s = force_i2v(s, args.i2v, abl_rng)
         t = sample_t(rng, B, args.t_shift).to(dev)
