@@ -87,6 +87,7 @@ class AudioTrack:
     level: torch.Tensor                   # (Ba,) the level `latents` are at
     made: bool                            # the run started at level 1: the audio is LTX2Pipeline's
     velocity: torch.Tensor | None = None  # (Ba, La, Ca*M) guided velocity at `level`, not yet stepped
+    wave: tuple | None = None             # (waveform (Ba, channels, samples), rate) once decoded: one decode a run
 
     def advance(self, level: torch.Tensor) -> torch.Tensor:
         """Euler step to `level` (Ba,) with the pending velocity (the scheduler's x + (s' - s) v) -> (Ba, La, D)."""
@@ -247,6 +248,8 @@ class LTX2Backend(LTXBackend):
         tr = self.track
         if tr is None or not self.keep_audio or not tr.made:
             return None
+        if tr.wave is not None:   # every variation's audio_for asks: the audio VAE and vocoder run once a run
+            return tr.wave
         z = tr.advance(torch.zeros_like(tr.level))                                   # (Ba, La, Ca*M) at level 0
         mean, std = self._audio_stats(z)
         z = z * std + mean                                                           # LTX2Pipeline's denormalise
@@ -254,7 +257,8 @@ class LTX2Backend(LTXBackend):
         z = z.unflatten(2, (-1, M)).transpose(1, 2).to(self.audio_vae.dtype)        # (Ba, Ca, La, M)
         mel = self.audio_vae.decode(z, return_dict=False)[0]
         wave = self.vocoder(mel.to(self.vocoder.dtype)).float().clamp(-1, 1)        # (Ba, channels, samples)
-        return wave, int(self.vocoder.config.output_sampling_rate)
+        tr.wave = wave, int(self.vocoder.config.output_sampling_rate)
+        return tr.wave
 
     def audio_for(self, k: int = 0):
         """Variation k's audio as engine.video_io.write_video takes it: (samples (S, channels) float32, rate), or
