@@ -245,7 +245,7 @@ def test_gate_bias_per_frame_tokens(wan, closed_from):
 def test_injected_frames_come_back_as_encoded_and_levels_are_honoured(wan, make_video):
     from engine.video_io import fit, read_video, to_tensor
     clip = make_video("c.mp4", n=16, fps=FPS, w=32, h=32)
-    tl = ops.extend(clip, seconds=1.0, context_s=1.0, **SIZE)              # 1 s kept, 1 s new
+    tl = ops.extend(clip, seconds=1.0, context_s=1.0, seed=0, **SIZE)      # 1 s kept, 1 s new; seeded
     plan = compile(tl, wan)
     lv = plan.start_level
     # pixel frames 0-7 are the clip's last second: latent frames 0 (px 0) and 1 (px 1-4) kept whole, frame 2
