@@ -121,10 +121,12 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
     if told:
         backend.guidance = settings.guidance
     try:
-        x = sampler.sample(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
-                           per_token=backend.spec.per_token_timestep, solver=settings.solver,
-                           callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"),
-                           cfg_batch=getattr(backend, "cfg_batch", True))
+        # a backend whose model reads motion from a first frame, not from noise, samples keyframe first
+        run = sampler.sample_keyframe_first if getattr(backend, "keyframe_first", False) else sampler.sample
+        x = run(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
+                per_token=backend.spec.per_token_timestep, solver=settings.solver,
+                callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"),
+                cfg_batch=getattr(backend, "cfg_batch", True))
     finally:
         if told:
             backend.guidance = None

@@ -246,13 +246,15 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def small_eval(weights, n_single: int = 12, n_double: int = 6, n_images: int = 0, workdir: str | Path = "/tmp"
-               ) -> dict:
+def small_eval(weights, n_single: int = 12, n_double: int = 6, n_images: int = 0, workdir: str | Path = "/tmp",
+               keyframe_first: bool = False) -> dict:
     """The prompt rows and coherence of a weights file or training checkpoint, at default settings, and with
-    n_images the image-to-video rows: what the ablations are compared on (minutes; the full eval takes an hour)."""
+    n_images the image-to-video rows: what the ablations are compared on (minutes; the full eval takes an hour).
+    keyframe_first: sample text-to-video keyframe first (sampler.sample_keyframe_first)."""
     from engine.backends.toy.backend import MiniLM, ToyBackend, load_vae
     from engine.probe import load_weights
-    backend, es = ToyBackend(load_vae(), load_weights(weights), MiniLM()), json.loads(EVAL_SET.read_text())
+    backend = ToyBackend(load_vae(), load_weights(weights), MiniLM(), keyframe_first=keyframe_first)
+    es = json.loads(EVAL_SET.read_text())
     out = evaluate_prompts(backend, Settings(), es, n_single, n_double)
     if n_images:
         out.update(image_metrics(es, backend, Settings(), es["images"][:n_images], Path(workdir)))
@@ -267,14 +269,16 @@ def main(argv=None):
     ap.add_argument("--single", type=int, default=12, help="one-object prompts")
     ap.add_argument("--double", type=int, default=6, help="two-object prompts")
     ap.add_argument("--images", type=int, default=0, help="image-to-video items (the eval set has 12)")
+    ap.add_argument("--keyframe-first", action="store_true",
+                    help="sample text-to-video keyframe first (what weights shipped with keyframe_first do)")
     args = ap.parse_args(argv)
     if args.weights is None:
         EVAL_SET.write_text(json.dumps(build_eval_set(), indent=1) + "\n")
         print(f"wrote {EVAL_SET}")
         return
     print(f"small eval of {args.weights}: {args.single} one-object and {args.double} two-object prompts, "
-          f"{args.images} images")
-    print(table(small_eval(args.weights, args.single, args.double, args.images)))
+          f"{args.images} images" + (", keyframe first" if args.keyframe_first else ""))
+    print(table(small_eval(args.weights, args.single, args.double, args.images, keyframe_first=args.keyframe_first)))
 
 
 if __name__ == "__main__":

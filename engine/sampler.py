@@ -88,16 +88,18 @@ def _frames(v: torch.Tensor) -> torch.Tensor:
 def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0,
            noise: torch.Tensor | None = None, generator: torch.Generator | None = None, batch: int = 1,
            per_token: bool = True, solver: str = "euler", callback: Callable[[dict], None] | None = None,
-           cancel=None, device="cpu", dtype=torch.float32, cfg_batch: bool = True) -> torch.Tensor:
+           cancel=None, device="cpu", dtype=torch.float32, cfg_batch: bool = True,
+           known: torch.Tensor | None = None, start_level: torch.Tensor | None = None) -> torch.Tensor:
     """Denoise the plan's grid -> latents (B, C, F, h, w) at t = 0.
 
     noise: (B, C, F, h, w) initial eps (drawn from `generator` when None). cancel: anything
     with `is_set()` (threading.Event), checked between steps. cfg_batch: False runs the guided
-    branches one after the other (same result, half the activation memory).
+    branches one after the other (same result, half the activation memory). known (B or 1, C, F, h, w)
+    and start_level (F,) stand in for the plan's (a second pass that keeps frames per variation).
     """
     # 1. inputs on the device
-    known = plan.known.to(device, dtype)[None]                            # (1, C, F, h, w)
-    s = plan.start_level.to(device, torch.float32)                       # (F,)
+    known = (plan.known[None] if known is None else known).to(device, dtype)  # (1 or B, C, F, h, w)
+    s = (plan.start_level if start_level is None else start_level).to(device, torch.float32)  # (F,)
     if noise is None:
         noise = torch.randn((batch, *plan.known.shape), generator=generator)
     eps = noise.to(device, dtype)                                          # (B, C, F, h, w)
@@ -123,10 +125,37 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
     return torch.where(_frames(s == 0), known.expand_as(x), x)
 
 
+def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0,
+                          noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                          batch: int = 1, callback: Callable[[dict], None] | None = None, **kw) -> torch.Tensor:
+    """Emu Video's factorisation -> latents (B, C, F, h, w): sample the plan, keep each variation's first
+    latent frame, and sample again with it frozen (image-to-video from the model's own keyframe).
+
+    For a model that reads a caption's motion from a given first frame but not from noise (the embedded
+    model: assets/MODEL_CARD.md). A plan whose first frame holds media already has its keyframe: one pass.
+    The callback counts both passes' steps as one run (steps 1 .. 2n of 2n).
+    """
+    if noise is None:
+        noise = torch.randn((batch, *plan.known.shape), generator=generator)
+    if float(plan.start_level[0]) < 1:
+        return sample(denoiser, plan, sigmas, guidance, noise=noise, callback=callback, **kw)
+    n = len(sigmas) - 1
+
+    def counted(offset: int):
+        return None if callback is None else lambda d: callback({**d, "step": d["step"] + offset, "steps": 2 * n})
+    first = sample(denoiser, plan, sigmas, guidance, noise=noise, callback=counted(0), **kw)  # (B, C, F, h, w)
+    known = plan.known[None].to(first).repeat(first.shape[0], 1, 1, 1, 1)
+    known[:, :, 0] = first[:, :, 0]
+    s = plan.start_level.clone()
+    s[0] = 0
+    return sample(denoiser, plan, sigmas, guidance, noise=noise, callback=counted(n), known=known,
+                  start_level=s, **kw)
+
+
 @dataclass
 class _Path:
     """Where each frame's state lives at time t: its level and, for held frames, the known path."""
-    known: torch.Tensor   # (1, C, F, h, w)
+    known: torch.Tensor   # (1 or B, C, F, h, w)
     eps: torch.Tensor     # (B, C, F, h, w)
     s: torch.Tensor       # (F,) start levels
     per_token: bool

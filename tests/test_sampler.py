@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.plan import compile
-from engine.sampler import Cancelled, schedule, sample, shift_for_tokens
+from engine.sampler import Cancelled, sample, sample_keyframe_first, schedule, shift_for_tokens
 from engine.timeline import ImageCard, TextCard, Timeline
 
 
@@ -151,3 +151,48 @@ def test_schedule_shape_and_shift():
     assert s.shape == (11,) and s[0] == 1 and s[-1] == 0 and (s[1:] < s[:-1]).all()
     assert (schedule(10, 3.0)[1:-1] > schedule(10, 1.0)[1:-1]).all()
     assert shift_for_tokens(100) == 1.0 and shift_for_tokens(10**6) == 3.0
+
+
+def smooth(x, t, text, gate):
+    """A deterministic denoiser that mixes frames (like attention) and reads t and the text."""
+    return torch.sin(x) + x.mean(2, keepdim=True) + t[:, None, :, None, None] + text.mean() * gate.mean()
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+def test_keyframe_first_freezes_the_first_pass_keyframe_per_variation(per_token):
+    p = fake_plan()
+    eps = torch.randn(2, *p.known.shape, generator=torch.Generator().manual_seed(7))
+    seen = []
+    den = lambda x, t, tx, g: seen.append(t.clone()) or smooth(x, t, tx, g)  # noqa: E731
+    first = sample(smooth, p, schedule(5), guidance=2.0, noise=eps, per_token=per_token)
+    out = sample_keyframe_first(den, p, schedule(5), guidance=2.0, noise=eps, per_token=per_token)
+    assert torch.equal(out[:, :, 0], first[:, :, 0])                 # each variation keeps its own keyframe
+    assert not torch.equal(first[0, :, 0], first[1, :, 0])
+    assert not torch.equal(out[:, :, 1:], first[:, :, 1:])           # the rest was sampled again
+    second = seen[len(seen) // 2:]
+    if per_token:                                                    # pass two sees the keyframe clean
+        assert all((t[:, 0] == 0).all() and (t[:, 1:] > 0).all() for t in second[:-1])
+
+
+def test_keyframe_first_with_a_perfect_denoiser_returns_its_target():
+    p = fake_plan()
+    target = torch.randn(2, *p.known.shape, generator=torch.Generator().manual_seed(5))
+    out = sample_keyframe_first(perfect(target), p, schedule(6), noise=torch.randn_like(target))
+    torch.testing.assert_close(out, target, atol=1e-5, rtol=1e-5)
+
+
+def test_keyframe_first_is_one_pass_where_the_plan_already_has_a_first_frame():
+    p = fake_plan(levels=[0.0, 1.0, 1.0, 1.0, 1.0])
+    eps = torch.randn(1, *p.known.shape)
+    calls = []
+    den = lambda x, t, tx, g: calls.append(1) or smooth(x, t, tx, g)  # noqa: E731
+    out = sample_keyframe_first(den, p, schedule(4), noise=eps)
+    assert torch.equal(out, sample(smooth, p, schedule(4), noise=eps)) and len(calls) == 4
+
+
+def test_keyframe_first_counts_both_passes_as_one_run():
+    p = fake_plan()
+    seen = []
+    sample_keyframe_first(smooth, p, schedule(3), noise=torch.zeros(1, *p.known.shape),
+                          callback=lambda d: seen.append((d["step"], d["steps"])))
+    assert seen == [(k, 6) for k in range(1, 7)]

@@ -126,3 +126,29 @@ def test_a_judged_slice_of_the_eval_set():
                         "presence"}
     assert res["background"] >= 0.75, res
     assert all(0 <= res[k] <= 1 for k in ("teleports", "split_frames", "presence")), res
+
+
+def test_weights_that_say_keyframe_first_are_sampled_keyframe_first(tmp_path):
+    """Shipped metadata decides the sampler: the shipped run-6 weights sample in one pass; the same weights
+    marked keyframe_first sample twice (2n steps) and keep the first pass's first latent frame."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from engine import ops
+    from engine.api import Settings, generate_latents
+    src = ASSETS / "toy_dit.safetensors"
+    with safe_open(str(src), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(tmp_path / "toy_dit.safetensors"), metadata={**meta, "keyframe_first": "true"})
+    shutil.copy(ASSETS / "toy_vae.safetensors", tmp_path / "toy_vae.safetensors")
+    shipped, marked = ToyBackend.load(), ToyBackend.load(tmp_path)
+    assert not shipped.keyframe_first and marked.keyframe_first
+    tl = ops.t2v("a red circle moving left", 1.0, fps=8, resolution=64, aspect="1:1", seed=3)
+    steps = []
+    _, one = generate_latents(tl, shipped, Settings(steps=3))
+    _, two = generate_latents(tl, marked, Settings(steps=3), callback=lambda d: steps.append(d["steps"]))
+    assert steps == [6] * 6
+    assert torch.equal(two[:, :, 0], one[:, :, 0])          # the first pass is the one-pass sample
+    assert not torch.equal(two[:, :, 1:], one[:, :, 1:])    # then the rest is drawn again from its keyframe

@@ -57,6 +57,14 @@ def load_dit(path: Path = ASSETS / "toy_dit.safetensors") -> DiT:
     return model.eval()
 
 
+def keyframe_first(path: Path = ASSETS / "toy_dit.safetensors") -> bool:
+    """Whether these weights were shipped to sample text-to-video keyframe first (sampler.sample_keyframe_first):
+    weights trained to read motion from a given first frame say so in their metadata."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("keyframe_first") == "true"
+
+
 def text_encoder_folder() -> Path:
     """all-MiniLM-L6-v2's folder: $CINEPATCH_TEXT_ENCODER (a machine without the package, e.g. a
     lent GPU: bench/gpu_train.py), else the one inside the PyPI package."""
@@ -98,17 +106,20 @@ class MiniLM:
 class ToyBackend:
     name = "toy"
 
-    def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False):
+    def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
+                 keyframe_first: bool = False):
         self.spec = toy_spec()
         self.vae, self.dit, self.text = vae.to(device), dit.to(device), text
         self.device = torch.device(device)
         self.bf16 = bf16
+        self.keyframe_first = keyframe_first  # engine.api samples text-to-video keyframe first when set
 
     @classmethod
     def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
         assets = Path(assets)
-        return cls(load_vae(assets / "toy_vae.safetensors"), load_dit(assets / "toy_dit.safetensors"),
-                   MiniLM(device), device, bf16)
+        dit = load_dit(assets / "toy_dit.safetensors")
+        return cls(load_vae(assets / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,
+                   keyframe_first(assets / "toy_dit.safetensors"))
 
     def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.text.encode(prompts)
