@@ -116,10 +116,9 @@ class ToyBackend:
 
     @classmethod
     def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
-        assets = Path(assets)
-        dit = load_dit(assets / "toy_dit.safetensors")
-        return cls(load_vae(assets / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,
-                   keyframe_first(assets / "toy_dit.safetensors"))
+        dit = Path(assets) / "toy_dit.safetensors"
+        return cls(load_vae(Path(assets) / "toy_vae.safetensors"), load_dit(dit), MiniLM(device), device, bf16,
+                   keyframe_first(dit))
 
     def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.text.encode(prompts)
