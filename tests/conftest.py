@@ -175,6 +175,30 @@ def stable_box(page, locator) -> dict:
     return box
 
 
+def press_point(page, locator) -> tuple[float, float]:
+    """The element's centre once it is on screen, laid out, and what a press there hits (not a neighbour, not
+    off-screen after a late scroll or reflow)."""
+    for _ in range(50):
+        locator.scroll_into_view_if_needed()
+        box = stable_box(page, locator)
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        if locator.evaluate("(el, [x, y]) => el.contains(document.elementFromPoint(x, y))", [x, y]):
+            return x, y
+    raise AssertionError(f"{locator} is not what a press at its centre hits")
+
+
+def drag(page, locator, dx: float, dy: float, held: str | None = None):
+    """Press the element's centre, move by (dx, dy) in 8 steps and release; `held`, a JS condition, is waited for
+    before the release: the widget has drawn the move, so the release is not sent ahead of it."""
+    x, y = press_point(page, locator)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + dy, steps=8)
+    if held:
+        page.wait_for_function(held)
+    page.mouse.up()
+
+
 class StudioServer:
     """`python -m studio` in a subprocess on a free port, as a person starts it."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import StudioServer, need_browser, stable_box
+from tests.conftest import StudioServer, drag, need_browser, stable_box
 
 pytestmark = pytest.mark.usefixtures("chromium")
 TIMEOUT = 120_000  # ms: a cold model load plus a job on a busy 2-core machine
@@ -483,16 +483,14 @@ def test_typed_steps_amount_and_strength_out_of_range_are_refused_not_clamped(pa
 
 
 def drag_film_handle(page, film_id: str, which: str, frac: float):
-    """Drag a filmstrip's in or out handle by frac of the strip's width (negative: to the left)."""
+    """Drag a filmstrip's in or out handle by frac of the strip's width (negative: to the left), released once the
+    strip has drawn the move (its readout changed)."""
     film = page.locator(f"#{film_id} .cp-film-frames")
     film.scroll_into_view_if_needed()
     width = stable_box(page, film)["width"]
-    handle = stable_box(page, page.locator(f"#{film_id} .cp-film-{which}"))
-    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x + frac * width, y, steps=8)
-    page.mouse.up()
+    readout = f"document.querySelector('#{film_id} .cp-film-readout').innerText"
+    drag(page, page.locator(f"#{film_id} .cp-film-{which}"), frac * width, 0,
+         held=f"() => {readout} !== {json.dumps(page.locator(f'#{film_id} .cp-film-readout').inner_text())}")
 
 
 def test_recut_trims_with_handles_on_a_filmstrip_of_the_clip(page, studio):

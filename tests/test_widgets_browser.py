@@ -11,11 +11,12 @@ import socket
 import pytest
 
 from engine.params import InputError
-from tests.conftest import stable_box
+from tests.conftest import drag, press_point, stable_box
 from studio.widgets import (CURVE_PRESETS, curve_editor, curve_preset, curve_preview_html, filmstrip, normalize_curve,
                             timeline_strip)
 
 WAIT_MS = 30_000  # generous: the machine may be busy training
+READOUT = "document.querySelector('#recut-film .cp-film-readout').innerText"
 
 STRIP = {"duration_s": 8.0, "selected": None, "thumbs": {}, "cards": [
     {"kind": "text", "start_s": 0.0, "end_s": 2.0, "text": "a lighthouse at dawn, waves rolling in", "weight": None},
@@ -143,22 +144,13 @@ def mirrored(page, elem_id: str, condition: str = "true"):
     """The JSON Python wrote into textbox `elem_id`, once it parses and the JS `condition` on `v` holds."""
     box = f"document.querySelector('#{elem_id} textarea, #{elem_id} input')"
     read = f"(() => {{ const t = {box}; return t && t.value; }})()"
-    page.wait_for_function(f"() => {{ try {{ const v = JSON.parse({read}); return v !== null && ({condition}); }} "
-                           f"catch (e) {{ return false; }} }}", timeout=WAIT_MS)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    try:
+        page.wait_for_function(f"() => {{ try {{ const v = JSON.parse({read}); return v !== null && ({condition}); }} "
+                               f"catch (e) {{ return false; }} }}", timeout=WAIT_MS)
+    except PlaywrightTimeout:
+        raise AssertionError(f"#{elem_id} never held {condition!r}; it holds {page.evaluate(read)!r}") from None
     return json.loads(page.evaluate(read))
-
-
-def center(locator):
-    box = stable_box(locator.page, locator)
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-
-
-def drag(page, locator, dx: float, dy: float):
-    x, y = center(locator)
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x + dx, y + dy, steps=8)
-    page.mouse.up()
 
 
 def assert_well_formed(mix):
@@ -193,7 +185,7 @@ def test_curve_click_adds_a_point_and_double_click_removes_it(page):
 
     points = page.locator('#blend-curve .cp-point[data-curve="mix"]')
     expect(points).to_have_count(5)
-    x, y = center(points.nth(1))
+    x, y = press_point(page, points.nth(1))
     page.mouse.dblclick(x, y)
     v = mirrored(page, "curve-out", "v.mix.length === 4")
     assert v["mix"] == CURVE_PRESETS["transition"]["mix"]
@@ -203,7 +195,7 @@ def test_curve_click_adds_a_point_and_double_click_removes_it(page):
     assert v["mix"] == [[0, 0], [0.65, 1], [1, 1]]
 
     # endpoints stay: double-clicking the first point changes nothing
-    x, y = center(points.nth(0))
+    x, y = press_point(page, points.nth(0))
     page.mouse.dblclick(x, y)
     expect(points).to_have_count(3)
 
@@ -261,13 +253,14 @@ def test_filmstrip_handles_set_the_in_and_out_points(page):
     shown.first.wait_for()
     assert shown.count() == len(FILM["frames"])
     width = stable_box(page, frames)["width"]
-    drag(page, page.locator("#recut-film .cp-film-out"), -0.25 * width, 0)
+    drag(page, page.locator("#recut-film .cp-film-out"), -0.25 * width, 0, held=f"() => !{READOUT}.includes('out 4 s')")
     v = mirrored(page, "film-in", "v.out_s < 4")
     assert v["in_s"] == 0 and v["out_s"] == pytest.approx(3.0, abs=0.15)
-    drag(page, page.locator("#recut-film .cp-film-in"), 0.25 * width, 0)
+    drag(page, page.locator("#recut-film .cp-film-in"), 0.25 * width, 0, held=f"() => !{READOUT}.includes('in 0 s')")
     v = mirrored(page, "film-in", "v.in_s > 0")
     assert v["in_s"] == pytest.approx(1.0, abs=0.15) and v["out_s"] == pytest.approx(3.0, abs=0.15)
-    drag(page, page.locator("#recut-film .cp-film-in"), 2 * width, 0)              # past the out point: stops short
+    drag(page, page.locator("#recut-film .cp-film-in"), 2 * width, 0,         # past the out point: stops short
+         held=f"() => {READOUT}.includes('keeps 0.05 s')")
     v = mirrored(page, "film-in", "v.in_s > 1.5")
     assert v["out_s"] - v["in_s"] == pytest.approx(0.05, abs=1e-6)
     assert "keeps 0.05 s of 4 s" in page.locator("#recut-film .cp-film-readout").inner_text()
