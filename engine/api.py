@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,9 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
         backend.guidance = settings.guidance
     try:
         # a backend whose model reads motion from a first frame, not from noise, samples keyframe first
-        run = sampler.sample_keyframe_first if getattr(backend, "keyframe_first", False) else sampler.sample
+        # (with a second model for the image-to-video pass where it has one)
+        kf = getattr(backend, "keyframe_first", False)
+        run = partial(sampler.sample_keyframe_first, i2v=getattr(backend, "denoise_i2v", None)) if kf else sampler.sample
         x = run(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
                 per_token=backend.spec.per_token_timestep, solver=settings.solver,
                 callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"),

@@ -127,18 +127,23 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
 
 def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0,
                           noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                          batch: int = 1, callback: Callable[[dict], None] | None = None, **kw) -> torch.Tensor:
+                          batch: int = 1, callback: Callable[[dict], None] | None = None,
+                          i2v: Denoiser | None = None, **kw) -> torch.Tensor:
     """Emu Video's factorisation -> latents (B, C, F, h, w): sample the plan, keep each variation's first
     latent frame, and sample again with it frozen (image-to-video from the model's own keyframe).
 
     For a model that reads a caption's motion from a given first frame but not from noise (the embedded
-    model: assets/MODEL_CARD.md). A plan whose first frame holds media already has its keyframe: one pass.
-    The callback counts both passes' steps as one run (steps 1 .. 2n of 2n).
+    model: assets/MODEL_CARD.md). `i2v`, a second denoiser trained for that, draws the second pass and any plan
+    whose first frame is given (default: `denoiser` for both); `denoiser` draws keyframes and plans whose first
+    frame is partly noised (remix). The callback counts both passes' steps as one run (steps 1 .. 2n of 2n).
     """
+    i2v = i2v or denoiser
     if noise is None:
         noise = torch.randn((batch, *plan.known.shape), generator=generator)
-    if float(plan.start_level[0]) < 1:
-        return sample(denoiser, plan, sigmas, guidance, noise=noise, callback=callback, **kw)
+    first_level = float(plan.start_level[0])
+    if first_level < 1:
+        return sample(i2v if first_level == 0 else denoiser, plan, sigmas, guidance, noise=noise,
+                      callback=callback, **kw)
     n = len(sigmas) - 1
 
     def counted(offset: int):
@@ -148,7 +153,7 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     known[:, :, 0] = first[:, :, 0]
     s = plan.start_level.clone()
     s[0] = 0
-    return sample(denoiser, plan, sigmas, guidance, noise=noise, callback=counted(n), known=known,
+    return sample(i2v, plan, sigmas, guidance, noise=noise, callback=counted(n), known=known,
                   start_level=s, **kw)
 
 

@@ -196,3 +196,22 @@ def test_keyframe_first_counts_both_passes_as_one_run():
     sample_keyframe_first(smooth, p, schedule(3), noise=torch.zeros(1, *p.known.shape),
                           callback=lambda d: seen.append((d["step"], d["steps"])))
     assert seen == [(k, 6) for k in range(1, 7)]
+
+
+def test_keyframe_first_draws_the_keyframe_with_one_model_and_the_rest_with_the_image_to_video_one():
+    """Two perfect denoisers with different targets: the keyframe is the text-to-video model's, every other
+    frame the image-to-video model's; a given first frame goes to i2v alone, a remixed one (partly noised)
+    to the text-to-video model alone."""
+    p = fake_plan()
+    g = torch.Generator().manual_seed(9)
+    a, b = torch.randn(2, *p.known.shape, generator=g), torch.randn(2, *p.known.shape, generator=g)
+    out = sample_keyframe_first(perfect(a), p, schedule(6), noise=torch.randn_like(a), i2v=perfect(b))
+    torch.testing.assert_close(out[:, :, 0], a[:, :, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, :, 1:], b[:, :, 1:], atol=1e-5, rtol=1e-5)
+    for levels, used in (([0.0] + [1.0] * 4, "i2v"), ([0.6] + [1.0] * 4, "t2v")):
+        calls = []
+        t2v = lambda x, t, tx, gt: calls.append("t2v") or smooth(x, t, tx, gt)  # noqa: E731
+        i2v = lambda x, t, tx, gt: calls.append("i2v") or smooth(x, t, tx, gt)  # noqa: E731
+        sample_keyframe_first(t2v, fake_plan(levels=levels), schedule(4), noise=torch.randn(1, *p.known.shape),
+                              i2v=i2v)
+        assert calls == [used] * 4

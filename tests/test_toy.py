@@ -143,8 +143,9 @@ def test_weights_that_say_keyframe_first_are_sampled_keyframe_first(tmp_path):
         tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     save_file(tensors, str(tmp_path / "toy_dit.safetensors"), metadata={**meta, "keyframe_first": "true"})
     shutil.copy(ASSETS / "toy_vae.safetensors", tmp_path / "toy_vae.safetensors")
-    shipped, marked = ToyBackend.load(), ToyBackend.load(tmp_path)
-    assert not shipped.keyframe_first and marked.keyframe_first
+    shipped = ToyBackend(load_vae(), load_dit(), MiniLM())                  # the DiT alone, unmarked
+    marked = ToyBackend.load(tmp_path)
+    assert not shipped.keyframe_first and marked.keyframe_first and marked.i2v is None
     tl = ops.t2v("a red circle moving left", 1.0, fps=8, resolution=64, aspect="1:1", seed=3)
     steps = []
     _, one = generate_latents(tl, shipped, Settings(steps=3))
@@ -152,3 +153,29 @@ def test_weights_that_say_keyframe_first_are_sampled_keyframe_first(tmp_path):
     assert steps == [6] * 6
     assert torch.equal(two[:, :, 0], one[:, :, 0])          # the first pass is the one-pass sample
     assert not torch.equal(two[:, :, 1:], one[:, :, 1:])    # then the rest is drawn again from its keyframe
+
+
+def test_an_image_to_video_adapter_beside_the_dit_draws_all_but_the_keyframe(tmp_path):
+    """assets/ with toy_dit_i2v.safetensors (a LoRA of the DiT): load() merges it into a second model and
+    samples keyframe first; the keyframe is the DiT's own one-pass sample, the rest is the adapter's."""
+    import shutil
+
+    from engine import ops
+    from engine.api import Settings, generate_latents
+    from engine.backends.toy.adapter import extract, save
+    for name in ("toy_dit.safetensors", "toy_vae.safetensors"):
+        shutil.copy(ASSETS / name, tmp_path / name)
+    dit = load_dit()
+    tuned = load_dit()
+    with torch.no_grad():
+        for block in tuned.blocks:
+            block.mlp[2].weight.mul_(1.2)
+    save(*extract(dit, tuned), tmp_path / "toy_dit_i2v.safetensors")
+    one, two = ToyBackend(load_vae(), dit, MiniLM()), ToyBackend.load(tmp_path)
+    assert two.keyframe_first and two.i2v is not None
+    assert not torch.equal(two.i2v.blocks[0].mlp[2].weight, two.dit.blocks[0].mlp[2].weight)
+    assert torch.equal(two.dit.blocks[0].mlp[2].weight, dit.blocks[0].mlp[2].weight)
+    tl = ops.t2v("a red circle moving left", 1.0, fps=8, resolution=64, aspect="1:1", seed=3)
+    _, a = generate_latents(tl, one, Settings(steps=3))
+    _, b = generate_latents(tl, two, Settings(steps=3))
+    assert torch.equal(b[:, :, 0], a[:, :, 0]) and not torch.equal(b[:, :, 1:], a[:, :, 1:])

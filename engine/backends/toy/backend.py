@@ -28,17 +28,18 @@ def toy_spec() -> LatentSpec:
                       cell_bytes=40_000)  # peak RSS grew 40 KB a latent cell from 2 to 24 s at 64 px (fp32, CFG)
 
 
-def _read_weights(path: Path, stage: str) -> tuple[dict, dict]:
+def _read_weights(path: Path, stage: str, rebuild: str | None = None) -> tuple[dict, dict]:
     """(tensors, metadata) or a one-line InputError naming the file and how to rebuild it."""
     from safetensors import safe_open
+    rebuild = rebuild or REBUILD.format(stage=stage)
     if not path.exists():
-        raise InputError(f"weights: {path} is missing; rebuild it with `{REBUILD.format(stage=stage)}`")
+        raise InputError(f"weights: {path} is missing; rebuild it with `{rebuild}`")
     try:
         with safe_open(str(path), "pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except Exception as e:  # safetensors raises several kinds for a damaged file
         raise InputError(f"weights: {path} is corrupt ({e.__class__.__name__}); rebuild it with "
-                         f"`{REBUILD.format(stage=stage)}` or reinstall cinepatch") from None
+                         f"`{rebuild}` or reinstall cinepatch") from None
 
 
 def load_vae(path: Path = ASSETS / "toy_vae.safetensors") -> VideoAE:
@@ -107,18 +108,24 @@ class ToyBackend:
     name = "toy"
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
-                 keyframe_first: bool = False):
+                 keyframe_first: bool = False, i2v: DiT | None = None):
         self.spec = toy_spec()
         self.vae, self.dit, self.text = vae.to(device), dit.to(device), text
+        self.i2v = i2v.to(device) if i2v is not None else None
         self.device = torch.device(device)
         self.bf16 = bf16
-        self.keyframe_first = keyframe_first  # engine.api samples text-to-video keyframe first when set
+        # engine.api samples text-to-video keyframe first when set: the keyframe by `dit`, the rest by `i2v`
+        self.keyframe_first = keyframe_first or i2v is not None
 
     @classmethod
     def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
-        dit = Path(assets) / "toy_dit.safetensors"
-        return cls(load_vae(Path(assets) / "toy_vae.safetensors"), load_dit(dit), MiniLM(device), device, bf16,
-                   keyframe_first(dit))
+        """The shipped model; with toy_dit_i2v.safetensors beside it (a LoRA of the DiT), keyframe first."""
+        from engine.backends.toy.adapter import load_i2v
+        dit_path, i2v_path = Path(assets) / "toy_dit.safetensors", Path(assets) / "toy_dit_i2v.safetensors"
+        dit = load_dit(dit_path)
+        i2v = load_i2v(dit, i2v_path) if i2v_path.exists() else None
+        return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,
+                   keyframe_first(dit_path), i2v)
 
     def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.text.encode(prompts)
@@ -136,8 +143,18 @@ class ToyBackend:
     @torch.no_grad()
     def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """x (B, C, F, h, w), t (B, F), text (B, L, 384), gate (B, F, L) -> velocity (B, C, F, h, w)."""
+        return self._run(self.dit, x, t, text, gate)
+
+    def denoise_i2v(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """As denoise, by the image-to-video model (the DiT itself when there is none) -> (B, C, F, h, w)."""
+        return self._run(self.i2v if self.i2v is not None else self.dit, x, t, text, gate)
+
+    @torch.no_grad()
+    def _run(self, model: DiT, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
+             gate: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, h, w) velocity of `model`, in fp32."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            v = self.dit(x, t, text, gate)
+            v = model(x, t, text, gate)
         return v.float()
 
     def shift(self, n_tokens: int) -> float:

@@ -1,0 +1,119 @@
+"""The embedded model's image-to-video weights, shipped as a LoRA of the text-to-video DiT (assets/).
+
+Keyframe-first sampling (engine/sampler.py) draws a clip's first frame with the text-to-video DiT
+(run 6: best colour and shape) and the rest with a fine-tune that reads a caption's motion from a given
+first frame. Two full DiTs would not fit the 25 MB the embedded weights may take, so the fine-tune is
+stored as its difference from the base: a peft LoRA per block linear (the delta's top singular vectors,
+rank ~90 % of the full matrix's parameters) plus, in full, every other tensor that differs (biases,
+norms, embeddings). Loading merges it back (peft's merge_and_unload): sampling costs what the base costs.
+
+    python -m engine.backends.toy.adapter runs/ft_stage2b/ckpt_007200.pt     # writes assets/toy_dit_i2v.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from engine.backends.toy.backend import ASSETS, _read_weights
+from engine.backends.toy.model import DiT
+
+KEEP = 0.9   # a LoRA may take this share of its full matrix's parameters
+
+
+def lora_rank(out_features: int, in_features: int) -> int:
+    """The largest multiple of 8 whose A (r, in) and B (out, r) together hold <= KEEP of the matrix."""
+    return max(8, int(KEEP * out_features * in_features / (out_features + in_features)) // 8 * 8)
+
+
+def lora_targets(model: DiT) -> dict[str, torch.nn.Linear]:
+    """The transformer blocks' linear layers (the bulk of the weights), by module name."""
+    return {n: m for n, m in model.named_modules() if n.startswith("blocks.") and isinstance(m, torch.nn.Linear)}
+
+
+def lora_config(model: DiT):
+    from peft import LoraConfig
+    ranks = {n: lora_rank(m.out_features, m.in_features) for n, m in lora_targets(model).items()}
+    # alpha = rank: peft scales B @ A by alpha / r, so the stored factors are the delta itself
+    return LoraConfig(r=8, lora_alpha=8, target_modules=list(ranks), rank_pattern=ranks, alpha_pattern=ranks)
+
+
+@torch.no_grad()
+def extract(base: DiT, tuned: DiT) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of `tuned` as a LoRA of `base`: per target, delta ~ B @ A from its SVD
+    (B = U sqrt(S), A = sqrt(S) Vh, top r); every other tensor that differs from base, in full."""
+    cfg = lora_config(base)
+    tensors, targets = {}, lora_targets(base)
+    tuned_sd = tuned.state_dict()
+    for name, lin in targets.items():
+        r = cfg.rank_pattern[name]
+        u, s, vh = torch.linalg.svd(tuned_sd[f"{name}.weight"].float() - lin.weight.float(), full_matrices=False)
+        root = s[:r].sqrt()
+        tensors[f"lora.{name}.lora_B.weight"] = u[:, :r] * root                   # (out, r)
+        tensors[f"lora.{name}.lora_A.weight"] = root[:, None] * vh[:r]            # (r, in)
+    in_lora = {f"{n}.weight" for n in targets}
+    for k, v in base.state_dict().items():
+        if k not in in_lora and not torch.equal(v, tuned_sd[k]):
+            tensors[f"full.{k}"] = tuned_sd[k]
+    meta = {"lora": json.dumps({"ranks": cfg.rank_pattern}), "config": json.dumps(dataclasses.asdict(tuned.cfg))}
+    return {k: v.to(torch.float16).contiguous() for k, v in tensors.items()}, meta
+
+
+@torch.no_grad()
+def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
+    """A new DiT: base with the LoRA merged in (peft) and the full tensors replaced; base is untouched."""
+    from peft import set_peft_model_state_dict
+    from peft.tuners.lora import LoraModel
+    lora = LoraModel(copy.deepcopy(base), lora_config(base), "default")
+    missing = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
+                                               for k, v in tensors.items() if k.startswith("lora.")})
+    if missing.unexpected_keys:
+        raise ValueError(f"LoRA tensors this DiT has no layer for: {missing.unexpected_keys[:3]}")
+    model = lora.merge_and_unload()
+    full = {k[len("full."):]: v.float() for k, v in tensors.items() if k.startswith("full.")}
+    model.load_state_dict({**model.state_dict(), **full})
+    return model.eval()
+
+
+def load_i2v(base: DiT, path: Path = ASSETS / "toy_dit_i2v.safetensors") -> DiT:
+    """The image-to-video DiT: `path`'s LoRA on `base`; a missing or damaged file is the one-line weights error."""
+    tensors, _ = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
+    return apply(base, tensors)
+
+
+def save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path):
+    """Written beside and renamed into place: a crash leaves the old file or the new one, never half of one."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def main(argv=None):
+    from engine.backends.toy.backend import load_dit
+    from engine.probe import load_weights
+    ap = argparse.ArgumentParser(prog="python -m engine.backends.toy.adapter",
+                                 description="store a fine-tuned DiT as a LoRA of assets/toy_dit.safetensors")
+    ap.add_argument("tuned", help="the fine-tune: runs/*/ckpt_*.pt (its EMA weights) or a .safetensors")
+    ap.add_argument("--base", default=str(ASSETS / "toy_dit.safetensors"))
+    ap.add_argument("--out", default=str(ASSETS / "toy_dit_i2v.safetensors"))
+    args = ap.parse_args(argv)
+    base, tuned = load_dit(Path(args.base)), load_weights(args.tuned)
+    tensors, meta = extract(base, tuned)
+    meta["source"] = str(args.tuned)
+    save(tensors, meta, Path(args.out))
+    merged = apply(base, tensors)
+    err = max(float((merged.state_dict()[k] - v).norm() / v.norm().clamp_min(1e-12))
+              for k, v in tuned.state_dict().items())
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB); largest relative error of a "
+          f"merged tensor {err:.4f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
