@@ -92,6 +92,7 @@ def save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path):
     path = Path(path)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    tmp.chmod(0o644)                        # safetensors writes it owner-only; it ships with the package
     tmp.replace(path)
 
 
