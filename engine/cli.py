@@ -304,6 +304,12 @@ def cmd_probe(a):
     weights = a.weights or ASSETS / "toy_dit.safetensors"
     print(f"probe of {weights}: loss(swapped caption) / loss(true caption), {a.clips} clips; 1.00 = the word is ignored")
     print(table(probe_weights(weights, a.vae, a.clips, a.seed)))
+    i2v = ASSETS / "toy_dit_i2v.safetensors"
+    if a.weights is None and i2v.exists():   # the shipped model draws all but the keyframe with this one
+        from engine.backends.toy.adapter import load_i2v
+        from engine.backends.toy.backend import load_dit
+        print(f"probe of the image-to-video model ({i2v}, merged into {weights})")
+        print(table(probe_weights(load_i2v(load_dit(weights), i2v), a.vae, a.clips, a.seed)))
 
 
 def cmd_demo(a):

@@ -172,9 +172,9 @@ def load_weights(path) -> torch.nn.Module:
 
 
 def probe_weights(weights, vae_path=None, n_clips: int = 12, seed: int = 0, device: str = "cpu") -> dict:
-    """The probe on a weights file with the shipped VAE and text encoder -> run_probe's ratios."""
+    """The probe on a weights file (or a loaded DiT) with the shipped VAE and text encoder -> run_probe's ratios."""
     from engine.backends.toy.backend import ASSETS, MiniLM, load_vae, toy_spec
-    model = load_weights(weights).to(device)
+    model = (weights if isinstance(weights, torch.nn.Module) else load_weights(weights)).to(device)
     vae = load_vae(vae_path or ASSETS / "toy_vae.safetensors").to(device)
     encoder = MiniLM(device)
     with torch.no_grad():

@@ -113,3 +113,14 @@ def test_probe_verb_on_damaged_weights_is_one_line_exit_2(tmp_path, capsys):
     assert err.count("\n") == 0 and "weights" in err
     assert main(["probe", "--clips", "0"]) == 2
     assert "clips" in capsys.readouterr().err
+
+
+def test_the_shipped_probe_reads_both_models(capsys):
+    """`cinepatch probe` on the shipped weights probes the DiT and, merged from its LoRA, the image-to-video
+    model that draws all but the keyframe; the two read direction differently from a given first frame."""
+    from engine.cli import main
+    assert main(["probe", "--clips", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "probe of the image-to-video model" in out
+    rows = [line.split()[2:] for line in out.splitlines() if line.split()[:2] == ["i2v", "direction"]]
+    assert len(rows) == 2 and rows[0] != rows[1]                 # one table each, two different models
