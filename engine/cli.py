@@ -297,14 +297,14 @@ def cmd_eval(a):
 
 
 def cmd_probe(a):
-    from engine.backends.toy.backend import ASSETS
+    from engine.backends.toy.backend import ASSETS, I2V_NAME
     from engine.probe import probe_weights, table
     if not 1 <= a.clips <= 64:
         raise InputError(f"clips: {a.clips} is outside [1..64]")
     weights = a.weights or ASSETS / "toy_dit.safetensors"
     print(f"probe of {weights}: loss(swapped caption) / loss(true caption), {a.clips} clips; 1.00 = the word is ignored")
     print(table(probe_weights(weights, a.vae, a.clips, a.seed)))
-    i2v = ASSETS / "toy_dit_i2v.safetensors"
+    i2v = ASSETS / I2V_NAME
     if a.weights is None and i2v.exists():   # the shipped model draws all but the keyframe with this one
         from engine.backends.toy.adapter import load_i2v
         from engine.backends.toy.backend import load_dit

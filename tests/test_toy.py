@@ -162,7 +162,8 @@ def test_an_image_to_video_adapter_beside_the_dit_draws_all_but_the_keyframe(tmp
 
     from engine import ops
     from engine.api import Settings, generate_latents
-    from engine.backends.toy.adapter import extract, save
+    from engine.backends.toy.adapter import extract
+    from engine.backends.toy.backend import I2V_NAME, write_weights
     for name in ("toy_dit.safetensors", "toy_vae.safetensors"):
         shutil.copy(ASSETS / name, tmp_path / name)
     dit = load_dit()
@@ -170,7 +171,7 @@ def test_an_image_to_video_adapter_beside_the_dit_draws_all_but_the_keyframe(tmp
     with torch.no_grad():
         for block in tuned.blocks:
             block.mlp[2].weight.mul_(1.2)
-    save(*extract(dit, tuned), tmp_path / "toy_dit_i2v.safetensors")
+    write_weights(*extract(dit, tuned), tmp_path / I2V_NAME)
     one, two = ToyBackend(load_vae(), dit, MiniLM()), ToyBackend.load(tmp_path)
     assert two.keyframe_first and two.i2v is not None
     assert not torch.equal(two.i2v.blocks[0].mlp[2].weight, two.dit.blocks[0].mlp[2].weight)

@@ -3,8 +3,8 @@ extracted merges back into the fine-tune, the base is untouched, the file fits, 
 import pytest
 import torch
 
-from engine.backends.toy.adapter import apply, extract, load_i2v, lora_rank, lora_targets, save
-from engine.backends.toy.backend import ASSETS
+from engine.backends.toy.adapter import apply, extract, load_i2v, lora_rank, lora_targets
+from engine.backends.toy.backend import ASSETS, write_weights
 from engine.backends.toy.model import DiT, DiTConfig
 from engine.params import InputError
 
@@ -70,7 +70,7 @@ def test_a_fine_tune_beyond_the_ranks_keeps_its_largest_directions():
 def test_a_damaged_or_missing_adapter_is_the_one_line_weights_error(tmp_path):
     base, tuned = tiny_pair(rank=4)
     path = tmp_path / "toy_dit_i2v.safetensors"
-    save(*extract(base, tuned), path)
+    write_weights(*extract(base, tuned), path)
     path.write_bytes(path.read_bytes()[:1000])
     for p in (path, tmp_path / "nowhere.safetensors"):
         with pytest.raises(InputError) as e:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from engine.backends.toy.backend import ASSETS, _read_weights
+from engine.backends.toy.backend import ASSETS, I2V_NAME, _read_weights, write_weights
 from engine.backends.toy.model import DiT
 
 KEEP = 0.9   # a LoRA may take this share of its full matrix's parameters
@@ -61,7 +61,7 @@ def extract(base: DiT, tuned: DiT) -> tuple[dict[str, torch.Tensor], dict[str, s
         if k not in in_lora and not torch.equal(v, tuned_sd[k]):
             tensors[f"full.{k}"] = tuned_sd[k]
     meta = {"lora": json.dumps({"ranks": cfg.rank_pattern}), "config": json.dumps(dataclasses.asdict(tuned.cfg))}
-    return {k: v.to(torch.float16).contiguous() for k, v in tensors.items()}, meta
+    return {k: v.to(torch.float16) for k, v in tensors.items()}, meta
 
 
 @torch.no_grad()
@@ -70,30 +70,20 @@ def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
     from peft import set_peft_model_state_dict
     from peft.tuners.lora import LoraModel
     lora = LoraModel(copy.deepcopy(base), lora_config(base), "default")
-    missing = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
-                                               for k, v in tensors.items() if k.startswith("lora.")})
-    if missing.unexpected_keys:
-        raise ValueError(f"LoRA tensors this DiT has no layer for: {missing.unexpected_keys[:3]}")
+    loaded = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
+                                              for k, v in tensors.items() if k.startswith("lora.")})
+    if loaded.unexpected_keys:
+        raise ValueError(f"LoRA tensors this DiT has no layer for: {loaded.unexpected_keys[:3]}")
     model = lora.merge_and_unload()
     full = {k[len("full."):]: v.float() for k, v in tensors.items() if k.startswith("full.")}
     model.load_state_dict({**model.state_dict(), **full})
     return model.eval()
 
 
-def load_i2v(base: DiT, path: Path = ASSETS / "toy_dit_i2v.safetensors") -> DiT:
+def load_i2v(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
     """The image-to-video DiT: `path`'s LoRA on `base`; a missing or damaged file is the one-line weights error."""
     tensors, _ = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
     return apply(base, tensors)
-
-
-def save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path):
-    """Written beside and renamed into place: a crash leaves the old file or the new one, never half of one."""
-    from safetensors.torch import save_file
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.chmod(0o644)                        # safetensors writes it owner-only; it ships with the package
-    tmp.replace(path)
 
 
 def main(argv=None):
@@ -103,12 +93,12 @@ def main(argv=None):
                                  description="store a fine-tuned DiT as a LoRA of assets/toy_dit.safetensors")
     ap.add_argument("tuned", help="the fine-tune: runs/*/ckpt_*.pt (its EMA weights) or a .safetensors")
     ap.add_argument("--base", default=str(ASSETS / "toy_dit.safetensors"))
-    ap.add_argument("--out", default=str(ASSETS / "toy_dit_i2v.safetensors"))
+    ap.add_argument("--out", default=str(ASSETS / I2V_NAME))
     args = ap.parse_args(argv)
     base, tuned = load_dit(Path(args.base)), load_weights(args.tuned)
     tensors, meta = extract(base, tuned)
     meta["source"] = str(args.tuned)
-    save(tensors, meta, Path(args.out))
+    write_weights(tensors, meta, Path(args.out))
     merged = apply(base, tensors)
     err = max(float((merged.state_dict()[k] - v).norm() / v.norm().clamp_min(1e-12))
               for k, v in tuned.state_dict().items())

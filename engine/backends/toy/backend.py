@@ -18,6 +18,7 @@ from engine.params import InputError
 
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
 REBUILD = "python -m engine.backends.toy.train {stage} --export"
+I2V_NAME = "toy_dit_i2v.safetensors"   # the image-to-video LoRA beside the DiT (engine/backends/toy/adapter.py)
 
 
 def toy_spec() -> LatentSpec:
@@ -40,6 +41,18 @@ def _read_weights(path: Path, stage: str, rebuild: str | None = None) -> tuple[d
     except Exception as e:  # safetensors raises several kinds for a damaged file
         raise InputError(f"weights: {path} is corrupt ({e.__class__.__name__}); rebuild it with "
                          f"`{rebuild}` or reinstall cinepatch") from None
+
+
+def write_weights(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path):
+    """fp16 safetensors written beside and renamed into place: a crash leaves the old file or the new one."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().to("cpu", torch.float16).contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata=meta)
+    tmp.chmod(0o644)                        # safetensors writes it owner-only; it ships with the package
+    tmp.replace(path)
 
 
 def load_vae(path: Path = ASSETS / "toy_vae.safetensors") -> VideoAE:
@@ -121,7 +134,7 @@ class ToyBackend:
     def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
         """The shipped model; with toy_dit_i2v.safetensors beside it (a LoRA of the DiT), keyframe first."""
         from engine.backends.toy.adapter import load_i2v
-        dit_path, i2v_path = Path(assets) / "toy_dit.safetensors", Path(assets) / "toy_dit_i2v.safetensors"
+        dit_path, i2v_path = Path(assets) / "toy_dit.safetensors", Path(assets) / I2V_NAME
         dit = load_dit(dit_path)
         i2v = load_i2v(dit, i2v_path) if i2v_path.exists() else None
         return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,

@@ -217,13 +217,9 @@ def calibrate_vae(model: VideoAE, n: int = 48, seed: int = 20_000):
 
 
 def export(model: torch.nn.Module, path: Path, meta: dict):
-    from safetensors.torch import save_file
+    from engine.backends.toy.backend import write_weights
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    write_weights(model.state_dict(), meta, path)
     print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 
