@@ -69,7 +69,14 @@ def pack(run: Path, weights: Path | None, flags: list[str], carry: Path = CARRY)
     slim = {k: v.half() for k, v in state.items() if k != WORDS}
     slim["word_rows"], slim["word_ids"] = state[WORDS][ids].clone(), torch.tensor(ids)
     save_file(slim, str(carry / "minilm" / "slim.safetensors"), metadata={"vocab": str(state[WORDS].shape[0])})
-    shutil.copy(weights, carry / "init.pt")
+    if weights.suffix == ".pt":   # fp16, as shipped: the pack and the tracked files share the device's 64 MiB
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        for key in ("model", "ema"):
+            if key in state:
+                state[key] = {k: v.half() if v.is_floating_point() else v for k, v in state[key].items()}
+        torch.save(state, carry / "init.pt")
+    else:
+        shutil.copy(weights, carry / "init.pt")
     (carry / "flags.json").write_text(json.dumps({"from": str(weights), "flags": flags}))
     return carry
 
