@@ -247,15 +247,16 @@ def table(results: dict) -> str:
 
 
 def small_eval(weights, n_single: int = 12, n_double: int = 6, n_images: int = 0, workdir: str | Path = "/tmp",
-               keyframe_first: bool = False, i2v=None) -> dict:
+               keyframe_first: bool = False, i2v=None, keyframe_frames: int = 0) -> dict:
     """The prompt rows and coherence of a weights file or training checkpoint, at default settings, and with
     n_images the image-to-video rows: what the ablations are compared on (minutes; the full eval takes an hour).
     keyframe_first: sample text-to-video keyframe first (sampler.sample_keyframe_first); i2v: a second weights
-    file or checkpoint for the image-to-video pass (keyframe first, as shipped with assets/toy_dit_i2v)."""
+    file or checkpoint for the image-to-video pass (keyframe first, as shipped with assets/toy_dit_i2v);
+    keyframe_frames: latent frames the keyframe pass draws (0 = the whole clip)."""
     from engine.backends.toy.backend import MiniLM, ToyBackend, load_vae
     from engine.probe import load_weights
     backend = ToyBackend(load_vae(), load_weights(weights), MiniLM(), keyframe_first=keyframe_first,
-                         i2v=load_weights(i2v) if i2v else None)
+                         i2v=load_weights(i2v) if i2v else None, keyframe_frames=keyframe_frames)
     es = json.loads(EVAL_SET.read_text())
     out = evaluate_prompts(backend, Settings(), es, n_single, n_double)
     if n_images:
@@ -275,6 +276,8 @@ def main(argv=None):
                     help="sample text-to-video keyframe first (what weights shipped with keyframe_first do)")
     ap.add_argument("--i2v", default=None, help="weights or checkpoint for the image-to-video pass (keyframe first: "
                                                 "the keyframe by --weights, the rest by these)")
+    ap.add_argument("--keyframe-frames", type=int, default=0,
+                    help="keyframe first: latent frames the keyframe pass draws (0 = the whole clip)")
     args = ap.parse_args(argv)
     if args.weights is None:
         EVAL_SET.write_text(json.dumps(build_eval_set(), indent=1) + "\n")
@@ -282,9 +285,10 @@ def main(argv=None):
         return
     print(f"small eval of {args.weights}: {args.single} one-object and {args.double} two-object prompts, "
           f"{args.images} images" + (", keyframe first" if args.keyframe_first or args.i2v else "")
-          + (f", image-to-video by {args.i2v}" if args.i2v else ""))
+          + (f", image-to-video by {args.i2v}" if args.i2v else "")
+          + (f", keyframe pass over {args.keyframe_frames} latent frame(s)" if args.keyframe_frames else ""))
     print(table(small_eval(args.weights, args.single, args.double, args.images, keyframe_first=args.keyframe_first,
-                           i2v=args.i2v)))
+                           i2v=args.i2v, keyframe_frames=args.keyframe_frames)))
 
 
 if __name__ == "__main__":

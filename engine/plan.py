@@ -35,7 +35,7 @@ prompt (or the empty prompt) on every frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -115,6 +115,14 @@ class Plan:
     uncond_text: torch.Tensor  # (L0, D) negative / empty prompt for classifier-free guidance
     uncond_gate: torch.Tensor  # (F, L0) every frame open to every (unpadded) token
     sources: list[str]         # (F,) what each latent frame was injected from, "" where nothing
+
+    def head(self, k: int) -> Plan:
+        """The plan of its first k latent frames alone, the same in every other respect (a keyframe pass)."""
+        g = self.grid
+        n = g.spec.pixel_range(k - 1)[1]
+        grid = replace(g, n_frames=n, latent_frames=k, out_frames=min(g.out_frames, n))
+        return replace(self, grid=grid, known=self.known[:, :k], start_level=self.start_level[:k],
+                       gate=self.gate[:k], uncond_gate=self.uncond_gate[:k], sources=self.sources[:k])
 
     @property
     def inject_mask(self) -> torch.Tensor:

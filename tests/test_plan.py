@@ -253,3 +253,17 @@ def test_outline_has_the_compiled_plans_rows_and_geometry(tf, causal, make_video
     assert out.rows() == real.rows() and out.explain().splitlines()[2:] == real.explain().splitlines()[2:]
     assert torch.equal(out.start_level, real.start_level) and out.known.shape == real.known.shape
     assert np.array_equal(out.segment_gates(), real.segment_gates()) and out.sources == real.sources
+
+
+def test_a_plans_head_is_its_first_latent_frames_and_nothing_else_changes(backend):
+    """Plan.head(k), the keyframe pass's plan: the first k latent frames, their pixel frames, gates and sources."""
+    tl = Timeline(duration_s=2, fps=6, cards=[TextCard(0, 7 / 6, "red ball"), TextCard(7 / 6, 2, "blue box")])
+    p = compile(tl, backend)
+    for k in (1, 3, p.grid.latent_frames):
+        h = p.head(k)
+        assert (h.grid.latent_frames, h.grid.n_frames) == (k, backend.spec.pixel_range(k - 1)[1])
+        assert h.grid.out_frames <= h.grid.n_frames and (h.grid.width, h.grid.fps) == (p.grid.width, p.grid.fps)
+        assert torch.equal(h.known, p.known[:, :k]) and torch.equal(h.gate, p.gate[:k])
+        assert torch.equal(h.start_level, p.start_level[:k]) and h.sources == p.sources[:k]
+        assert torch.equal(h.text, p.text) and h.segments == p.segments and len(h.rows()) == k
+    assert p.head(1).explain().count("\n") == p.explain().count("\n") - (p.grid.latent_frames - 1)

@@ -215,3 +215,25 @@ def test_keyframe_first_draws_the_keyframe_with_one_model_and_the_rest_with_the_
         sample_keyframe_first(t2v, fake_plan(levels=levels), schedule(4), noise=torch.randn(1, *p.known.shape),
                               i2v=i2v)
         assert calls == [used] * 4
+
+
+def test_a_keyframe_pass_over_the_first_latent_frame_draws_it_alone_from_the_same_noise(backend):
+    """keyframe_frames=1: the keyframe model sees one latent frame; for a model that treats frames apart, the
+    keyframe is the whole-clip pass's first frame, and the rest is still the image-to-video model's."""
+    tl = Timeline(duration_s=2, fps=8, cards=[TextCard(0, 2, "a red ball moving left")])
+    p = compile(tl, backend)
+    frame_local = lambda x, t, tx, g: torch.sin(x) + t[:, None, :, None, None]  # noqa: E731
+    seen = []
+    t2v = lambda x, t, tx, g: seen.append(x.shape[2]) or frame_local(x, t, tx, g)  # noqa: E731
+    eps = torch.randn(2, *p.known.shape, generator=torch.Generator().manual_seed(3))
+    whole = sample_keyframe_first(frame_local, p, schedule(4), guidance=2.0, noise=eps, i2v=smooth)
+    head = sample_keyframe_first(t2v, p, schedule(4), guidance=2.0, noise=eps, i2v=smooth, keyframe_frames=1)
+    assert set(seen) == {1} and p.known.shape[1] > 1
+    torch.testing.assert_close(head[:, :, 0], whole[:, :, 0])
+    torch.testing.assert_close(head, whole)                                  # the second pass is the same too
+    target = torch.randn(2, *p.known.shape, generator=torch.Generator().manual_seed(4))
+    a = torch.randn_like(target)
+    out = sample_keyframe_first(perfect(a[:, :, :1]), p, schedule(6), noise=torch.randn_like(target),
+                                i2v=perfect(target), keyframe_frames=1)
+    torch.testing.assert_close(out[:, :, 0], a[:, :, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, :, 1:], target[:, :, 1:], atol=1e-5, rtol=1e-5)

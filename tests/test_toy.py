@@ -153,6 +153,15 @@ def test_weights_that_say_keyframe_first_are_sampled_keyframe_first(tmp_path):
     assert steps == [6] * 6
     assert torch.equal(two[:, :, 0], one[:, :, 0])          # the first pass is the one-pass sample
     assert not torch.equal(two[:, :, 1:], one[:, :, 1:])    # then the rest is drawn again from its keyframe
+    # keyframe_frames 1: the keyframe pass draws the first latent frame alone, then the whole clip is drawn
+    save_file(tensors, str(tmp_path / "toy_dit.safetensors"),
+              metadata={**meta, "keyframe_first": "true", "keyframe_frames": "1"})
+    head = ToyBackend.load(tmp_path)
+    frames = []
+    head.dit.register_forward_hook(lambda m, args, out: frames.append(args[0].shape[2]))
+    _, three = generate_latents(tl, head, Settings(steps=3))
+    assert head.keyframe_frames == 1 and frames == [1] * 3 + [two.shape[2]] * 3
+    assert not torch.equal(three[:, :, 0], two[:, :, 0])     # a keyframe drawn alone, not the clip's first frame
 
 
 def test_an_image_to_video_adapter_beside_the_dit_draws_all_but_the_keyframe(tmp_path):

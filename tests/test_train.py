@@ -179,3 +179,27 @@ def test_the_curriculum_keeps_a_share_of_simple_batches_after_its_switch():
     assert not any(simple_now(k, 100, 0.0, rng) for k in range(100, 1100))
     share = np.mean([simple_now(k, 0, 0.5, rng) for k in range(2000)])
     assert 0.45 < share < 0.55 and all(simple_now(k, 0, 1.0, rng) for k in range(100))
+
+
+def test_keyframe_batches_are_single_frames_of_plain_generation_and_leave_other_batches_alone():
+    """--keyframe-share: some batches are one pixel frame (one latent frame), all generated, with the object
+    masked as in its clip; share 0 draws nothing, so a run without it is the baseline's stream."""
+    from engine.backends.toy.backend import MiniLM, load_vae, ASSETS
+    from engine.backends.toy.train_dit import Pools, TextCache, keyframe_now
+    spec = toy_spec()
+    frame = world.render(world.SceneSpec("gray", (world.ObjectSpec("circle", "red", "large", "left", 0.5, 0.5),)),
+                         64, 64, 8, 1)                                           # (1, H, W, 3)
+    assert object_mask(to_tensor(frame), spec).shape == (1, 64 // spec.spatial_factor, 64 // spec.spatial_factor)
+    text = TextCache(MiniLM())
+    pools = Pools(np.random.default_rng(0), load_vae(ASSETS / "toy_vae.safetensors").eval(), text, spec, 2)
+    x0, levels, txt, gate, mask = pools.batch(16, text(""), keyframe=True)
+    assert x0.shape[:3] == (16, spec.channels, 1) and levels.shape == (16, 1)
+    assert torch.equal(levels, torch.ones_like(levels)) and gate.shape[:2] == (16, 1)
+    assert mask.shape == (16, 1, *x0.shape[3:]) and mask.any()
+    assert all(n == 1 for (_, _, n) in pools.pools)
+    x1, *_ = pools.batch(8, text(""))
+    assert x1.shape[2] > 1                                                       # clips as before
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    assert not any(keyframe_now(0.0, rng) for _ in range(100)) and rng.bit_generator.state == state
+    assert 0.2 < np.mean([keyframe_now(0.25, rng) for _ in range(2000)]) < 0.3

@@ -71,12 +71,13 @@ def load_dit(path: Path = ASSETS / "toy_dit.safetensors") -> DiT:
     return model.eval()
 
 
-def keyframe_first(path: Path = ASSETS / "toy_dit.safetensors") -> bool:
-    """Whether these weights were shipped to sample text-to-video keyframe first (sampler.sample_keyframe_first):
-    weights trained to read motion from a given first frame say so in their metadata."""
+def keyframe_first(path: Path = ASSETS / "toy_dit.safetensors") -> tuple[bool, int]:
+    """How these weights were shipped to sample text-to-video (sampler.sample_keyframe_first), from their
+    metadata: (keyframe first, latent frames its keyframe pass draws; 0 = the whole clip)."""
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
-        return (f.metadata() or {}).get("keyframe_first") == "true"
+        meta = f.metadata() or {}
+    return meta.get("keyframe_first") == "true", int(meta.get("keyframe_frames", 0))
 
 
 def text_encoder_folder() -> Path:
@@ -121,7 +122,7 @@ class ToyBackend:
     name = "toy"
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
-                 keyframe_first: bool = False, i2v: DiT | None = None):
+                 keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0):
         self.spec = toy_spec()
         self.vae, self.dit, self.text = vae.to(device), dit.to(device), text
         self.i2v = i2v.to(device) if i2v is not None else None
@@ -129,6 +130,7 @@ class ToyBackend:
         self.bf16 = bf16
         # engine.api samples text-to-video keyframe first when set: the keyframe by `dit`, the rest by `i2v`
         self.keyframe_first = keyframe_first or i2v is not None
+        self.keyframe_frames = keyframe_frames   # latent frames the keyframe pass draws (0 = the whole clip)
 
     @classmethod
     def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
@@ -137,8 +139,8 @@ class ToyBackend:
         dit_path, i2v_path = Path(assets) / "toy_dit.safetensors", Path(assets) / I2V_NAME
         dit = load_dit(dit_path)
         i2v = load_i2v(dit, i2v_path) if i2v_path.exists() else None
-        return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,
-                   keyframe_first(dit_path), i2v)
+        first, frames = keyframe_first(dit_path)
+        return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16, first, i2v, frames)
 
     def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.text.encode(prompts)

@@ -260,6 +260,10 @@ def main(argv=None):
                          "(then --i2v), before storyboards, two objects and remix patterns (0 = off)")
     ap.add_argument("--simple-share", type=float, default=0.0,
                     help="dit: after --simple-until, this share of batches stays simple (a gentler curriculum)")
+    ap.add_argument("--keyframe-share", type=float, default=0.0,
+                    help="dit: share of batches made of single frames (one latent frame), the first pass of "
+                         "keyframe-first sampling")
+    ap.add_argument("--keyframe-batch", type=int, default=4, help="dit: a keyframe batch holds this many times --batch")
     ap.add_argument("--bucket", default=None,
                     help="dit: train on these buckets only, WxHxFRAMES@FPS joined by commas (e.g. 64x64x17@8, "
                          "the probe's), not every size and length")

@@ -124,6 +124,8 @@ def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
     cells = F.max_pool2d(off[:, None].float(), f)[:, 0]                                    # (N, h, w)
     tf = spec.temporal_factor
     head, rest = cells[:1], cells[1:]                                                     # causal first frame
+    if not len(rest):   # a keyframe: one pixel frame, one latent frame
+        return head
     rest = rest.reshape(-1, tf, *rest.shape[1:]).amax(1)
     return torch.cat([head, rest])
 
@@ -155,17 +157,21 @@ class Pools:
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
         self.buckets = buckets   # ((w, h, frames, fps), ...): every batch from one of these (an ablation), else all
 
-    def batch(self, B: int, empty: torch.Tensor, simple: bool = False):
+    def batch(self, B: int, empty: torch.Tensor, simple: bool = False, keyframe: bool = False):
         """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w).
-        simple: fresh clips hold one object under one caption, and every sample is plain generation."""
+        simple: fresh clips hold one object under one caption, and every sample is plain generation.
+        keyframe: single frames (F = 1), plain generation: what a keyframe-first sampler's first pass draws."""
         rng = self.rng
         w, h = SIZES[rng.integers(len(SIZES))]
         n = int(rng.choice(FRAME_COUNTS))
         fps = None
         if self.buckets:   # one bucket draws nothing more, so its data stream is the one-bucket run's
             w, h, n, fps = self.buckets[rng.integers(len(self.buckets)) if len(self.buckets) > 1 else 0]
+        fresh_n = self.fresh
+        if keyframe:   # a frame costs a ninth of a 17-frame clip to encode, so refresh its pool as fast per sample
+            n, fresh_n = 1, self.fresh * max(1, B // 8)
         pool = self.pools.setdefault((w, h, n), [])
-        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, self.fresh if len(pool) >= B else B, simple, fps)
+        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, fresh_n if len(pool) >= B else B, simple, fps)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
         picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
@@ -179,7 +185,7 @@ class Pools:
         text_b = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in texts])
         gate_b = torch.stack([F.pad(g, (0, L - g.shape[1])) for g in gates])
         levels = torch.from_numpy(np.stack([start_levels(rng, F_) for _ in picks])).float().to(text_b.device)
-        if simple:
+        if simple or keyframe:
             levels = torch.ones_like(levels)
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
 
@@ -205,6 +211,11 @@ def force_i2v(levels: torch.Tensor, share: float, rng) -> torch.Tensor:
     i2v = torch.ones_like(levels)
     i2v[:, 0] = 0
     return torch.where(pick[:, None], i2v, levels)
+
+
+def keyframe_now(share: float, rng) -> bool:
+    """Whether this batch is keyframes (rng is its own, so a run without them draws the same clips)."""
+    return share > 0 and rng.random() < share
 
 
 def simple_now(step: int, until: int, share: float, rng) -> bool:
@@ -295,21 +306,25 @@ def train_dit(args):
     rng = np.random.default_rng(args.seed + 7919 * run.step)
     abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
     share_rng = np.random.default_rng(args.seed + 15_485_863 + 7919 * run.step)
+    key_rng = np.random.default_rng(args.seed + 32_452_843 + 7919 * run.step)
     pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket))
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, simple until {args.simple_until} then {args.simple_share:g} of batches, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:
         from engine import probe
         probe_clips = probe.make_clips(lambda p: vae.encode(p.to(dev)), spec, n=8)
     while run.progress < 1.0 and not (args.stop_at and run.step >= args.stop_at):
-        x0, s, txt, gate, mask = pools.batch(args.batch, empty,
-                                             simple_now(run.step, args.simple_until, args.simple_share, share_rng))
+        key = keyframe_now(args.keyframe_share, key_rng)
+        # a single frame has a ninth of a 17-frame clip's tokens: keyframe batches hold more samples
+        x0, s, txt, gate, mask = pools.batch(args.batch * (args.keyframe_batch if key else 1), empty,
+                                             simple_now(run.step, args.simple_until, args.simple_share, share_rng), key)
         B, F_ = s.shape
-        s = force_i2v(s, args.i2v, abl_rng)
+        if not key:   # a keyframe is the first frame: there is nothing to keep
+            s = force_i2v(s, args.i2v, abl_rng)
         t = sample_t(rng, B, args.t_shift).to(dev)
         tau = torch.minimum(t[:, None], s)                                  # (B, F) per-frame level
         eps = torch.randn_like(x0)
