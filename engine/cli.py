@@ -297,19 +297,20 @@ def cmd_eval(a):
 
 
 def cmd_probe(a):
-    from engine.backends.toy.backend import ASSETS, I2V_NAME
+    from engine.backends.toy.backend import ASSETS, I2V_NAME, KEY_NAME
     from engine.probe import probe_weights, table
     if not 1 <= a.clips <= 64:
         raise InputError(f"clips: {a.clips} is outside [1..64]")
     weights = a.weights or ASSETS / "toy_dit.safetensors"
     print(f"probe of {weights}: loss(swapped caption) / loss(true caption), {a.clips} clips; 1.00 = the word is ignored")
     print(table(probe_weights(weights, a.vae, a.clips, a.seed)))
-    i2v = ASSETS / I2V_NAME
-    if a.weights is None and i2v.exists():   # the shipped model draws all but the keyframe with this one
-        from engine.backends.toy.adapter import load_i2v
-        from engine.backends.toy.backend import load_dit
-        print(f"probe of the image-to-video model ({i2v}, merged into {weights})")
-        print(table(probe_weights(load_i2v(load_dit(weights), i2v), a.vae, a.clips, a.seed)))
+    # the shipped model draws all but the keyframe with the first LoRA, and the keyframe with the second
+    for path, role in ((ASSETS / I2V_NAME, "image-to-video model"), (ASSETS / KEY_NAME, "keyframe model")):
+        if a.weights is None and path.exists():
+            from engine.backends.toy.adapter import load_i2v
+            from engine.backends.toy.backend import load_dit
+            print(f"probe of the {role} ({path}, merged into {weights})")
+            print(table(probe_weights(load_i2v(load_dit(weights), path), a.vae, a.clips, a.seed)))
 
 
 def cmd_demo(a):

@@ -163,9 +163,13 @@ def load_weights(path) -> torch.nn.Module:
     if path.suffix == ".safetensors" or not path.exists():
         return load_dit(path)
     try:
+        from engine.backends.toy.adapter import lora_checkpoint
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = DiT(DiTConfig(**state["config"]))
-        model.load_state_dict(state.get("ema", state["model"]))
+        weights, cfg = state.get("ema", state["model"]), DiTConfig(**state["config"])
+        lora = lora_checkpoint(weights, cfg)      # a LoRA run's checkpoint (train --lora): merged
+        model = lora.merge_and_unload() if lora is not None else DiT(cfg)
+        if lora is None:
+            model.load_state_dict(weights)
     except Exception as e:  # pickle, zip and key errors all mean the same to the person
         raise InputError(f"weights: {path} is not a readable DiT checkpoint ({e.__class__.__name__})") from None
     return model.eval()

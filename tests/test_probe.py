@@ -115,12 +115,15 @@ def test_probe_verb_on_damaged_weights_is_one_line_exit_2(tmp_path, capsys):
     assert "clips" in capsys.readouterr().err
 
 
-def test_the_shipped_probe_reads_both_models(capsys):
-    """`cinepatch probe` on the shipped weights probes the DiT and, merged from its LoRA, the image-to-video
-    model that draws all but the keyframe; the two read direction differently from a given first frame."""
+def test_the_shipped_probe_reads_every_shipped_model(capsys):
+    """`cinepatch probe` on the shipped weights probes the DiT and, merged from their LoRAs, the image-to-video
+    model that draws all but the keyframe and the keyframe model; each reads direction differently."""
+    from engine.backends.toy.backend import ASSETS, KEY_NAME
     from engine.cli import main
     assert main(["probe", "--clips", "2"]) == 0
     out = capsys.readouterr().out
     assert "probe of the image-to-video model" in out
-    rows = [line.split()[2:] for line in out.splitlines() if line.split()[:2] == ["i2v", "direction"]]
-    assert len(rows) == 2 and rows[0] != rows[1]                 # one table each, two different models
+    assert ("probe of the keyframe model" in out) == (ASSETS / KEY_NAME).exists()
+    rows = [tuple(line.split()[2:]) for line in out.splitlines() if line.split()[:2] == ["i2v", "direction"]]
+    n = 2 + (ASSETS / KEY_NAME).exists()
+    assert len(rows) == n and len(set(rows)) == n                # one table each, different models

@@ -208,7 +208,7 @@ def test_keyframe_first_draws_the_keyframe_with_one_model_and_the_rest_with_the_
     out = sample_keyframe_first(perfect(a), p, schedule(6), noise=torch.randn_like(a), i2v=perfect(b))
     torch.testing.assert_close(out[:, :, 0], a[:, :, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, :, 1:], b[:, :, 1:], atol=1e-5, rtol=1e-5)
-    for levels, used in (([0.0] + [1.0] * 4, "i2v"), ([0.6] + [1.0] * 4, "t2v")):
+    for levels, used in (([0.0] + [1.0] * 4, "i2v"), ([0.6] + [1.0] * 4, "t2v"), ([0.3] * 5, "t2v")):
         calls = []
         t2v = lambda x, t, tx, gt: calls.append("t2v") or smooth(x, t, tx, gt)  # noqa: E731
         i2v = lambda x, t, tx, gt: calls.append("i2v") or smooth(x, t, tx, gt)  # noqa: E731
@@ -237,3 +237,21 @@ def test_a_keyframe_pass_over_the_first_latent_frame_draws_it_alone_from_the_sam
                                 i2v=perfect(target), keyframe_frames=1)
     torch.testing.assert_close(out[:, :, 0], a[:, :, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, :, 1:], target[:, :, 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_a_keyframe_model_draws_the_keyframe_alone_and_nothing_else():
+    """keyframe=: a third denoiser draws the keyframe pass; the clip is the image-to-video model's, and a
+    remixed (partly noised) or given first frame never reaches the keyframe model."""
+    p = fake_plan()
+    g = torch.Generator().manual_seed(11)
+    a, b, c = (torch.randn(2, *p.known.shape, generator=g) for _ in range(3))
+    out = sample_keyframe_first(perfect(a), p, schedule(6), noise=torch.randn_like(a), i2v=perfect(b),
+                                keyframe=perfect(c))
+    torch.testing.assert_close(out[:, :, 0], c[:, :, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, :, 1:], b[:, :, 1:], atol=1e-5, rtol=1e-5)
+    for levels, used in (([0.0] + [1.0] * 4, "i2v"), ([0.3] * 5, "t2v"), ([1.0] * 5, "key")):
+        calls = []
+        den = {n: (lambda n: lambda x, t, tx, gt: calls.append(n) or smooth(x, t, tx, gt))(n) for n in ("t2v", "i2v", "key")}
+        sample_keyframe_first(den["t2v"], fake_plan(levels=levels), schedule(4), noise=torch.randn(1, *p.known.shape),
+                              i2v=den["i2v"], keyframe=den["key"])
+        assert calls[:4] == [used] * 4 and "t2v" not in calls[4:] and "key" not in calls[4:]

@@ -189,3 +189,37 @@ def test_an_image_to_video_adapter_beside_the_dit_draws_all_but_the_keyframe(tmp
     _, a = generate_latents(tl, one, Settings(steps=3))
     _, b = generate_latents(tl, two, Settings(steps=3))
     assert torch.equal(b[:, :, 0], a[:, :, 0]) and not torch.equal(b[:, :, 1:], a[:, :, 1:])
+
+
+def test_a_keyframe_adapter_draws_the_first_latent_frame_and_the_dit_keeps_remix(tmp_path):
+    """assets/ with toy_dit_key.safetensors (a LoRA whose metadata says keyframe_frames 1): the keyframe pass is
+    that model's, over one latent frame; the rest is the image-to-video model's; remix is the DiT's alone."""
+    import shutil
+
+    from engine import ops
+    from engine.api import Settings, generate, generate_latents
+    from engine.backends.toy.adapter import extract
+    from engine.backends.toy.backend import I2V_NAME, KEY_NAME, write_weights
+    from engine.video_io import write_video
+    for name in ("toy_dit.safetensors", "toy_vae.safetensors"):
+        shutil.copy(ASSETS / name, tmp_path / name)
+    dit = load_dit()
+    for scale, name, meta in ((1.2, I2V_NAME, {}), (0.8, KEY_NAME, {"keyframe_frames": "1"})):
+        tuned = load_dit()
+        with torch.no_grad():
+            for block in tuned.blocks:
+                block.mlp[2].weight.mul_(scale)
+        tensors, m = extract(dit, tuned)
+        write_weights(tensors, {**m, **meta}, tmp_path / name)
+    b = ToyBackend.load(tmp_path)
+    assert b.keyframe_first and b.keyframe_frames == 1 and b.keyframe is not None and b.i2v is not None
+    calls = []
+    for name in ("dit", "i2v", "keyframe"):
+        getattr(b, name).register_forward_hook(lambda m, args, out, n=name: calls.append((n, args[0].shape[2])))
+    tl = ops.t2v("a red circle moving left", 1.0, fps=8, resolution=64, aspect="1:1", seed=3)
+    _, z = generate_latents(tl, b, Settings(steps=3))
+    assert calls == [("keyframe", 1)] * 3 + [("i2v", z.shape[2])] * 3
+    path = write_video(tmp_path / "src.mp4", generate(tl, ToyBackend(b.vae, dit, b.text), Settings(steps=2))[0], 8)
+    calls.clear()
+    generate_latents(ops.remix(str(path), "a blue square", 0.3, resolution=64, seed=1), b, Settings(steps=3))
+    assert {n for n, _ in calls} == {"dit"}

@@ -1,5 +1,9 @@
 """The embedded image-to-video weights as a LoRA of the DiT (engine/backends/toy/adapter.py): what is
 extracted merges back into the fine-tune, the base is untouched, the file fits, a damaged file is one line."""
+import copy
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -85,3 +89,34 @@ def test_the_shipped_weights_fit_their_budget():
     sizes = {p.name: p.stat().st_size for p in ASSETS.glob("*.safetensors")}
     assert {"toy_dit.safetensors", "toy_vae.safetensors"} <= set(sizes)
     assert sum(sizes.values()) <= 25_000_000, sizes
+
+
+def test_a_trained_lora_starts_as_no_change_trains_only_its_factors_and_ships_as_it_is(tmp_path):
+    """train --lora: a rank-r peft LoRA around the base; only A and B learn, B starts at zero (no change);
+    its checkpoint loads merged (engine.probe.load_weights) and its file (lora_tensors) merges back to it."""
+    from engine.backends.toy.adapter import lora_checkpoint, lora_model, lora_tensors
+    from engine.probe import load_weights
+    base, _ = tiny_pair(rank=4)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    x, t = torch.randn(2, 4, 2, 4, 4), torch.full((2, 2), 0.5)
+    text, gate = torch.randn(2, 3, 384), torch.ones(2, 2, 3)
+    want = base(x, t, text, gate).detach()
+    lora = lora_model(copy.deepcopy(base), 4)
+    torch.testing.assert_close(lora(x, t, text, gate), want)                     # B = 0: the base's output
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    opt = torch.optim.SGD([p for p in lora.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(3):
+        opt.zero_grad(); (lora(x, t, text, gate) - 1).pow(2).mean().backward(); opt.step()   # noqa: E702
+    tuned_out = lora(x, t, text, gate).detach()
+    assert not torch.allclose(tuned_out, want, atol=1e-3)
+    path = tmp_path / "ckpt_000003.pt"
+    torch.save({"model": lora.state_dict(), "config": dataclasses.asdict(TINY), "step": 3}, path)
+    merged = load_weights(path)
+    assert type(merged) is DiT and type(merged.blocks[0].attn.qkv) is torch.nn.Linear
+    torch.testing.assert_close(merged(x, t, text, gate), tuned_out, atol=1e-4, rtol=1e-4)
+    tensors, meta = lora_tensors(lora_checkpoint(torch.load(path, weights_only=True)["model"], TINY))
+    assert set(json.loads(meta["lora"])["ranks"].values()) == {4} and not any(k.startswith("full.") for k in tensors)
+    torch.testing.assert_close(apply(base, tensors)(x, t, text, gate), tuned_out, atol=5e-3, rtol=5e-3)  # fp16 file
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    assert lora_checkpoint(base.state_dict(), TINY) is None                      # plain weights are not a LoRA

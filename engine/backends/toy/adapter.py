@@ -1,4 +1,4 @@
-"""The embedded model's image-to-video weights, shipped as a LoRA of the text-to-video DiT (assets/).
+"""The embedded model's image-to-video and keyframe weights, shipped as LoRAs of the text-to-video DiT (assets/).
 
 Keyframe-first sampling (engine/sampler.py) draws a clip's first frame with the text-to-video DiT
 (run 6: best colour and shape) and the rest with a fine-tune that reads a caption's motion from a given
@@ -7,7 +7,11 @@ stored as its difference from the base: a peft LoRA per block linear (the delta'
 rank ~90 % of the full matrix's parameters) plus, in full, every other tensor that differs (biases,
 norms, embeddings). Loading merges it back (peft's merge_and_unload): sampling costs what the base costs.
 
+The keyframe model is trained as a LoRA from the start (train --lora 8 --keyframe-share 0.5) and stored
+as it is: it draws keyframe-first's first latent frame, and the DiT keeps remix.
+
     python -m engine.backends.toy.adapter runs/ft_stage2b/ckpt_007200.pt     # writes assets/toy_dit_i2v.safetensors
+    python -m engine.backends.toy.adapter runs/key/ckpt_001000.pt --out assets/toy_dit_key.safetensors --keyframe-frames 1
 """
 from __future__ import annotations
 
@@ -36,11 +40,38 @@ def lora_targets(model: DiT) -> dict[str, torch.nn.Linear]:
     return {n: m for n, m in model.named_modules() if n.startswith("blocks.") and isinstance(m, torch.nn.Linear)}
 
 
-def lora_config(model: DiT):
+def lora_config(model: DiT, ranks: dict[str, int] | None = None):
+    """peft's config for a LoRA of every block linear: ranks per module name (default: lora_rank's)."""
     from peft import LoraConfig
-    ranks = {n: lora_rank(m.out_features, m.in_features) for n, m in lora_targets(model).items()}
+    ranks = ranks or {n: lora_rank(m.out_features, m.in_features) for n, m in lora_targets(model).items()}
     # alpha = rank: peft scales B @ A by alpha / r, so the stored factors are the delta itself
     return LoraConfig(r=8, lora_alpha=8, target_modules=list(ranks), rank_pattern=ranks, alpha_pattern=ranks)
+
+
+def lora_model(model: DiT, rank: int) -> torch.nn.Module:
+    """A rank-`rank` LoRA of every block linear around `model` (peft; B starts at zero, so it starts as no
+    change), with only the LoRA factors trainable: a fine-tune small enough to ship beside the base."""
+    from peft.tuners.lora import LoraModel
+    return LoraModel(model, lora_config(model, {n: rank for n in lora_targets(model)}), "default")
+
+
+def lora_checkpoint(state: dict[str, torch.Tensor], cfg) -> torch.nn.Module | None:
+    """A lora_model from a training checkpoint's state dict (None when it holds plain DiT weights)."""
+    rank = next((v.shape[0] for k, v in state.items() if k.endswith("lora_A.default.weight")), None)
+    if rank is None:
+        return None
+    lora = lora_model(DiT(cfg), rank)
+    lora.load_state_dict(state)
+    return lora
+
+
+def lora_tensors(lora: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a trained lora_model in this file's format: what apply() reads back."""
+    from peft import get_peft_model_state_dict
+    sd = get_peft_model_state_dict(lora)                        # {"model.<name>.lora_A.weight": (r, in), ...}
+    tensors = {"lora." + k[len("model."):]: v.to(torch.float16) for k, v in sd.items()}
+    ranks = {k[len("lora."):-len(".lora_A.weight")]: v.shape[0] for k, v in tensors.items() if k.endswith("lora_A.weight")}
+    return tensors, {"lora": json.dumps({"ranks": ranks}), "config": json.dumps(dataclasses.asdict(lora.model.cfg))}
 
 
 @torch.no_grad()
@@ -69,7 +100,8 @@ def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
     """A new DiT: base with the LoRA merged in (peft) and the full tensors replaced; base is untouched."""
     from peft import set_peft_model_state_dict
     from peft.tuners.lora import LoraModel
-    lora = LoraModel(copy.deepcopy(base), lora_config(base), "default")
+    ranks = {k[len("lora."):-len(".lora_A.weight")]: v.shape[0] for k, v in tensors.items() if k.endswith("lora_A.weight")}
+    lora = LoraModel(copy.deepcopy(base), lora_config(base, ranks), "default")   # the ranks the file holds
     loaded = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
                                               for k, v in tensors.items() if k.startswith("lora.")})
     if loaded.unexpected_keys:
@@ -94,9 +126,16 @@ def main(argv=None):
     ap.add_argument("tuned", help="the fine-tune: runs/*/ckpt_*.pt (its EMA weights) or a .safetensors")
     ap.add_argument("--base", default=str(ASSETS / "toy_dit.safetensors"))
     ap.add_argument("--out", default=str(ASSETS / I2V_NAME))
+    ap.add_argument("--keyframe-frames", type=int, default=0,
+                    help="the fine-tune draws keyframes of this many latent frames: say so in the file's metadata")
     args = ap.parse_args(argv)
     base, tuned = load_dit(Path(args.base)), load_weights(args.tuned)
-    tensors, meta = extract(base, tuned)
+    state = torch.load(args.tuned, map_location="cpu", weights_only=True) if args.tuned.endswith(".pt") else None
+    lora = lora_checkpoint(state["model"], tuned.cfg) if state else None
+    # a LoRA trained as one (train --lora) is stored as it is; any other fine-tune by its delta's SVD
+    tensors, meta = lora_tensors(lora) if lora is not None else extract(base, tuned)
+    if args.keyframe_frames:
+        meta["keyframe_frames"] = str(args.keyframe_frames)
     meta["source"] = str(args.tuned)
     write_weights(tensors, meta, Path(args.out))
     merged = apply(base, tensors)

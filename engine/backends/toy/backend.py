@@ -19,6 +19,7 @@ from engine.params import InputError
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
 REBUILD = "python -m engine.backends.toy.train {stage} --export"
 I2V_NAME = "toy_dit_i2v.safetensors"   # the image-to-video LoRA beside the DiT (engine/backends/toy/adapter.py)
+KEY_NAME = "toy_dit_key.safetensors"   # the keyframe LoRA beside it: draws keyframe-first's first latent frame
 
 
 def toy_spec() -> LatentSpec:
@@ -122,10 +123,12 @@ class ToyBackend:
     name = "toy"
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
-                 keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0):
+                 keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
+                 keyframe: DiT | None = None):
         self.spec = toy_spec()
         self.vae, self.dit, self.text = vae.to(device), dit.to(device), text
         self.i2v = i2v.to(device) if i2v is not None else None
+        self.keyframe = keyframe.to(device) if keyframe is not None else None
         self.device = torch.device(device)
         self.bf16 = bf16
         # engine.api samples text-to-video keyframe first when set: the keyframe by `dit`, the rest by `i2v`
@@ -134,13 +137,17 @@ class ToyBackend:
 
     @classmethod
     def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
-        """The shipped model; with toy_dit_i2v.safetensors beside it (a LoRA of the DiT), keyframe first."""
+        """The shipped model; with toy_dit_i2v.safetensors beside it (a LoRA of the DiT), keyframe first, and
+        with toy_dit_key.safetensors (another LoRA) its keyframes drawn by that model, over the latent frames
+        its metadata names."""
         from engine.backends.toy.adapter import load_i2v
-        dit_path, i2v_path = Path(assets) / "toy_dit.safetensors", Path(assets) / I2V_NAME
+        dit_path, i2v_path, key_path = (Path(assets) / n for n in ("toy_dit.safetensors", I2V_NAME, KEY_NAME))
         dit = load_dit(dit_path)
         i2v = load_i2v(dit, i2v_path) if i2v_path.exists() else None
-        first, frames = keyframe_first(dit_path)
-        return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16, first, i2v, frames)
+        key = load_i2v(dit, key_path) if key_path.exists() else None
+        first, frames = keyframe_first(key_path if key is not None else dit_path)
+        return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,
+                   first or key is not None, i2v, frames, key)
 
     def encode_text(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.text.encode(prompts)
@@ -163,6 +170,10 @@ class ToyBackend:
     def denoise_i2v(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """As denoise, by the image-to-video model (the DiT itself when there is none) -> (B, C, F, h, w)."""
         return self._run(self.i2v if self.i2v is not None else self.dit, x, t, text, gate)
+
+    def denoise_keyframe(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """As denoise, by the keyframe model (the DiT itself when there is none) -> (B, C, F, h, w)."""
+        return self._run(self.keyframe if self.keyframe is not None else self.dit, x, t, text, gate)
 
     @torch.no_grad()
     def _run(self, model: DiT, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,

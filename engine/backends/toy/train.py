@@ -264,6 +264,8 @@ def main(argv=None):
                     help="dit: share of batches made of single frames (one latent frame), the first pass of "
                          "keyframe-first sampling")
     ap.add_argument("--keyframe-batch", type=int, default=4, help="dit: a keyframe batch holds this many times --batch")
+    ap.add_argument("--lora", type=int, default=0,
+                    help="dit: train a LoRA of this rank on the block linears of --init, the base frozen (0 = every weight)")
     ap.add_argument("--bucket", default=None,
                     help="dit: train on these buckets only, WxHxFRAMES@FPS joined by commas (e.g. 64x64x17@8, "
                          "the probe's), not every size and length")

@@ -273,20 +273,23 @@ def judge_now(ema, vae, encoder, run, n: int = 6):
 def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optimizer, DiT]:
     """Model, optimiser and EMA: resumed from the run's checkpoint, else from --init, else fresh."""
     cfg = dit_config(args)
-    model = DiT(cfg).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    ema = DiT(cfg).to(dev)
-    ema.load_state_dict(model.state_dict())
+    model, ema = DiT(cfg).to(dev), DiT(cfg).to(dev)
     state = run.resume()
-    if state:
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); ema.load_state_dict(state["ema"])
-    elif args.init:  # continue from shipped weights (a new machine has no checkpoint)
+    if args.init and not state:  # continue from shipped weights (a new machine has no checkpoint)
         from engine.probe import load_weights   # shipped .safetensors or a kept runs/*/ckpt_*.pt
         init = load_weights(args.init).state_dict()
         for m in (model, ema):   # weights without the pooled-text path start it at zero (adaLN-Zero style)
             missing, unexpected = m.load_state_dict(init, strict=False)
             assert not unexpected and all(k.startswith("text_pool.") for k in missing), (missing, unexpected)
         run.log(f"initialised from {args.init}")
+    if args.lora:   # train a rank-r peft LoRA of the block linears alone; the base stays as it was
+        from engine.backends.toy.adapter import lora_model
+        model, ema = lora_model(model, args.lora), lora_model(ema, args.lora)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01,
+                            betas=(0.9, 0.99))
+    if state:
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); ema.load_state_dict(state["ema"])
     return cfg, model, opt, ema
 
 
@@ -366,5 +369,7 @@ def train_dit(args):
                   "config": dataclasses.asdict(cfg)}, force=True)
     run.log(f"dit {'done' if run.progress >= 1 else 'paused (resumable)'}: step {run.step}")
     if args.export:
-        export(ema, args.out or ASSETS / "toy_dit.safetensors", {"config": json.dumps(dataclasses.asdict(cfg)),
-                                                      "steps": str(run.step)})
+        meta = {"config": json.dumps(dataclasses.asdict(cfg)), "steps": str(run.step)}
+        if args.keyframe_share:   # trained on single frames: engine.api draws its keyframe pass over one latent frame
+            meta["keyframe_frames"] = "1"
+        export(ema, args.out or ASSETS / "toy_dit.safetensors", meta)
