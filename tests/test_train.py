@@ -211,3 +211,22 @@ def test_keyframe_batches_are_single_frames_of_plain_generation_and_leave_other_
     state = rng.bit_generator.state
     assert not any(keyframe_now(0.0, rng) for _ in range(100)) and rng.bit_generator.state == state
     assert 0.2 < np.mean([keyframe_now(0.25, rng) for _ in range(2000)]) < 0.3
+
+
+def test_a_lora_keyframe_run_exports_the_file_the_backend_loads_as_its_keyframe_model(tmp_path):
+    """train dit --lora 8 --keyframe-share 0.5 --export: a few steps write a LoRA file (keyframe_frames 1 in its
+    metadata) that ToyBackend.load merges into a keyframe model, beside an untouched DiT."""
+    import shutil
+
+    from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
+    from engine.backends.toy.train import main
+    for name in ("toy_dit.safetensors", "toy_vae.safetensors"):
+        shutil.copy(ASSETS / name, tmp_path / name)
+    main(["dit", "--run", str(tmp_path / "run"), "--init", str(ASSETS / "toy_dit.safetensors"), "--max-steps", "3",
+          "--batch", "2", "--probe-every", "0", "--eval-every", "1e6", "--lora", "8", "--keyframe-share", "0.5",
+          "--lr", "1e-2", "--export", "--out", str(tmp_path / KEY_NAME)])
+    b = ToyBackend.load(tmp_path)
+    assert b.keyframe is not None and b.keyframe_frames == 1 and b.i2v is None
+    base, key = b.dit.state_dict(), b.keyframe.state_dict()
+    assert set(base) == set(key) and any(not torch.equal(base[k], key[k]) for k in base)
+    assert all(torch.equal(base[k], key[k]) for k in base if not k.startswith("blocks."))   # LoRA: block linears only

@@ -372,4 +372,10 @@ def train_dit(args):
         meta = {"config": json.dumps(dataclasses.asdict(cfg)), "steps": str(run.step)}
         if args.keyframe_share:   # trained on single frames: engine.api draws its keyframe pass over one latent frame
             meta["keyframe_frames"] = "1"
-        export(ema, args.out or ASSETS / "toy_dit.safetensors", meta)
+        if args.lora:             # the LoRA alone, as the adapter stores it (assets/toy_dit_key.safetensors)
+            from engine.backends.toy.adapter import lora_tensors
+            from engine.backends.toy.backend import KEY_NAME, write_weights
+            tensors, lmeta = lora_tensors(ema)
+            write_weights(tensors, {**meta, **lmeta}, args.out or ASSETS / KEY_NAME)
+        else:
+            export(ema, args.out or ASSETS / "toy_dit.safetensors", meta)
