@@ -65,13 +65,17 @@ def lora_checkpoint(state: dict[str, torch.Tensor], cfg) -> torch.nn.Module | No
     return lora
 
 
+def file_ranks(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The rank of each LoRA a file's tensors hold, by module name (from A's rows)."""
+    return {k[len("lora."):-len(".lora_A.weight")]: v.shape[0] for k, v in tensors.items() if k.endswith("lora_A.weight")}
+
+
 def lora_tensors(lora: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a trained lora_model in this file's format: what apply() reads back."""
     from peft import get_peft_model_state_dict
     sd = get_peft_model_state_dict(lora)                        # {"model.<name>.lora_A.weight": (r, in), ...}
     tensors = {"lora." + k[len("model."):]: v.to(torch.float16) for k, v in sd.items()}
-    ranks = {k[len("lora."):-len(".lora_A.weight")]: v.shape[0] for k, v in tensors.items() if k.endswith("lora_A.weight")}
-    return tensors, {"lora": json.dumps({"ranks": ranks}), "config": json.dumps(dataclasses.asdict(lora.model.cfg))}
+    return tensors, {"lora": json.dumps({"ranks": file_ranks(tensors)}), "config": json.dumps(dataclasses.asdict(lora.model.cfg))}
 
 
 @torch.no_grad()
@@ -100,8 +104,7 @@ def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
     """A new DiT: base with the LoRA merged in (peft) and the full tensors replaced; base is untouched."""
     from peft import set_peft_model_state_dict
     from peft.tuners.lora import LoraModel
-    ranks = {k[len("lora."):-len(".lora_A.weight")]: v.shape[0] for k, v in tensors.items() if k.endswith("lora_A.weight")}
-    lora = LoraModel(copy.deepcopy(base), lora_config(base, ranks), "default")   # the ranks the file holds
+    lora = LoraModel(copy.deepcopy(base), lora_config(base, file_ranks(tensors)), "default")
     loaded = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
                                               for k, v in tensors.items() if k.startswith("lora.")})
     if loaded.unexpected_keys:
@@ -113,7 +116,8 @@ def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
 
 
 def load_i2v(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
-    """The image-to-video DiT: `path`'s LoRA on `base`; a missing or damaged file is the one-line weights error."""
+    """The image-to-video (or keyframe) DiT: `path`'s LoRA on `base`; a missing or damaged file is the one-line
+    weights error."""
     tensors, _ = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
     return apply(base, tensors)
 

@@ -131,7 +131,8 @@ class ToyBackend:
         self.keyframe = keyframe.to(device) if keyframe is not None else None
         self.device = torch.device(device)
         self.bf16 = bf16
-        # engine.api samples text-to-video keyframe first when set: the keyframe by `dit`, the rest by `i2v`
+        # engine.api samples text-to-video keyframe first when set: the keyframe by `keyframe` (else `dit`) over
+        # keyframe_frames latent frames, the rest by `i2v`; remix by `dit`
         self.keyframe_first = keyframe_first or i2v is not None
         self.keyframe_frames = keyframe_frames   # latent frames the keyframe pass draws (0 = the whole clip)
 
