@@ -152,27 +152,34 @@ def one_line(ratios: dict[tuple[str, str], dict[float, float]], t: float = 0.9) 
 
 
 def load_weights(path) -> torch.nn.Module:
-    """The DiT from shipped fp16 safetensors or a training checkpoint (runs/*/ckpt*.pt, its EMA weights);
-    a missing or damaged file is the one-line weights error."""
+    """The DiT from shipped fp16 safetensors or a training checkpoint (runs/*/ckpt*.pt, its EMA weights; a LoRA
+    run's merged); a missing or damaged file is the one-line weights error."""
     from pathlib import Path
 
     from engine.backends.toy.backend import load_dit
-    from engine.backends.toy.model import DiT, DiTConfig
-    from engine.params import InputError
     path = Path(path)
     if path.suffix == ".safetensors" or not path.exists():
         return load_dit(path)
+    model = read_checkpoint(path)
+    return (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model).eval()
+
+
+def read_checkpoint(path) -> torch.nn.Module:
+    """A training checkpoint's EMA weights: the DiT, or for a LoRA run (train --lora) its peft LoraModel, unmerged;
+    a damaged file is the one-line weights error."""
+    from engine.backends.toy.adapter import lora_checkpoint
+    from engine.backends.toy.model import DiT, DiTConfig
+    from engine.params import InputError
     try:
-        from engine.backends.toy.adapter import lora_checkpoint
         state = torch.load(path, map_location="cpu", weights_only=True)
         weights, cfg = state.get("ema", state["model"]), DiTConfig(**state["config"])
-        lora = lora_checkpoint(weights, cfg)      # a LoRA run's checkpoint (train --lora): merged
-        model = lora.merge_and_unload() if lora is not None else DiT(cfg)
-        if lora is None:
+        model = lora_checkpoint(weights, cfg)
+        if model is None:
+            model = DiT(cfg)
             model.load_state_dict(weights)
     except Exception as e:  # pickle, zip and key errors all mean the same to the person
         raise InputError(f"weights: {path} is not a readable DiT checkpoint ({e.__class__.__name__})") from None
-    return model.eval()
+    return model
 
 
 def probe_weights(weights, vae_path=None, n_clips: int = 12, seed: int = 0, device: str = "cpu") -> dict:

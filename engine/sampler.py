@@ -136,9 +136,10 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     For a model that reads a caption's motion from a given first frame but not from noise (the embedded
     model: assets/MODEL_CARD.md). `i2v`, a second denoiser trained for that, draws the second pass and any plan
     whose first frame is given (default: `denoiser` for both); `denoiser` draws plans whose first frame is
-    partly noised (remix) and, unless `keyframe` (a third, trained on keyframes) is given, the keyframes. `keyframe_frames` > 0: the keyframe pass samples only the plan's first
-    that many latent frames (a cheaper pass for a model trained on them: 28 tokens instead of 252 for 2 s of
-    112x64), from the same noise. The callback counts both passes' steps as one run (steps 1 .. 2n of 2n).
+    partly noised (remix) and, unless `keyframe` (a third, trained on keyframes) is given, the keyframes.
+    `keyframe_frames` > 0: the keyframe pass samples only the plan's first that many latent frames
+    (a cheaper pass for a model trained on them: 28 tokens instead of 252 for 2 s of 112x64), from the same
+    noise. The callback counts both passes' steps as one run (steps 1 .. 2n of 2n).
     """
     i2v = i2v or denoiser
     if noise is None:
@@ -152,7 +153,8 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     def counted(offset: int):
         return None if callback is None else lambda d: callback({**d, "step": d["step"] + offset, "steps": 2 * n})
     k = keyframe_frames or plan.known.shape[1]
-    first = sample(keyframe or denoiser, plan.head(k) if k < plan.known.shape[1] else plan, sigmas, guidance, noise=noise[:, :, :k], callback=counted(0), **kw)                      # (B, C, k, h, w)
+    first = sample(keyframe or denoiser, plan.head(k), sigmas, guidance, noise=noise[:, :, :k],
+                   callback=counted(0), **kw)                                                    # (B, C, k, h, w)
     known = plan.known[None].to(first).repeat(first.shape[0], 1, 1, 1, 1)
     known[:, :, 0] = first[:, :, 0]
     s = plan.start_level.clone()

@@ -14,9 +14,12 @@ def fake_plan(F=5, C=2, h=3, w=4, levels=None, L=3, D=8):
     from types import SimpleNamespace
     g = torch.Generator().manual_seed(1)
     levels = torch.tensor(levels if levels is not None else [1.0] * F)
-    return SimpleNamespace(known=torch.randn(C, F, h, w, generator=g), start_level=levels,
-                           text=torch.randn(L, D, generator=g), gate=torch.ones(F, L),
-                           uncond_text=torch.randn(2, D, generator=g), uncond_gate=torch.ones(F, 2))
+    p = SimpleNamespace(known=torch.randn(C, F, h, w, generator=g), start_level=levels,
+                        text=torch.randn(L, D, generator=g), gate=torch.ones(F, L),
+                        uncond_text=torch.randn(2, D, generator=g), uncond_gate=torch.ones(F, 2))
+    p.head = lambda k: SimpleNamespace(**{**vars(p), "known": p.known[:, :k], "start_level": p.start_level[:k],
+                                          "gate": p.gate[:k], "uncond_gate": p.uncond_gate[:k]})   # Plan.head
+    return p
 
 
 def perfect(target):

@@ -120,3 +120,29 @@ def test_a_trained_lora_starts_as_no_change_trains_only_its_factors_and_ships_as
     torch.testing.assert_close(apply(base, tensors)(x, t, text, gate), tuned_out, atol=5e-3, rtol=5e-3)  # fp16 file
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     assert lora_checkpoint(base.state_dict(), TINY) is None                      # plain weights are not a LoRA
+
+
+def test_the_adapter_cli_stores_a_lora_checkpoint_as_it_is(tmp_path):
+    """`python -m engine.backends.toy.adapter ckpt.pt --keyframe-frames 1` on a LoRA run's kept checkpoint: the
+    file holds its factors alone, says how many latent frames its keyframes cover, and merges back to it."""
+    from engine.backends.toy.adapter import lora_model, main
+    from engine.backends.toy.backend import _read_weights, load_dit
+    base, _ = tiny_pair(rank=4)
+    write_weights(base.state_dict(), {"config": json.dumps(dataclasses.asdict(TINY))}, tmp_path / "base.safetensors")
+    base = load_dit(tmp_path / "base.safetensors")             # the base as stored (fp16)
+    lora = lora_model(copy.deepcopy(base), 4)
+    with torch.no_grad():
+        for n, p in lora.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(n)))
+    x, t = torch.randn(2, 4, 2, 4, 4), torch.full((2, 2), 0.5)
+    text, gate = torch.randn(2, 3, 384), torch.ones(2, 2, 3)
+    want = lora(x, t, text, gate).detach()
+    torch.save({"model": lora.state_dict(), "config": dataclasses.asdict(TINY), "step": 7}, tmp_path / "ckpt.pt")
+    out = tmp_path / "key.safetensors"
+    main([str(tmp_path / "ckpt.pt"), "--base", str(tmp_path / "base.safetensors"), "--out", str(out),
+          "--keyframe-frames", "1"])
+    tensors, meta = _read_weights(out, "key")
+    assert meta["keyframe_frames"] == "1" and meta["source"].endswith("ckpt.pt")
+    assert set(json.loads(meta["lora"])["ranks"].values()) == {4} and not any(k.startswith("full.") for k in tensors)
+    torch.testing.assert_close(load_i2v(base, out)(x, t, text, gate), want, atol=5e-3, rtol=5e-3)

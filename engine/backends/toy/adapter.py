@@ -124,7 +124,7 @@ def load_i2v(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
 
 def main(argv=None):
     from engine.backends.toy.backend import load_dit
-    from engine.probe import load_weights
+    from engine.probe import load_weights, read_checkpoint
     ap = argparse.ArgumentParser(prog="python -m engine.backends.toy.adapter",
                                  description="store a fine-tuned DiT as a LoRA of assets/toy_dit.safetensors")
     ap.add_argument("tuned", help="the fine-tune: runs/*/ckpt_*.pt (its EMA weights) or a .safetensors")
@@ -133,11 +133,13 @@ def main(argv=None):
     ap.add_argument("--keyframe-frames", type=int, default=0,
                     help="the fine-tune draws keyframes of this many latent frames: say so in the file's metadata")
     args = ap.parse_args(argv)
-    base, tuned = load_dit(Path(args.base)), load_weights(args.tuned)
-    state = torch.load(args.tuned, map_location="cpu", weights_only=True) if args.tuned.endswith(".pt") else None
-    lora = lora_checkpoint(state["model"], tuned.cfg) if state else None
+    base = load_dit(Path(args.base))
+    tuned = read_checkpoint(args.tuned) if args.tuned.endswith(".pt") else load_weights(args.tuned)
     # a LoRA trained as one (train --lora) is stored as it is; any other fine-tune by its delta's SVD
-    tensors, meta = lora_tensors(lora) if lora is not None else extract(base, tuned)
+    if hasattr(tuned, "merge_and_unload"):
+        (tensors, meta), tuned = lora_tensors(tuned), tuned.merge_and_unload()
+    else:
+        tensors, meta = extract(base, tuned)
     if args.keyframe_frames:
         meta["keyframe_frames"] = str(args.keyframe_frames)
     meta["source"] = str(args.tuned)
