@@ -4,6 +4,7 @@ A lent machine takes a 64 MiB working tree and has torch and transformers but ne
 text encoder's package (90 MB of fp32 weights) nor imageio-ffmpeg. So:
 
     python bench/gpu_train.py pack --run runs/ft_bucket            # here: fills .carry/gpu_train/
+    python bench/gpu_train.py pack --run runs/new --weights assets/toy_dit.safetensors   # a fresh machine
     # device tool: carry [".carry"], command:
     python bench/gpu_train.py train --minutes 8 --out $OUT          # there: the same recipe on cuda
     python -m engine.backends.toy.train dit --run runs/<next> --init <files_at>/toy_dit_gpu.safetensors ...
@@ -74,10 +75,12 @@ def pack(run: Path, weights: Path | None, flags: list[str], carry: Path = CARRY)
         for key in ("model", "ema"):
             if key in state:
                 state[key] = {k: v.half() if v.is_floating_point() else v for k, v in state[key].items()}
-        torch.save(state, carry / "init.pt")
-    else:
-        shutil.copy(weights, carry / "init.pt")
-    (carry / "flags.json").write_text(json.dumps({"from": str(weights), "flags": flags}))
+        init = "init.pt"
+        torch.save(state, carry / init)
+    else:   # shipped weights (a fresh machine has no run): the suffix says how to read them
+        init = "init.safetensors"
+        shutil.copy(weights, carry / init)
+    (carry / "flags.json").write_text(json.dumps({"from": str(weights), "init": init, "flags": flags}))
     return carry
 
 
@@ -123,12 +126,13 @@ def train(carry: Path, out: Path, minutes: float, device: str, max_steps: int = 
     os.environ["CINEPATCH_TEXT_ENCODER"] = str(rebuild_encoder(carry, scratch / "cinepatch_minilm"))
     from engine.backends.toy import backend, train as toy_train
     guard_text(backend.MiniLM)
-    flags = json.loads((carry / "flags.json").read_text())["flags"]
+    packed = json.loads((carry / "flags.json").read_text())
+    flags, init = packed["flags"], carry / packed.get("init", "init.pt")
     out.mkdir(parents=True, exist_ok=True)
     run = scratch / "cinepatch_gpu_run"
     shutil.rmtree(run, ignore_errors=True)
     budget = ["--max-steps", str(max_steps)] if max_steps else ["--minutes", str(minutes)]
-    toy_train.main(["dit", "--run", str(run), "--init", str(carry / "init.pt"), "--device", device, *budget,
+    toy_train.main(["dit", "--run", str(run), "--init", str(init), "--device", device, *budget,
                     "--eval-every", "1e9", "--export", "--out", str(out / "toy_dit_gpu.safetensors"), *flags])
     shutil.copy(run / "log.txt", out / "log.txt")
     return out / "toy_dit_gpu.safetensors"

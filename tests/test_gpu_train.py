@@ -36,3 +36,23 @@ def test_gpu_train_pack_fits_the_device_and_its_encoder_matches_minilm(tmp_path,
         slim.encode(["a zebra juggling quantum pancakes"])
     out = gpu_train.train(carry, tmp_path / "out", 0, "cpu", max_steps=2, scratch=tmp_path)
     assert backend.load_dit(out).cfg == dit.cfg and (tmp_path / "out" / "log.txt").exists()
+
+
+def test_gpu_train_packs_the_shipped_weights_on_a_fresh_machine(tmp_path):
+    """A machine without a run packs assets/toy_dit.safetensors (--weights); the lent GPU's run starts from
+    exactly those weights (a safetensors file is not read as a torch checkpoint)."""
+    import json
+
+    import torch
+
+    from bench import gpu_train
+    from engine.backends.toy import backend
+    from engine.probe import load_weights
+    shipped = backend.ASSETS / "toy_dit.safetensors"
+    with pytest.raises(SystemExit, match="pass --weights"):
+        gpu_train.pack(tmp_path / "no_run", None, [], tmp_path / "carry")
+    carry = gpu_train.pack(tmp_path / "no_run", shipped, [], tmp_path / "carry")
+    init = carry / json.loads((carry / "flags.json").read_text())["init"]
+    want = backend.load_dit(shipped).state_dict()
+    got = load_weights(init).state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], v) for k, v in want.items())
