@@ -68,9 +68,11 @@ def batch_conditioning(plan, batch: int, guided: bool, device, dtype, batched: b
 
 
 def guided_velocity(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float) -> torch.Tensor:
-    """x (B, C, F, h, w), t (B, F) -> guided velocity (B, C, F, h, w); one denoiser call, or two unbatched."""
-    if not cond.guided:
-        return denoiser(x, t, cond.text, cond.gate)
+    """x (B, C, F, h, w), t (B, F) -> guided velocity (B, C, F, h, w); one denoiser call, or two unbatched.
+    guidance 1 runs the conditional branch alone (its rows come first)."""
+    if not cond.guided or guidance == 1.0:
+        B = x.shape[0]
+        return denoiser(x, t, cond.text[:B], cond.gate[:B])
     if cond.batched:
         v_c, v_u = denoiser(torch.cat([x, x]), torch.cat([t, t]), cond.text, cond.gate).chunk(2)
     else:
@@ -89,13 +91,16 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
            noise: torch.Tensor | None = None, generator: torch.Generator | None = None, batch: int = 1,
            per_token: bool = True, solver: str = "euler", callback: Callable[[dict], None] | None = None,
            cancel=None, device="cpu", dtype=torch.float32, cfg_batch: bool = True,
-           known: torch.Tensor | None = None, start_level: torch.Tensor | None = None) -> torch.Tensor:
+           known: torch.Tensor | None = None, start_level: torch.Tensor | None = None,
+           guidance_floor: float = 0.0) -> torch.Tensor:
     """Denoise the plan's grid -> latents (B, C, F, h, w) at t = 0.
 
     noise: (B, C, F, h, w) initial eps (drawn from `generator` when None). cancel: anything
     with `is_set()` (threading.Event), checked between steps. cfg_batch: False runs the guided
     branches one after the other (same result, half the activation memory). known (B or 1, C, F, h, w)
     and start_level (F,) stand in for the plan's (a second pass that keeps frames per variation).
+    guidance_floor: steps from a noise level below it run the conditional branch alone (guidance in a
+    limited interval, Kynkaanniemi et al. 2024): the late steps refine what guided ones laid out, at half the cost.
     """
     # 1. inputs on the device
     known = (plan.known[None] if known is None else known).to(device, dtype)  # (1 or B, C, F, h, w)
@@ -116,7 +121,7 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
             raise Cancelled(f"cancelled at step {i} of {n}")
         t, t_next = float(sigmas[i]), float(sigmas[i + 1])
         x_prev = x
-        x, v = _step(denoiser, x, t, t_next, path, cond, guidance, solver)
+        x, v = _step(denoiser, x, t, t_next, path, cond, guidance if t >= guidance_floor else 1.0, solver)
         if callback is not None:  # the denoised estimate x - tau v only when someone looks at it
             denoised = x_prev - _frames(path.level(t)).to(x.dtype) * v
             callback({"step": i + 1, "steps": n, "t": t_next, "x": x, "denoised": denoised})
@@ -129,7 +134,7 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
                           noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                           batch: int = 1, callback: Callable[[dict], None] | None = None,
                           i2v: Denoiser | None = None, keyframe_frames: int = 0, keyframe: Denoiser | None = None,
-                          **kw) -> torch.Tensor:
+                          continue_floor: float = 0.0, **kw) -> torch.Tensor:
     """Emu Video's factorisation -> latents (B, C, F, h, w): sample the plan, keep each variation's first
     latent frame, and sample again with it frozen (image-to-video from the model's own keyframe).
 
@@ -139,7 +144,8 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     partly noised (remix) and, unless `keyframe` (a third, trained on keyframes) is given, the keyframes.
     `keyframe_frames` > 0: the keyframe pass samples only the plan's first that many latent frames
     (a cheaper pass for a model trained on them: 28 tokens instead of 252 for 2 s of 112x64), from the same
-    noise. The callback counts both passes' steps as one run (steps 1 .. 2n of 2n).
+    noise. `continue_floor`: the second pass's guidance_floor (see sample): it continues a keyframe already
+    laid out. The callback counts both passes' steps as one run (steps 1 .. 2n of 2n).
     """
     i2v = i2v or denoiser
     if noise is None:
@@ -160,7 +166,7 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     s = plan.start_level.clone()
     s[0] = 0
     return sample(i2v, plan, sigmas, guidance, noise=noise, callback=counted(n), known=known,
-                  start_level=s, **kw)
+                  start_level=s, guidance_floor=continue_floor, **kw)
 
 
 @dataclass

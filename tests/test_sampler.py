@@ -115,6 +115,33 @@ def test_cfg_unbatched_makes_two_calls_of_the_sample_batch_with_the_same_result(
         torch.testing.assert_close(out, target.expand_as(out), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_guidance_floor_runs_the_conditional_branch_alone_below_it(solver, batched):
+    """A step from a level below the floor calls the denoiser on the cond rows alone (Heun's second call too);
+    above it, both branches; a floor above every level is exactly guidance 1, and a perfect denoiser still
+    lands on its target."""
+    from collections import Counter
+    p, rows = fake_plan(), Counter()
+
+    def den(x, t, text, gate):
+        rows[round(float(t.max()), 3)] += text.shape[0]
+        return (x + text.mean((1, 2))[:, None, None, None, None]) * t[:, None, :, None, None]
+    noise = torch.randn(2, *p.known.shape, generator=torch.Generator().manual_seed(3))
+    sig = schedule(4)                                                   # 1, 0.75, 0.5, 0.25, 0
+    floored = sample(den, p, sig, guidance=4.0, noise=noise, solver=solver, cfg_batch=batched, guidance_floor=0.6)
+    called = dict(rows)
+    # text rows per level, 2 samples: guided steps 4 (cond + uncond), unguided 2; Heun also calls at t_next
+    want = {1.0: 4, 0.75: 4, 0.5: 2, 0.25: 2} if solver == "euler" else {1.0: 4, 0.75: 8, 0.5: 6, 0.25: 4}
+    assert called == want
+    unguided = sample(den, p, sig, guidance=4.0, noise=noise, solver=solver, cfg_batch=batched, guidance_floor=1.01)
+    assert torch.equal(unguided, sample(den, p, sig, guidance=1.0, noise=noise, solver=solver, cfg_batch=batched))
+    assert not torch.allclose(floored, sample(den, p, sig, guidance=4.0, noise=noise, solver=solver, cfg_batch=batched))
+    target = torch.randn(1, *p.known.shape)
+    out = sample(perfect(target), p, schedule(6), guidance=3.0, noise=noise, guidance_floor=0.5, solver=solver)
+    torch.testing.assert_close(out, target.expand_as(out), atol=1e-5, rtol=1e-5)
+
+
 def test_unconditional_branch_is_gated_open_to_the_empty_prompt(backend):
     tl = Timeline(duration_s=1, fps=8, cards=[TextCard(0, 0.5, "a red ball"), TextCard(0.5, 1, "a blue box")])
     p = compile(tl, backend)
@@ -258,3 +285,23 @@ def test_a_keyframe_model_draws_the_keyframe_alone_and_nothing_else():
         sample_keyframe_first(den["t2v"], fake_plan(levels=levels), schedule(4), noise=torch.randn(1, *p.known.shape),
                               i2v=den["i2v"], keyframe=den["key"])
         assert calls[:4] == [used] * 4 and "t2v" not in calls[4:] and "key" not in calls[4:]
+
+
+def test_keyframe_first_applies_its_continue_floor_to_the_second_pass_alone():
+    """continue_floor: the keyframe pass and a plan whose first frame is given are guided at every step; the
+    second pass runs its low steps on the conditional rows alone."""
+    p, calls = fake_plan(), []
+
+    def den(name):
+        def f(x, t, text, gate):
+            calls.append((name, round(float(t.max()), 3), text.shape[0]))
+            return torch.zeros_like(x)
+        return f
+    noise = torch.randn(1, *p.known.shape)
+    sample_keyframe_first(den("dit"), p, schedule(4), 4.0, noise=noise, i2v=den("i2v"), continue_floor=0.6)
+    assert calls == [("dit", t, 2) for t in (1.0, 0.75, 0.5, 0.25)] + \
+        [("i2v", 1.0, 2), ("i2v", 0.75, 2), ("i2v", 0.5, 1), ("i2v", 0.25, 1)]
+    calls.clear()
+    given = fake_plan(levels=[0.0, 1.0, 1.0, 1.0, 1.0])
+    sample_keyframe_first(den("dit"), given, schedule(4), 4.0, noise=noise, i2v=den("i2v"), continue_floor=0.6)
+    assert calls == [("i2v", t, 2) for t in (1.0, 0.75, 0.5, 0.25)]

@@ -223,3 +223,26 @@ def test_a_keyframe_adapter_draws_the_first_latent_frame_and_the_dit_keeps_remix
     calls.clear()
     generate_latents(ops.remix(str(path), "a blue square", 0.3, resolution=64, seed=1), b, Settings(steps=3))
     assert {n for n, _ in calls} == {"dit"}
+
+
+def test_the_shipped_backend_guides_its_second_pass_only_above_its_floor(tmp_path):
+    """ToyBackend.continue_floor reaches the sampler through engine.api: the keyframe pass is guided at every
+    step; in the image-to-video pass, steps from a level below the floor call the model on the conditional
+    row alone; remix (the DiT) is guided at every step."""
+    from engine import ops
+    from engine.api import Settings, generate, generate_latents
+    from engine.video_io import write_video
+    b = ToyBackend.load()
+    assert b.keyframe_first and 0 < b.continue_floor < 1
+    calls = []
+    for name in ("dit", "i2v", "keyframe"):
+        getattr(b, name).register_forward_hook(lambda m, args, out, n=name: calls.append((n, args[0].shape[0])))
+    tl = ops.t2v("a red circle moving left", 1.0, fps=8, resolution=64, aspect="1:1", seed=3)
+    steps = 4                                                       # levels 1, 0.75, 0.5, 0.25
+    clip = generate(tl, b, Settings(steps=steps, guidance=4.0))[0]
+    rows = [2 if 1 - i / steps >= b.continue_floor else 1 for i in range(steps)]
+    assert calls == [("keyframe", 2)] * steps + [("i2v", r) for r in rows] and 1 in rows
+    calls.clear()
+    path = write_video(tmp_path / "src.mp4", clip, 8)
+    generate_latents(ops.remix(str(path), "a blue square", 0.9, resolution=64, seed=1), b, Settings(steps=steps))
+    assert calls and set(calls) == {("dit", 2)}

@@ -121,6 +121,10 @@ class MiniLM:
 
 class ToyBackend:
     name = "toy"
+    # Keyframe first's second pass runs unguided below this noise level (sampler.sample_keyframe_first): the
+    # same prompt rows at less cost; guided everywhere else, since remix follows its prompt less without it
+    # (assets/MODEL_CARD.md, session 18).
+    continue_floor = 0.5
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
                  keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
