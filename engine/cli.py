@@ -307,10 +307,10 @@ def cmd_probe(a):
     # the shipped model draws all but the keyframe with the first LoRA, and the keyframe with the second
     for path, role in ((ASSETS / I2V_NAME, "image-to-video model"), (ASSETS / KEY_NAME, "keyframe model")):
         if a.weights is None and path.exists():
-            from engine.backends.toy.adapter import load_i2v
+            from engine.backends.toy.adapter import load_adapter
             from engine.backends.toy.backend import load_dit
             print(f"probe of the {role} ({path}, merged into {weights})")
-            print(table(probe_weights(load_i2v(load_dit(weights), path), a.vae, a.clips, a.seed)))
+            print(table(probe_weights(load_adapter(load_dit(weights), path), a.vae, a.clips, a.seed)))
 
 
 def cmd_demo(a):

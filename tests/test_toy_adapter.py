@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from engine.backends.toy.adapter import apply, extract, load_i2v, lora_rank, lora_targets
+from engine.backends.toy.adapter import apply, extract, load_adapter, lora_rank, lora_targets
 from engine.backends.toy.backend import ASSETS, write_weights
 from engine.backends.toy.model import DiT, DiTConfig
 from engine.params import InputError
@@ -78,7 +78,7 @@ def test_a_damaged_or_missing_adapter_is_the_one_line_weights_error(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     for p in (path, tmp_path / "nowhere.safetensors"):
         with pytest.raises(InputError) as e:
-            load_i2v(base, p)
+            load_adapter(base, p)
         msg = str(e.value)
         assert msg.startswith("weights: ") and str(p) in msg and "engine.backends.toy.adapter" in msg
         assert "\n" not in msg
@@ -145,4 +145,4 @@ def test_the_adapter_cli_stores_a_lora_checkpoint_as_it_is(tmp_path):
     tensors, meta = _read_weights(out, "key")
     assert meta["keyframe_frames"] == "1" and meta["source"].endswith("ckpt.pt")
     assert set(json.loads(meta["lora"])["ranks"].values()) == {4} and not any(k.startswith("full.") for k in tensors)
-    torch.testing.assert_close(load_i2v(base, out)(x, t, text, gate), want, atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(load_adapter(base, out)(x, t, text, gate), want, atol=5e-3, rtol=5e-3)

@@ -115,9 +115,9 @@ def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
     return model.eval()
 
 
-def load_i2v(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
-    """The image-to-video (or keyframe) DiT: `path`'s LoRA on `base`; a missing or damaged file is the one-line
-    weights error."""
+def load_adapter(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
+    """A DiT stored as a LoRA of `base` (the image-to-video or the keyframe model): `path`'s LoRA merged into a
+    copy of `base`; a missing or damaged file is the one-line weights error."""
     tensors, _ = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
     return apply(base, tensors)
 

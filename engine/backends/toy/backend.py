@@ -145,11 +145,11 @@ class ToyBackend:
         """The shipped model; with toy_dit_i2v.safetensors beside it (a LoRA of the DiT), keyframe first, and
         with toy_dit_key.safetensors (another LoRA) its keyframes drawn by that model, over the latent frames
         its metadata names."""
-        from engine.backends.toy.adapter import load_i2v
+        from engine.backends.toy.adapter import load_adapter
         dit_path, i2v_path, key_path = (Path(assets) / n for n in ("toy_dit.safetensors", I2V_NAME, KEY_NAME))
         dit = load_dit(dit_path)
-        i2v = load_i2v(dit, i2v_path) if i2v_path.exists() else None
-        key = load_i2v(dit, key_path) if key_path.exists() else None
+        i2v = load_adapter(dit, i2v_path) if i2v_path.exists() else None
+        key = load_adapter(dit, key_path) if key_path.exists() else None
         first, frames = keyframe_first(key_path if key is not None else dit_path)
         return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,
                    first or key is not None, i2v, frames, key)

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
+from engine.backends.toy.backend import ASSETS
 from engine.backends.toy.vae import VAEConfig, VideoAE, widen_decoder
 from engine.video_io import to_tensor
 
-ASSETS = Path(__file__).resolve().parents[3] / "assets"
 SIZES = ((112, 64), (64, 64), (64, 112))
 
 
