@@ -230,3 +230,19 @@ def test_a_lora_keyframe_run_exports_the_file_the_backend_loads_as_its_keyframe_
     base, key = b.dit.state_dict(), b.keyframe.state_dict()
     assert set(base) == set(key) and any(not torch.equal(base[k], key[k]) for k in base)
     assert all(torch.equal(base[k], key[k]) for k in base if not k.startswith("blocks."))   # LoRA: block linears only
+
+
+def test_a_two_object_share_makes_fresh_scenes_hold_two_objects_and_share_0_draws_nothing():
+    """--two-share: with share 1 every fresh clip's first caption names two objects (the world's mix gives
+    one in about half); share 0 leaves the data stream exactly as it was."""
+    from engine.backends.toy.train_dit import render_sample
+    rng = np.random.default_rng(4)
+    two = [render_sample(rng, 64, 64, 8.0, 9, two=True) for _ in range(40)]
+    assert all(len(world.parse_caption(segs[0][0]).objects) == 2 for _, segs in two)
+    mix = [render_sample(rng, 64, 64, 8.0, 9) for _ in range(40)]
+    assert any(len(world.parse_caption(segs[0][0]).objects) == 1 for _, segs in mix)
+    scene = world.sample_scene(np.random.default_rng(0), n_objects=1)
+    assert len(scene.objects) == 1
+    from engine.backends.toy.train_dit import Pools
+    off, on = Pools(None, None, None, None), Pools(None, None, None, None, two_share=0.5, two_rng=np.random.default_rng(1))
+    assert not any(off.two() for _ in range(50)) and 0.4 < np.mean([on.two() for _ in range(2000)]) < 0.6

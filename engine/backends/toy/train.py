@@ -263,6 +263,8 @@ def main(argv=None):
     ap.add_argument("--keyframe-share", type=float, default=0.0,
                     help="dit: share of batches made of single frames (one latent frame), the first pass of "
                          "keyframe-first sampling")
+    ap.add_argument("--two-share", type=float, default=0.0,
+                    help="dit: share of fresh clips made to hold two objects (0 = the world's own mix, about half)")
     ap.add_argument("--keyframe-batch", type=int, default=4, help="dit: a keyframe batch holds this many times --batch")
     ap.add_argument("--lora", type=int, default=0,
                     help="dit: train a LoRA of this rank on the block linears of --init, the base frozen (0 = every weight)")

@@ -61,10 +61,10 @@ def continue_scene(scene: world.SceneSpec, w: int, h: int, t: float, rng) -> wor
     return dataclasses.replace(scene, objects=tuple(objs))
 
 
-def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False):
+def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False, two: bool = False):
     """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)]. simple: the curriculum's
-    first stage, one object under one caption."""
-    scene = world.sample_scene(rng, (w, h))
+    first stage, one object under one caption; two: its first scene holds two objects."""
+    scene = world.sample_scene(rng, (w, h), n_objects=2 if two else None)
     if simple:
         scene = dataclasses.replace(scene, objects=scene.objects[:1])
     if simple or rng.random() < 0.7 or n < 9:
@@ -131,13 +131,14 @@ def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
 
 
 def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: bool = False,
-                 fps: float | None = None) -> list[dict]:
-    """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))]}]."""
+                 fps: float | None = None, two=lambda: False) -> list[dict]:
+    """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))]}].
+    two(): whether the next clip's scene is made to hold two objects."""
     F_ = spec.latent_frames(n)
     clips, metas = [], []
     for _ in range(k):
         rate = float(rng.choice(FPS_CHOICES)) if fps is None else fps
-        clip, segs = render_sample(rng, w, h, rate, n, simple)
+        clip, segs = render_sample(rng, w, h, rate, n, simple, two())
         clips.append(to_tensor(clip))
         metas.append(segs)
     with torch.no_grad():
@@ -153,9 +154,13 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
 class Pools:
     """Per bucket (width, height, frames): the last POOL encoded clips."""
 
-    def __init__(self, rng, vae, text, spec, fresh: int = FRESH, buckets: tuple[tuple[int, int, int, float], ...] = ()):
+    def __init__(self, rng, vae, text, spec, fresh: int = FRESH, buckets: tuple[tuple[int, int, int, float], ...] = (),
+                 two_share: float = 0.0, two_rng=None):
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
         self.buckets = buckets   # ((w, h, frames, fps), ...): every batch from one of these (an ablation), else all
+        # a share of fresh clips made to hold two objects (the world draws one or two): its own rng, so the
+        # rest of the data stream is a run without it's
+        self.two = (lambda: two_rng.random() < two_share) if two_share > 0 else (lambda: False)
 
     def batch(self, B: int, empty: torch.Tensor, simple: bool = False, keyframe: bool = False):
         """-> x0 (B, C, F, h, w), levels (B, F), text (B, L, D), gate (B, F, L), object mask (B, F, h, w).
@@ -171,7 +176,8 @@ class Pools:
         if keyframe:   # a frame costs a ninth of a 17-frame clip to encode, so refresh its pool as fast per sample
             n, fresh_n = 1, self.fresh * max(1, B // 8)
         pool = self.pools.setdefault((w, h, n), [])
-        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, fresh_n if len(pool) >= B else B, simple, fps)
+        fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, fresh_n if len(pool) >= B else B,
+                             simple, fps, self.two)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
         picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
@@ -310,11 +316,12 @@ def train_dit(args):
     abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
     share_rng = np.random.default_rng(args.seed + 15_485_863 + 7919 * run.step)
     key_rng = np.random.default_rng(args.seed + 32_452_843 + 7919 * run.step)
-    pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket))
+    pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket), args.two_share,
+                  np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step))
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, two-object share {args.two_share:g}, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:

@@ -211,13 +211,13 @@ def _sample_object(rng: np.random.Generator, color: str, aspect: tuple[float, fl
 
 
 def sample_scene(rng: np.random.Generator, aspect: tuple[float, float] = (1, 1),
-                 horizon: float = 4.0) -> SceneSpec:
+                 horizon: float = 4.0, n_objects: int | None = None) -> SceneSpec:
     """A random scene for a canvas of shape aspect = (W, H): one or two objects of distinct
     colours that stay apart for `horizon` seconds (the longest training clip), each moving
     one with >= 1 s of free travel ahead. Should a second object find no place (rare),
-    the scene keeps one."""
+    the scene keeps one. n_objects: 1 or 2 asked for (None: either, at random)."""
     background = _pick(rng, tuple(BACKGROUNDS))
-    n = int(rng.integers(1, 3))
+    n = n_objects or int(rng.integers(1, 3))
     colors = rng.permutation(len(COLORS))[:n]
     objects: list[ObjectSpec] = []
     for c in colors:
