@@ -4,7 +4,7 @@ let shown = null;     // the <video> playing now
 let hovered = null;   // the thumbnail under the pointer
 const stop = () => { if (shown) { shown.remove(); shown = null; } };
 // A refresh can show a new thumbnail a moment before props.value knows its URL (a busy machine), and a pointer
-// that rests on it sends no second mouseover: so look again a few times while it stays there.
+// that rests on it sends no second mouseover: so look again every 250 ms while it stays there (up to 2 min).
 const show = (item, tries) => {
   if (hovered !== item || (shown && shown.parentElement === item)) return;
   const m = /#(\d+)\b/.exec(item.textContent || '');   // the caption: "★ #12 remix: …"
@@ -26,5 +26,5 @@ document.addEventListener('mouseover', e => {
   if (!item) { stop(); return; }
   if (shown && shown.parentElement === item) return;
   stop();
-  show(item, 40);
+  show(item, 480);
 });
