@@ -8,6 +8,7 @@ Prints the median of several runs (this machine is noisy) and the real-time fact
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import statistics
 import sys
@@ -37,8 +38,7 @@ def main():
     if backend.keyframe_first:
         runs["one pass, the DiT alone"] = ToyBackend(backend.vae, backend.dit, backend.text)
     if backend.continue_floor:   # the same models guided at every step (sample_keyframe_first's continue_floor)
-        every = ToyBackend(backend.vae, backend.dit, backend.text, keyframe_first=backend.keyframe_first,
-                           i2v=backend.i2v, keyframe_frames=backend.keyframe_frames, keyframe=backend.keyframe)
+        every = copy.copy(backend)   # the same models and settings, one attribute changed
         every.continue_floor = 0.0
         runs["guided at every step"] = every
     tl = ops.t2v("a small red circle moving left on a black background", 2.0, fps=8, resolution=64, aspect=a.aspect)
