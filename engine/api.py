@@ -128,7 +128,8 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
         run = partial(sampler.sample_keyframe_first, i2v=getattr(backend, "denoise_i2v", None),
                       keyframe_frames=getattr(backend, "keyframe_frames", 0),
                       keyframe=getattr(backend, "denoise_keyframe", None),
-                      continue_floor=getattr(backend, "continue_floor", 0.0)) if kf else sampler.sample
+                      continue_floor=getattr(backend, "continue_floor", 0.0),
+                      redraw_from=getattr(backend, "redraw_from", 1.0)) if kf else sampler.sample
         x = run(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
                 per_token=backend.spec.per_token_timestep, solver=settings.solver,
                 callback=callback, cancel=cancel, device=getattr(backend, "device", "cpu"),

@@ -134,14 +134,17 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
                           noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                           batch: int = 1, callback: Callable[[dict], None] | None = None,
                           i2v: Denoiser | None = None, keyframe_frames: int = 0, keyframe: Denoiser | None = None,
-                          continue_floor: float = 0.0, **kw) -> torch.Tensor:
+                          continue_floor: float = 0.0, redraw_from: float = 1.0, **kw) -> torch.Tensor:
     """Emu Video's factorisation -> latents (B, C, F, h, w): sample the plan, keep each variation's first
     latent frame, and sample again with it frozen (image-to-video from the model's own keyframe).
 
     For a model that reads a caption's motion from a given first frame but not from noise (the embedded
     model: assets/MODEL_CARD.md). `i2v`, a second denoiser trained for that, draws the second pass and any plan
     whose first frame is given (default: `denoiser` for both); `denoiser` draws plans whose first frame is
-    partly noised (remix) and, unless `keyframe` (a third, trained on keyframes) is given, the keyframes.
+    partly noised (remix) below `redraw_from` and, unless `keyframe` (a third, trained on keyframes) is given,
+    the keyframes. A plan whose first frame starts at `redraw_from` or above (a remix that redraws the layout)
+    is drawn keyframe first too: the keyframe from the source's first frame at its level, the rest from the
+    source at theirs.
     `keyframe_frames` > 0: the keyframe pass samples only the plan's first that many latent frames
     (a cheaper pass for a model trained on them: 28 tokens instead of 252 for 2 s of 112x64), from the same
     noise. `continue_floor`: the second pass's guidance_floor (see sample): it continues a keyframe already
@@ -151,7 +154,7 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     if noise is None:
         noise = torch.randn((batch, *plan.known.shape), generator=generator)
     first_level = float(plan.start_level[0])
-    if first_level < 1:
+    if first_level == 0 or first_level < min(redraw_from, 1.0):
         return sample(i2v if first_level == 0 else denoiser, plan, sigmas, guidance, noise=noise,
                       callback=callback, **kw)
     n = len(sigmas) - 1

@@ -305,3 +305,33 @@ def test_keyframe_first_applies_its_continue_floor_to_the_second_pass_alone():
     given = fake_plan(levels=[0.0, 1.0, 1.0, 1.0, 1.0])
     sample_keyframe_first(den("dit"), given, schedule(4), 4.0, noise=noise, i2v=den("i2v"), continue_floor=0.6)
     assert calls == [("i2v", t, 2) for t in (1.0, 0.75, 0.5, 0.25)]
+
+
+def test_a_remix_from_redraw_from_up_is_drawn_keyframe_first_from_its_source():
+    """redraw_from: a plan whose first frame starts at that level or above (a remix that redraws the layout)
+    gets its keyframe from the keyframe model, starting from the source's first frame at its level, and the
+    rest from the image-to-video model, starting from the source's other frames; below it the denoiser draws
+    the remix alone, as without redraw_from."""
+    g = torch.Generator().manual_seed(12)
+    p = fake_plan(levels=[0.6] * 5)
+    a, b, c = (torch.randn(1, *p.known.shape, generator=g) for _ in range(3))
+    noise = torch.randn(1, *p.known.shape, generator=g)
+    out = sample_keyframe_first(perfect(a), p, schedule(6), noise=noise, i2v=perfect(b), keyframe=perfect(c),
+                                keyframe_frames=1, redraw_from=0.5)
+    torch.testing.assert_close(out[:, :, 0], c[:, :, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, :, 1:], b[:, :, 1:], atol=1e-5, rtol=1e-5)
+    seen = []
+    den = {n: (lambda n: lambda x, t, tx, gt: seen.append((n, x.clone(), t.clone())) or smooth(x, t, tx, gt))(n)
+           for n in ("t2v", "i2v", "key")}
+    sample_keyframe_first(den["t2v"], p, schedule(4), 2.0, noise=noise, i2v=den["i2v"], keyframe=den["key"],
+                          keyframe_frames=1, redraw_from=0.5)
+    assert [n for n, _, _ in seen] == ["key"] * 4 + ["i2v"] * 4
+    start = 0.4 * p.known + 0.6 * noise[0]                                   # the source at level 0.6
+    torch.testing.assert_close(seen[0][1][0], start[:, :1])                   # the keyframe pass starts from it
+    torch.testing.assert_close(seen[4][1][0, :, 1:], start[:, 1:])            # and so do the other frames
+    assert (seen[4][2][:, 0] == 0).all() and (seen[4][2][:, 1:] == 0.6).all()
+    for levels, kw in (([0.3] * 5, {"redraw_from": 0.5}), ([0.6] * 5, {})):
+        seen.clear()
+        sample_keyframe_first(den["t2v"], fake_plan(levels=levels), schedule(4), 2.0, noise=noise, i2v=den["i2v"],
+                              keyframe=den["key"], keyframe_frames=1, **kw)
+        assert [n for n, _, _ in seen] == ["t2v"] * 4

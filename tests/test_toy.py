@@ -191,9 +191,10 @@ def test_an_image_to_video_adapter_beside_the_dit_draws_all_but_the_keyframe(tmp
     assert torch.equal(b[:, :, 0], a[:, :, 0]) and not torch.equal(b[:, :, 1:], a[:, :, 1:])
 
 
-def test_a_keyframe_adapter_draws_the_first_latent_frame_and_the_dit_keeps_remix(tmp_path):
+def test_a_keyframe_adapter_draws_the_first_latent_frame_and_remix_too_unless_redraw_from_says_not(tmp_path):
     """assets/ with toy_dit_key.safetensors (a LoRA whose metadata says keyframe_frames 1): the keyframe pass is
-    that model's, over one latent frame; the rest is the image-to-video model's; remix is the DiT's alone."""
+    that model's, over one latent frame; the rest is the image-to-video model's. Remix is drawn the same way
+    (redraw_from 0); with redraw_from above its level it is the DiT's alone."""
     import shutil
 
     from engine import ops
@@ -220,15 +221,19 @@ def test_a_keyframe_adapter_draws_the_first_latent_frame_and_the_dit_keeps_remix
     _, z = generate_latents(tl, b, Settings(steps=3))
     assert calls == [("keyframe", 1)] * 3 + [("i2v", z.shape[2])] * 3
     path = write_video(tmp_path / "src.mp4", generate(tl, ToyBackend(b.vae, dit, b.text), Settings(steps=2))[0], 8)
-    calls.clear()
-    generate_latents(ops.remix(str(path), "a blue square", 0.3, resolution=64, seed=1), b, Settings(steps=3))
-    assert {n for n, _ in calls} == {"dit"}
+    remix = ops.remix(str(path), "a blue square", 0.3, resolution=64, seed=1)
+    for redraw_from, expected in ((0.0, [("keyframe", 1)] * 3 + [("i2v", z.shape[2])] * 3),
+                                  (0.5, [("dit", z.shape[2])] * 3)):
+        calls.clear()
+        b.redraw_from = redraw_from
+        generate_latents(remix, b, Settings(steps=3))
+        assert calls == expected
 
 
 def test_the_shipped_backend_guides_its_second_pass_only_above_its_floor(tmp_path):
     """ToyBackend.continue_floor reaches the sampler through engine.api: the keyframe pass is guided at every
     step; in the image-to-video pass, steps from a level below the floor call the model on the conditional
-    row alone; remix (the DiT) is guided at every step."""
+    row alone; remix at 0.9, drawn keyframe first too, likewise."""
     from engine import ops
     from engine.api import Settings, generate, generate_latents
     from engine.video_io import write_video
@@ -245,4 +250,4 @@ def test_the_shipped_backend_guides_its_second_pass_only_above_its_floor(tmp_pat
     calls.clear()
     path = write_video(tmp_path / "src.mp4", clip, 8)
     generate_latents(ops.remix(str(path), "a blue square", 0.9, resolution=64, seed=1), b, Settings(steps=steps))
-    assert calls and set(calls) == {("dit", 2)}
+    assert calls == [("keyframe", 2)] * steps + [("i2v", r) for r in rows]     # remix: keyframe first as well

@@ -125,6 +125,10 @@ class ToyBackend:
     # same prompt rows at less cost; guided everywhere else, since remix follows its prompt less without it
     # (assets/MODEL_CARD.md, session 18).
     continue_floor = 0.5
+    # remix (any partly noised first frame) is drawn keyframe first as well: the keyframe model redraws the first
+    # frame from the source and the image-to-video model the rest, which reads the new caption's motion where the
+    # DiT does not (assets/MODEL_CARD.md, session 19)
+    redraw_from = 0.0
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
                  keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
@@ -136,7 +140,7 @@ class ToyBackend:
         self.device = torch.device(device)
         self.bf16 = bf16
         # engine.api samples text-to-video keyframe first when set: the keyframe by `keyframe` (else `dit`) over
-        # keyframe_frames latent frames, the rest by `i2v`; remix by `dit`
+        # keyframe_frames latent frames, the rest by `i2v`; remix as well (redraw_from)
         self.keyframe_first = keyframe_first or i2v is not None
         self.keyframe_frames = keyframe_frames   # latent frames the keyframe pass draws (0 = the whole clip)
 
