@@ -142,8 +142,8 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     model: assets/MODEL_CARD.md). `i2v`, a second denoiser trained for that, draws the second pass and any plan
     whose first frame is given (default: `denoiser` for both); `denoiser` draws plans whose first frame is
     partly noised (remix) below `redraw_from` and, unless `keyframe` (a third, trained on keyframes) is given,
-    the keyframes. A plan whose first frame starts at `redraw_from` or above (a remix that redraws the layout)
-    is drawn keyframe first too: the keyframe from the source's first frame at its level, the rest from the
+    the keyframes. A plan whose first frame is partly noised from `redraw_from` up (remix; 0: every remix) is
+    drawn keyframe first too: the keyframe from the source's first frame at its level, the rest from the
     source at theirs.
     `keyframe_frames` > 0: the keyframe pass samples only the plan's first that many latent frames
     (a cheaper pass for a model trained on them: 28 tokens instead of 252 for 2 s of 112x64), from the same

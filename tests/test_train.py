@@ -153,12 +153,12 @@ def test_the_curriculum_first_stage_gives_one_object_one_caption_and_plain_gener
     from engine.backends.toy.train_dit import Pools, TextCache, render_sample
     rng = np.random.default_rng(3)
     for _ in range(40):
-        clip, segs = render_sample(rng, 64, 64, 8.0, 17, simple=True)
+        clip, segs, _ = render_sample(rng, 64, 64, 8.0, 17, simple=True)
         assert len(segs) == 1 and segs[0][1:] == (0, 17)
         assert " and " not in segs[0][0] and " with " not in segs[0][0], segs[0][0]
     # the full mix does give storyboards and two objects, so the flag is what removes them
     full = [render_sample(rng, 64, 64, 8.0, 17) for _ in range(60)]
-    assert any(len(s) > 1 for _, s in full)
+    assert any(len(s) > 1 for _, s, _ in full)
     text = TextCache(MiniLM())
     pools = Pools(np.random.default_rng(0), load_vae(ASSETS / "toy_vae.safetensors").eval(), text, toy_spec(), 2)
     _, levels, _, gate, _ = pools.batch(8, text(""), simple=True)
@@ -238,11 +238,49 @@ def test_a_two_object_share_makes_fresh_scenes_hold_two_objects_and_share_0_draw
     from engine.backends.toy.train_dit import render_sample
     rng = np.random.default_rng(4)
     two = [render_sample(rng, 64, 64, 8.0, 9, two=True) for _ in range(40)]
-    assert all(len(world.parse_caption(segs[0][0]).objects) == 2 for _, segs in two)
+    assert all(len(world.parse_caption(segs[0][0]).objects) == 2 for _, segs, _ in two)
     mix = [render_sample(rng, 64, 64, 8.0, 9) for _ in range(40)]
-    assert any(len(world.parse_caption(segs[0][0]).objects) == 1 for _, segs in mix)
+    assert any(len(world.parse_caption(segs[0][0]).objects) == 1 for _, segs, _ in mix)
     scene = world.sample_scene(np.random.default_rng(0), n_objects=1)
     assert len(scene.objects) == 1
     from engine.backends.toy.train_dit import Pools
     off, on = Pools(None, None, None, None), Pools(None, None, None, None, two_share=0.5, two_rng=np.random.default_rng(1))
     assert not any(off.two() for _ in range(50)) and 0.4 < np.mean([on.two() for _ in range(2000)]) < 0.6
+
+
+def test_contrast_pairs_are_the_canonical_caption_and_its_swap_and_leave_the_data_stream_alone():
+    """--contrast: a pool item under one caption carries, per attribute, the tokens of its scene's canonical
+    caption and of that caption with the attribute swapped (engine.probe.swap); storyboards carry none; the
+    latents drawn are the same as without it."""
+    from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
+    from engine.backends.toy.train_dit import TextCache, encode_clips
+    text, vae, spec = TextCache(MiniLM()), load_vae(ASSETS / "toy_vae.safetensors").eval(), toy_spec()
+    plain = encode_clips(np.random.default_rng(6), vae, text, spec, 64, 64, 1, 3)
+    paired = encode_clips(np.random.default_rng(6), vae, text, spec, 64, 64, 1, 3, contrast=("size", "shape"))
+    assert all(torch.equal(a["z"], b["z"]) and a["pairs"] == [] for a, b in zip(plain, paired))
+    for item in paired:
+        assert len(item["pairs"]) == 2
+        for true, swapped in item["pairs"]:
+            assert true.shape[1] == swapped.shape[1] and not (true.shape == swapped.shape and torch.equal(true, swapped))
+    cached = {id(v): k for k, v in text.cache.items()}
+    for item in paired:                                 # 'a SIZE COLOUR SHAPE moving ...': one word changed each
+        for (true, swapped), index in zip(item["pairs"], (1, 3)):
+            a, b = cached[id(true)].split(), cached[id(swapped)].split()
+            assert len(a) == len(b) and [i for i in range(len(a)) if a[i] != b[i]] == [index]
+    clips = encode_clips(np.random.default_rng(6), vae, text, spec, 64, 64, 9, 12, contrast=("size",))
+    assert {len(c["segs"]) > 1 for c in clips} == {True, False}                   # storyboards among them
+    assert all(len(c["pairs"]) == (len(c["segs"]) == 1) for c in clips)           # a pair where one caption holds
+
+
+def test_the_contrast_hinge_is_its_margin_for_a_model_that_ignores_text_and_zero_once_the_swap_costs_enough():
+    from engine.backends.toy.train_dit import contrast_loss
+    g = torch.Generator().manual_seed(0)
+    x, target = torch.randn(4, 2, 1, 3, 3, generator=g), torch.randn(4, 2, 1, 3, 3, generator=g)
+    tau, wgt = torch.full((4, 1), 0.7), torch.ones(4, 1, 3, 3)
+    pairs = [(torch.zeros(3, 8), torch.ones(5, 8))] * 4                     # true caption: zeros; swapped: ones
+    deaf = lambda x, t, text, gate: x * 0.5                                 # noqa: E731  (ignores its text)
+    use = torch.tensor([True, True, False, True])
+    torch.testing.assert_close(contrast_loss(deaf, x, tau, target, wgt, pairs, use, 0.2), torch.tensor(np.log1p(0.2)).float())
+    reads = lambda x, t, text, gate: target[use] + 0.1 + 3 * text.mean((1, 2))[:, None, None, None, None]  # noqa: E731
+    assert float(contrast_loss(reads, x, tau, target, wgt, pairs, use, 0.2)) == 0   # swapped loss 9.6, true 0.01
+    assert float(contrast_loss(deaf, x, tau, target, wgt, pairs, torch.zeros(4, dtype=torch.bool), 0.2)) == 0

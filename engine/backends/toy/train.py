@@ -266,6 +266,12 @@ def main(argv=None):
     ap.add_argument("--two-share", type=float, default=0.0,
                     help="dit: share of fresh clips made to hold two objects (0 = the world's own mix, about half)")
     ap.add_argument("--keyframe-batch", type=int, default=4, help="dit: a keyframe batch holds this many times --batch")
+    ap.add_argument("--contrast", default=None,
+                    help="dit: caption attributes (engine.probe's: colour, shape, size, background) whose swap must cost "
+                         "loss at noise >= 0.5 (samples under one caption), joined by commas (a hinge on the probe's ratio)")
+    ap.add_argument("--contrast-weight", type=float, default=1.0, help="dit: weight of the --contrast hinge")
+    ap.add_argument("--contrast-margin", type=float, default=0.2,
+                    help="dit: the --contrast hinge asks swapped / true loss >= 1 + this")
     ap.add_argument("--lora", type=int, default=0,
                     help="dit: train a LoRA of this rank on the block linears of --init, the base frozen (0 = every weight)")
     ap.add_argument("--bucket", default=None,

@@ -62,14 +62,14 @@ def continue_scene(scene: world.SceneSpec, w: int, h: int, t: float, rng) -> wor
 
 
 def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False, two: bool = False):
-    """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)]. simple: the curriculum's
-    first stage, one object under one caption; two: its first scene holds two objects."""
+    """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)], the first segment's scene. simple:
+    the curriculum's first stage, one object under one caption; two: its first scene holds two objects."""
     scene = world.sample_scene(rng, (w, h), n_objects=2 if two else None)
     if simple:
         scene = dataclasses.replace(scene, objects=scene.objects[:1])
     if simple or rng.random() < 0.7 or n < 9:
-        return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)]
-    k = int(rng.integers(2, 4))
+        return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)], scene
+    first, k = scene, int(rng.integers(2, 4))
     cuts = sorted(rng.choice(np.arange(3, n - 2), size=k - 1, replace=False).tolist())
     bounds = [0, *cuts, n]
     parts, segs, prev_a = [], [], 0
@@ -80,7 +80,7 @@ def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False,
         prev_a = a
         parts.append(world.render(scene, w, h, fps, b - a))
         segs.append((world.caption(scene, rng), a, b))
-    return np.concatenate(parts), segs
+    return np.concatenate(parts), segs, first
 
 
 def start_levels(rng, F_: int) -> np.ndarray:
@@ -131,23 +131,29 @@ def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
 
 
 def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: bool = False,
-                 fps: float | None = None, two=lambda: False) -> list[dict]:
+                 fps: float | None = None, two=lambda: False, contrast: tuple[str, ...] = ()) -> list[dict]:
     """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))]}].
-    two(): whether the next clip's scene is made to hold two objects."""
+    two(): whether the next clip's scene is made to hold two objects. contrast: for clips under one caption,
+    "pairs" too: per attribute, the tokens of the canonical caption and of that caption with the attribute
+    swapped (none for storyboards)."""
+    from engine.probe import swap
     F_ = spec.latent_frames(n)
-    clips, metas = [], []
+    clips, metas, pairs = [], [], []
     for _ in range(k):
         rate = float(rng.choice(FPS_CHOICES)) if fps is None else fps
-        clip, segs = render_sample(rng, w, h, rate, n, simple, two())
+        clip, segs, scene = render_sample(rng, w, h, rate, n, simple, two())
         clips.append(to_tensor(clip))
         metas.append(segs)
+        pairs.append([(text(world.caption(scene)), text(world.caption(swap(scene, a)))) for a in contrast
+                      if len(segs) == 1])
     with torch.no_grad():
         z = vae.encode(torch.stack(clips).to(next(vae.parameters()).device))  # (k, C, F, h, w)
     out = []
-    for zi, clip, segs in zip(z, clips, metas):
+    for zi, clip, segs, pair in zip(z, clips, metas, pairs):
         soft = float(rng.choice([0, 0, 2, 4]))
         gates = segment_gates(segs, spec, n, F_, soft)
-        out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)]})
+        out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "pairs": pair,
+                    "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)]})
     return out
 
 
@@ -155,8 +161,9 @@ class Pools:
     """Per bucket (width, height, frames): the last POOL encoded clips."""
 
     def __init__(self, rng, vae, text, spec, fresh: int = FRESH, buckets: tuple[tuple[int, int, int, float], ...] = (),
-                 two_share: float = 0.0, two_rng=None):
+                 two_share: float = 0.0, two_rng=None, contrast: tuple[str, ...] = ()):
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
+        self.contrast, self.picks = contrast, []   # picks: the last batch's pool items (their contrast pairs)
         self.buckets = buckets   # ((w, h, frames, fps), ...): every batch from one of these (an ablation), else all
         # a share of fresh clips made to hold two objects (the world draws one or two): its own rng, so the
         # rest of the data stream is a run without it's
@@ -177,9 +184,9 @@ class Pools:
             n, fresh_n = 1, self.fresh * max(1, B // 8)
         pool = self.pools.setdefault((w, h, n), [])
         fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, fresh_n if len(pool) >= B else B,
-                             simple, fps, self.two)
+                             simple, fps, self.two, self.contrast)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
-        picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
+        picks = self.picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
         texts, gates = [], []
         for item in picks:
@@ -194,6 +201,29 @@ class Pools:
         if simple or keyframe:
             levels = torch.ones_like(levels)
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
+
+
+def per_sample_loss(v: torch.Tensor, target: torch.Tensor, wgt: torch.Tensor) -> torch.Tensor:
+    """v, target (B, C, F, h, w), wgt (B, F, h, w) -> (B,) each sample's weighted mean squared error."""
+    return ((v.float() - target) ** 2 * wgt[:, None]).sum((1, 2, 3, 4)) / (wgt.sum((1, 2, 3)) * v.shape[1]).clamp_min(1)
+
+
+def contrast_loss(model, x: torch.Tensor, tau: torch.Tensor, target: torch.Tensor, wgt: torch.Tensor,
+                  pairs: list[tuple[torch.Tensor, torch.Tensor]], use: torch.Tensor, margin: float) -> torch.Tensor:
+    """A hinge that makes the caption matter: for each used sample (use (B,) bool), its loss with one attribute
+    swapped in the canonical caption must exceed its loss with the true one by the factor 1 + margin (the
+    probe's ratio, engine/probe.py, trained on). x, target (B, C, F, h, w), tau (B, F), wgt (B, F, h, w) -> ()."""
+    if not use.any():
+        return x.new_zeros(())
+    F_ = x.shape[2]
+    losses = []
+    for k in (0, 1):                                                    # the true caption, then the swapped one
+        toks = [p[k] for p in pairs]
+        L = max(t.shape[0] for t in toks)
+        text = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in toks])        # (B, L, D)
+        gate = torch.stack([F.pad(torch.ones(F_, t.shape[0], device=x.device), (0, L - t.shape[0])) for t in toks])
+        losses.append(per_sample_loss(model(x[use], tau[use], text[use], gate[use]), target[use], wgt[use]))
+    return F.relu(np.log1p(margin) + losses[0].log() - losses[1].log()).mean()
 
 
 def sample_t(rng, B: int, shift: float = 1.0) -> torch.Tensor:
@@ -316,8 +346,10 @@ def train_dit(args):
     abl_rng = np.random.default_rng(args.seed + 104_729 + 7919 * run.step)
     share_rng = np.random.default_rng(args.seed + 15_485_863 + 7919 * run.step)
     key_rng = np.random.default_rng(args.seed + 32_452_843 + 7919 * run.step)
+    contrast = tuple(a for a in (args.contrast or "").split(",") if a)
     pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket), args.two_share,
-                  np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step))
+                  np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step), contrast)
+    con_rng = np.random.default_rng(args.seed + 67_867_967 + 7919 * run.step)
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
@@ -347,6 +379,12 @@ def train_dit(args):
         # Frozen frames carry no loss; object cells weigh more, since flat background dominates the mean.
         wgt = (tau > 0).float()[:, :, None, None] * (1 + args.object_weight * mask)        # (B, F, h, w)
         loss = ((v.float() - (eps - x0)) ** 2 * wgt[:, None]).sum() / (wgt.sum() * x0.shape[1]).clamp_min(1)
+        if args.contrast:   # at high noise, where a caption word decides what is drawn
+            pairs = [p["pairs"][int(con_rng.integers(len(p["pairs"])))] if p["pairs"] else (empty, empty)
+                     for p in pools.picks]
+            use = (t >= 0.5) & torch.tensor([bool(p["pairs"]) for p in pools.picks], device=t.device)
+            loss = loss + args.contrast_weight * contrast_loss(model, x, tau, eps - x0, wgt, pairs, use,
+                                                               args.contrast_margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
