@@ -95,10 +95,15 @@ def make_clips(encode_video, spec, n: int = 12, size: tuple[int, int] = (64, 64)
 
 def _tokens(encode_text, captions: list[str], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """-> text (K, L, Dt) zero-padded, gate (K, F, L): every frame sees its caption's real tokens."""
-    toks = [t for t, _ in encode_text(captions)]
+    return padded([t.float().cpu() for t, _ in encode_text(captions)], frames)
+
+
+def padded(toks: list[torch.Tensor], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K captions' tokens (L_k, Dt) -> text (K, L, Dt) zero-padded to one length, gate (K, F, L): every frame
+    sees its caption's real tokens (on the tokens' device)."""
     L = max(t.shape[0] for t in toks)
-    text = torch.stack([F.pad(t.float().cpu(), (0, 0, 0, L - t.shape[0])) for t in toks])
-    gate = torch.zeros(len(toks), frames, L)
+    text = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in toks])
+    gate = torch.zeros(len(toks), frames, L, device=text.device)
     for k, t in enumerate(toks):
         gate[k, :, :t.shape[0]] = 1
     return text, gate

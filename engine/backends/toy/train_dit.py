@@ -213,16 +213,13 @@ def contrast_loss(model, x: torch.Tensor, tau: torch.Tensor, target: torch.Tenso
     """A hinge that makes the caption matter: for each used sample (use (B,) bool), its loss with one attribute
     swapped in the canonical caption must exceed its loss with the true one by the factor 1 + margin (the
     probe's ratio, engine/probe.py, trained on). x, target (B, C, F, h, w), tau (B, F), wgt (B, F, h, w) -> ()."""
+    from engine.probe import padded
     if not use.any():
         return x.new_zeros(())
-    F_ = x.shape[2]
     losses = []
     for k in (0, 1):                                                    # the true caption, then the swapped one
-        toks = [p[k] for p in pairs]
-        L = max(t.shape[0] for t in toks)
-        text = torch.stack([F.pad(t, (0, 0, 0, L - t.shape[0])) for t in toks])        # (B, L, D)
-        gate = torch.stack([F.pad(torch.ones(F_, t.shape[0], device=x.device), (0, L - t.shape[0])) for t in toks])
-        losses.append(per_sample_loss(model(x[use], tau[use], text[use], gate[use]), target[use], wgt[use]))
+        text, gate = padded([p[k] for p, u in zip(pairs, use) if u], x.shape[2])   # (B', L, D), (B', F, L)
+        losses.append(per_sample_loss(model(x[use], tau[use], text, gate), target[use], wgt[use]))
     return F.relu(np.log1p(margin) + losses[0].log() - losses[1].log()).mean()
 
 
