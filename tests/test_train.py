@@ -1,5 +1,6 @@
 """The DiT's training batches: the object mask that weights the loss."""
 import numpy as np
+import pytest
 import torch
 
 from engine.backends.toy import world
@@ -31,9 +32,10 @@ def test_object_mask_marks_exactly_the_latent_cells_an_object_touches():
     assert not object_mask(to_tensor(empty), spec).any()
 
 
-def test_decoder_only_training_leaves_the_latent_space_exactly_as_it_was(tmp_path, monkeypatch):
-    """--decoder-only fine-tunes the VAE's decoder; the encoder and the latent normalisation the DiT
-    was trained on must come out bit-identical, and the decoder must actually change."""
+@pytest.mark.parametrize("frames", [[], ["--full-frames"]])
+def test_decoder_only_training_leaves_the_latent_space_exactly_as_it_was(tmp_path, monkeypatch, frames):
+    """--decoder-only fine-tunes the VAE's decoder (on crops or whole frames); the encoder and the latent
+    normalisation the DiT was trained on must come out bit-identical, and the decoder must actually change."""
     from safetensors.torch import load_file
 
     from engine.backends.toy import train
@@ -41,7 +43,8 @@ def test_decoder_only_training_leaves_the_latent_space_exactly_as_it_was(tmp_pat
     monkeypatch.setattr(train, "eval_vae_motion", lambda model, n=24: 0.0)
     init, out = train.ASSETS / "toy_vae.safetensors", tmp_path / "vae.safetensors"
     train.main(["vae", "--max-steps", "2", "--run", str(tmp_path / "run"), "--init", str(init), "--batch", "2",
-                "--decoder-only", "--motion-weight", "2", "--lr", "1e-2", "--threads", "1", "--export", "--out", str(out)])
+                "--decoder-only", "--motion-weight", "2", "--lr", "1e-2", "--threads", "1", "--export", "--out", str(out),
+                *frames])
     before, after = load_file(str(init)), load_file(str(out))
     assert before.keys() == after.keys()
     kept = [k for k in before if not k.startswith("decoder.")]
@@ -49,6 +52,15 @@ def test_decoder_only_training_leaves_the_latent_space_exactly_as_it_was(tmp_pat
     for k in kept:
         assert torch.equal(before[k], after[k]), k
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+
+
+def test_whole_frame_vae_batches_are_rendered_scenes_of_one_size_and_crops_are_32_px():
+    from engine.backends.toy.train import SIZES, vae_batch
+    x = vae_batch(np.random.default_rng(3), 4, None, pairs=3)                   # (B, 3, 7, H, W)
+    assert x.shape[:3] == (4, 3, 7) and (x.shape[4], x.shape[3]) in SIZES
+    assert float(x.min()) >= -1 and float(x.max()) <= 1
+    assert not torch.equal(x[0], x[1])                                          # a scene each
+    assert vae_batch(np.random.default_rng(3), 4, pairs=3).shape == (4, 3, 7, 32, 32)
 
 
 def test_timestep_shift_moves_the_same_draws_toward_high_noise():
@@ -284,3 +296,26 @@ def test_the_contrast_hinge_is_its_margin_for_a_model_that_ignores_text_and_zero
     reads = lambda x, t, text, gate: target[use] + 0.1 + 3 * text.mean((1, 2))[:, None, None, None, None]  # noqa: E731
     assert float(contrast_loss(reads, x, tau, target, wgt, pairs, use, 0.2)) == 0   # swapped loss 9.6, true 0.01
     assert float(contrast_loss(deaf, x, tau, target, wgt, pairs, torch.zeros(4, dtype=torch.bool), 0.2)) == 0
+
+
+def test_the_pixel_loss_is_zero_for_the_true_velocity_and_reaches_the_model_but_not_the_decoder():
+    from engine.backends.toy.backend import ASSETS, load_vae
+    from engine.backends.toy.train_dit import pixel_loss
+    vae = load_vae(ASSETS / "toy_vae.safetensors").requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 16, 3, 2, 2, generator=g), torch.randn(2, 16, 3, 2, 2, generator=g)
+    tau = torch.tensor([[0.0, 0.3, 0.3], [0.0, 0.4, 0.4]])                  # first latent frame given (i2v)
+    x = (1 - tau[:, None, :, None, None]) * x0 + tau[:, None, :, None, None] * eps
+    wgt = (tau > 0).float()[:, :, None, None].expand(2, 3, 2, 2)
+    use = torch.tensor([True, True])
+    assert float(pixel_loss(vae, x, tau, eps - x0, x0, wgt, use)) < 1e-9       # x - tau v is x0 itself
+    v = (eps - x0).clone().requires_grad_(True)
+    off = v + 0.3 * torch.randn(v.shape, generator=g)
+    loss = pixel_loss(vae, x, tau, off, x0, wgt, use)
+    loss.backward()
+    assert loss.item() > 1e-4 and float(v.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in vae.parameters())
+    assert pixel_loss(vae, x, tau, off, x0, wgt, torch.tensor([False, False])).item() == 0
+    frozen_only = (eps - x0).clone()
+    frozen_only[:, :, 0] += 1.0                                              # a wrong velocity where tau = 0
+    assert float(pixel_loss(vae, x, tau, frozen_only, x0, wgt, use)) < 1e-9

@@ -89,15 +89,19 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------- VAE
-def vae_batch(rng: np.random.Generator, n: int, crop: int = 32, tf: int = 2, pairs: int = 1) -> torch.Tensor:
-    """(n, 3, 1 + pairs*tf, crop, crop): runs of frame pairs (plus a lead frame), cropped near objects."""
-    out = []
+def vae_batch(rng: np.random.Generator, n: int, crop: int | None = 32, tf: int = 2, pairs: int = 1) -> torch.Tensor:
+    """(n, 3, 1 + pairs*tf, crop, crop): runs of frame pairs (plus a lead frame), cropped near objects; crop None:
+    whole frames (n, 3, 1 + pairs*tf, H, W), one size for the batch, decoded with the frame's own borders."""
+    out, full = [], SIZES[rng.integers(len(SIZES))] if crop is None else None   # crops keep their old stream
     for _ in range(n):
-        w, h = SIZES[rng.integers(len(SIZES))]
+        w, h = full if crop is None else SIZES[rng.integers(len(SIZES))]
         fps = float(rng.choice([6, 8, 12, 24]))
         scene = world.sample_scene(rng, (w, h))
         start = int(rng.integers(0, int(3 * fps)))
         clip = world.render(scene, w, h, fps, start + pairs * tf + 1)[start:]   # (1 + pairs*tf, H, W, 3)
+        if crop is None:
+            out.append(to_tensor(clip))
+            continue
         obj = scene.objects[rng.integers(len(scene.objects))]
         cx, cy = world.centres(obj, w, h, np.array([start / fps]))[0]
         if rng.random() < 0.8:   # mostly around an object: edges are what is hard to reconstruct
@@ -163,7 +167,8 @@ def train_vae(args):
     t_last, ema = time.time(), None
     while run.progress < 1.0:
         # enough pairs that a middle latent sees its whole decoder context
-        x = vae_batch(rng, args.batch, pairs=2 * model.cfg.decoder_context + 1).to(dev)   # (B, 3, N, 32, 32)
+        x = vae_batch(rng, args.batch, None if args.full_frames else 32,
+                      pairs=2 * model.cfg.decoder_context + 1).to(dev)                 # (B, 3, N, 32, 32) or whole frames
         for g in opt.param_groups:
             g["lr"] = run.lr(args.lr)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
@@ -249,6 +254,8 @@ def main(argv=None):
                     help="dit: extra loss weight on latent cells holding an object (0 = plain mean)")
     ap.add_argument("--decoder-only", action="store_true",
                     help="vae: train the decoder alone (with --init), so the latents the DiT learned stay valid")
+    ap.add_argument("--full-frames", action="store_true",
+                    help="vae: whole frames, not 32 px crops (the decoder learns the frame's real borders)")
     ap.add_argument("--motion-weight", type=float, default=0.0,
                     help="vae: extra loss on frame-to-frame change (0 = off)")
     ap.add_argument("--fresh", type=int, default=2, help="dit: clips rendered and encoded per step into the pool")
@@ -272,6 +279,9 @@ def main(argv=None):
     ap.add_argument("--contrast-weight", type=float, default=1.0, help="dit: weight of the --contrast hinge")
     ap.add_argument("--contrast-margin", type=float, default=0.2,
                     help="dit: the --contrast hinge asks swapped / true loss >= 1 + this")
+    ap.add_argument("--pixel-weight", type=float, default=0.0,
+                    help="dit: weight of a loss on the denoised estimate in pixels, through the frozen decoder (0 = none)")
+    ap.add_argument("--pixel-below", type=float, default=0.5, help="dit: --pixel-weight applies at noise levels up to this")
     ap.add_argument("--lora", type=int, default=0,
                     help="dit: train a LoRA of this rank on the block linears of --init, the base frozen (0 = every weight)")
     ap.add_argument("--bucket", default=None,
