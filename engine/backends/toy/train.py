@@ -94,7 +94,7 @@ def vae_batch(rng: np.random.Generator, n: int, crop: int | None = 32, tf: int =
     whole frames (n, 3, 1 + pairs*tf, H, W), one size for the batch, decoded with the frame's own borders."""
     out, full = [], SIZES[rng.integers(len(SIZES))] if crop is None else None   # crops keep their old stream
     for _ in range(n):
-        w, h = full if crop is None else SIZES[rng.integers(len(SIZES))]
+        w, h = full or SIZES[rng.integers(len(SIZES))]
         fps = float(rng.choice([6, 8, 12, 24]))
         scene = world.sample_scene(rng, (w, h))
         start = int(rng.integers(0, int(3 * fps)))
