@@ -231,10 +231,9 @@ def pixel_loss(vae, x: torch.Tensor, tau: torch.Tensor, v: torch.Tensor, x0: tor
     sees a corner that is a fraction of one 8x8 cell. x, v, x0 (B, C, F, h, w), tau (B, F), wgt (B, F, h, w) -> ()."""
     if not use.any():
         return x.new_zeros(())
-    sc, sh = vae.scale[:, None, None, None], vae.shift[:, None, None, None]
-    y_hat = vae.decode_raw((x[use] - tau[use][:, None, :, None, None] * v[use]) * sc + sh)   # (B', 3, N, H, W)
+    y_hat = vae.decode_raw(vae.raw(x[use] - tau[use][:, None, :, None, None] * v[use]))     # (B', 3, N, H, W)
     with torch.no_grad():
-        y = vae.decode_raw(x0[use] * sc + sh)
+        y = vae.decode_raw(vae.raw(x0[use]))
     tf, sf = vae.cfg.temporal_factor, vae.cfg.spatial_factor
     frames = torch.arange(x.shape[2], device=x.device).repeat_interleave(tf)[tf - 1:]       # pixel frame -> latent
     w = wgt[use][:, frames].repeat_interleave(sf, 2).repeat_interleave(sf, 3)              # (B', N, H, W)

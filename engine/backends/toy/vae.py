@@ -116,10 +116,13 @@ class VideoAE(nn.Module):
         y = rearrange(y, "(b f) (t c) h w -> b c (f t) h w", b=B, t=tf)
         return y[:, :, tf - 1:]                                              # drop the first frame's copies
 
+    def raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, C, F, h, w) -> the raw latents (B, C, F, h, w) the decoder reads."""
+        return z * self.scale[:, None, None, None] + self.shift[:, None, None, None]
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latents (B, C, F, h, w) -> (B, 3, N, H, W) in [-1, 1]."""
-        z = z * self.scale[:, None, None, None] + self.shift[:, None, None, None]
-        return self.decode_raw(z).clamp(-1, 1)
+        return self.decode_raw(self.raw(z)).clamp(-1, 1)
 
 
 def widen_decoder(state: dict, cfg: VAEConfig) -> dict:
