@@ -94,6 +94,7 @@ def test_shipped_vae_reconstructs_held_out_clips():
             rec = from_tensor(vae.decode(vae.encode(to_tensor(clip)[None]))[0])
         scores.append(psnr(rec, clip))
     assert np.mean(scores) >= 32.0, scores                                 # issue 3's bar for the VAE
+    assert np.mean(scores) >= 35.5, scores   # decoder fine-tune 3 on whole frames reads 36.3 here, the crop-trained one 34.1
 
 
 @pytest.mark.skipif(not HAVE_WEIGHTS, reason="assets/ has no toy weights yet")
