@@ -56,3 +56,26 @@ def test_gpu_train_packs_the_shipped_weights_on_a_fresh_machine(tmp_path):
     want = backend.load_dit(shipped).state_dict()
     got = load_weights(init).state_dict()
     assert got.keys() == want.keys() and all(torch.equal(got[k], v) for k, v in want.items())
+
+
+def test_gpu_train_recipe_packs_from_scratch_and_trains_the_keyframe_model(tmp_path):
+    """A fresh machine packs no weights (--scratch); the lent GPU's default recipe then trains a keyframe model
+    of 1x1 latent patches from scratch (model card, session 21), here 2 steps on the CPU."""
+    import json
+
+    from bench import gpu_train
+    from engine.backends.toy import backend
+    with pytest.raises(SystemExit, match="--scratch"):
+        gpu_train.pack(tmp_path / "no_run", None, [], tmp_path / "carry")
+    carry = gpu_train.pack(tmp_path / "no_run", None, gpu_train.RECIPE, tmp_path / "carry", scratch=True)
+    packed = json.loads((carry / "flags.json").read_text())
+    assert packed["init"] is None and not list(carry.glob("init.*"))
+    flags = [f for f in gpu_train.RECIPE] + ["--fresh", "1"]
+    flags[flags.index("--batch") + 1] = "2"   # the recipe's GPU batch, made CPU-sized for a test
+    packed["flags"] = flags
+    (carry / "flags.json").write_text(json.dumps(packed))
+    out = gpu_train.train(carry, tmp_path / "out", 0, "cpu", max_steps=2, scratch=tmp_path)
+    model = backend.load_dit(out)
+    assert model.cfg.patch == 1
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "keyframe share 1.0" in log and "initialised from" not in log
