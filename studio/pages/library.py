@@ -249,17 +249,14 @@ def build(page: Page, story: sb.Storyboard) -> Library:
 def _wire(page: Page, story: sb.Storyboard, lib: Library, shown: list, c: dict) -> None:
     """The Library's events (`c`: the components build() made, by name)."""
     studio, n = page.studio, len(page.pickers)
-    # every event that redraws the gallery runs in one queue, one at a time, in the order it came: a slow listing
-    # (the tab opened, every video) can then not land after the search typed next and overwrite it
-    one = dict(concurrency_id="library-gallery", concurrency_limit=1)
-    for ev in (c["refresh"].click, c["fav_only"].change, c["kind"].change, c["query"].submit, page.demo.load,
-               page.tabs.select):
-        ev(bind(view, studio, n), lib.refresh, lib.outputs, **one)
+    for ev in (c["refresh"].click, c["fav_only"].change, c["kind"].change, c["query"].submit, page.demo.load):
+        ev(bind(view, studio, n), lib.refresh, lib.outputs)
+    page.tabs.select(bind(view, studio, n), lib.refresh, lib.outputs)
     c["gallery"].select(bind(on_select, studio), c["ids"], shown)
-    c["fav"].click(bind(on_fav, studio, n), [c["sel"], *lib.refresh], [*shown, *lib.outputs], **one)
+    c["fav"].click(bind(on_fav, studio, n), [c["sel"], *lib.refresh], [*shown, *lib.outputs])
     c["delete"].click(bind(on_ask_delete, studio), c["sel"], [c["confirm"], c["question"]])
     c["no"].click(lambda: gr.update(visible=False), None, c["confirm"])
-    c["yes"].click(bind(on_delete, studio, n), [c["sel"], *lib.refresh], [c["confirm"], *shown, *lib.outputs], **one)
+    c["yes"].click(bind(on_delete, studio, n), [c["sel"], *lib.refresh], [c["confirm"], *shown, *lib.outputs])
     c["mk_gif"].click(bind(on_gif, studio), c["sel"], c["gif"])
     c["again"].click(bind(on_again, studio), c["sel"], page.watch)
     c["reuse"].click(bind(on_reuse, studio, tuple(page.seeds)), c["sel"], [page.tabs, *page.seeds.values()])
