@@ -127,7 +127,8 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
         kf = getattr(backend, "keyframe_first", False)
         run = partial(sampler.sample_keyframe_first, i2v=getattr(backend, "denoise_i2v", None),
                       keyframe_frames=getattr(backend, "keyframe_frames", 0),
-                      keyframe=getattr(backend, "denoise_keyframe", None),
+                      keyframe=backend.keyframe_denoiser(plan, tl.seed, tl.variations)
+                      if hasattr(backend, "keyframe_denoiser") else getattr(backend, "denoise_keyframe", None),
                       continue_floor=getattr(backend, "continue_floor", 0.0),
                       redraw_from=getattr(backend, "redraw_from", 1.0)) if kf else sampler.sample
         x = run(backend.denoise, plan, sigmas, settings.guidance, noise=noise,

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from engine.backends.toy.backend import ASSETS, I2V_NAME, _read_weights, write_weights
-from engine.backends.toy.model import DiT
+from engine.backends.toy.model import DiT, DiTConfig
 
 KEEP = 0.9   # a LoRA may take this share of its full matrix's parameters
 
@@ -75,6 +75,9 @@ def lora_tensors(lora: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[s
     from peft import get_peft_model_state_dict
     sd = get_peft_model_state_dict(lora)                        # {"model.<name>.lora_A.weight": (r, in), ...}
     tensors = {"lora." + k[len("model."):]: v.to(torch.float16) for k, v in sd.items()}
+    # tensors trained in full beside the LoRA (a new input: the layout's) are stored whole
+    tensors.update({f"full.{k}": v.detach().to(torch.float16) for k, v in lora.model.named_parameters()
+                    if v.requires_grad and "lora_" not in k})
     return tensors, {"lora": json.dumps({"ranks": file_ranks(tensors)}), "config": json.dumps(dataclasses.asdict(lora.model.cfg))}
 
 
@@ -99,12 +102,36 @@ def extract(base: DiT, tuned: DiT) -> tuple[dict[str, torch.Tensor], dict[str, s
     return {k: v.to(torch.float16) for k, v in tensors.items()}, meta
 
 
+def load_lora(lora: torch.nn.Module, path: Path):
+    """Set a lora_model's factors (and any full tensors) from a LoRA file of this format, in place."""
+    from peft import set_peft_model_state_dict
+    tensors, _ = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
+    loaded = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
+                                              for k, v in tensors.items() if k.startswith("lora.")})
+    if loaded.unexpected_keys:
+        raise ValueError(f"LoRA tensors this DiT has no layer for: {loaded.unexpected_keys[:3]}")
+    full = {k[len("full."):]: v.float() for k, v in tensors.items() if k.startswith("full.")}
+    lora.model.load_state_dict({**lora.model.state_dict(), **full})
+
+
+def widened(base: DiT, cfg: DiTConfig | None) -> DiT:
+    """A copy of base under cfg, where cfg adds inputs base lacks (a layout): those start at zero."""
+    if cfg is None or cfg == base.cfg:
+        return copy.deepcopy(base)
+    model = DiT(cfg)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or not all(k.startswith("layout_in.") for k in missing):
+        raise ValueError(f"these weights are not a LoRA of this DiT: {(missing + unexpected)[:3]}")
+    return model
+
+
 @torch.no_grad()
-def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
-    """A new DiT: base with the LoRA merged in (peft) and the full tensors replaced; base is untouched."""
+def apply(base: DiT, tensors: dict[str, torch.Tensor], cfg: DiTConfig | None = None) -> DiT:
+    """A new DiT: base (under cfg, the file's, where it adds a layout input) with the LoRA merged in (peft)
+    and the full tensors replaced; base is untouched."""
     from peft import set_peft_model_state_dict
     from peft.tuners.lora import LoraModel
-    lora = LoraModel(copy.deepcopy(base), lora_config(base, file_ranks(tensors)), "default")
+    lora = LoraModel(widened(base, cfg), lora_config(base, file_ranks(tensors)), "default")
     loaded = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
                                               for k, v in tensors.items() if k.startswith("lora.")})
     if loaded.unexpected_keys:
@@ -118,8 +145,8 @@ def apply(base: DiT, tensors: dict[str, torch.Tensor]) -> DiT:
 def load_adapter(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
     """A DiT stored as a LoRA of `base` (the image-to-video or the keyframe model): `path`'s LoRA merged into a
     copy of `base`; a missing or damaged file is the one-line weights error."""
-    tensors, _ = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
-    return apply(base, tensors)
+    tensors, meta = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
+    return apply(base, tensors, DiTConfig(**json.loads(meta["config"])) if "config" in meta else None)
 
 
 def main(argv=None):
@@ -144,7 +171,7 @@ def main(argv=None):
         meta["keyframe_frames"] = str(args.keyframe_frames)
     meta["source"] = str(args.tuned)
     write_weights(tensors, meta, Path(args.out))
-    merged = apply(base, tensors)
+    merged = apply(base, tensors, tuned.cfg)
     err = max(float((merged.state_dict()[k] - v).norm() / v.norm().clamp_min(1e-12))
               for k, v in tuned.state_dict().items())
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB); largest relative error of a "

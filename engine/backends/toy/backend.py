@@ -184,12 +184,32 @@ class ToyBackend:
         """As denoise, by the keyframe model (the DiT itself when there is none) -> (B, C, F, h, w)."""
         return self._run(self.keyframe if self.keyframe is not None else self.dit, x, t, text, gate)
 
+    def keyframe_denoiser(self, plan, seed: int, variations: int = 1):
+        """The keyframe pass's denoiser for `plan`. A keyframe model that reads a layout (layout.py) is told one
+        per variation (seeded seed + k, as its noise is), planned from the captions its first frame sees, when
+        that frame is drawn from noise; otherwise, and for a remix, `denoise_keyframe` itself."""
+        from engine.backends.toy.layout import prompt_layout
+        model = self.keyframe if self.keyframe is not None else self.dit
+        if not model.cfg.layout or float(plan.start_level[0]) < 1:
+            return self.denoise_keyframe
+        g, open_ = plan.grid, plan.segment_gates()[0] >= 0.5
+        caption = ". ".join(s.text for s, o in zip(plan.segments, open_) if o and s.name != "empty")
+        lay = torch.stack([torch.from_numpy(prompt_layout(caption, g.width, g.height, self.spec.spatial_factor,
+                                                          seed + k, model.cfg.layout)) for k in range(variations)])
+        lay = lay[:, :, None].to(self.device)                                       # (V, K, 1, h, w)
+
+        def denoise(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+            """As denoise_keyframe, with this plan's layouts (cond and uncond rows alike) -> (B, C, 1, h, w)."""
+            rows = lay.repeat(x.shape[0] // len(lay), 1, 1, 1, 1)                    # (B, K, 1, h, w)
+            return self._run(model, x, t, text, gate, rows)
+        return denoise
+
     @torch.no_grad()
     def _run(self, model: DiT, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
-             gate: torch.Tensor) -> torch.Tensor:
+             gate: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, F, h, w) velocity of `model`, in fp32."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            v = model(x, t, text, gate)
+            v = model(x, t, text, gate, **({"layout": layout} if layout is not None else {}))
         return v.float()
 
     def shift(self, n_tokens: int) -> float:

@@ -30,6 +30,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     rope_theta: float = 256.0  # positions are small integers; a small base keeps every band useful
     pooled_text: bool = False  # add a gated mean of the text per frame to adaLN (a short path for the caption)
+    layout: int = 0            # layout channels added to the tokens (engine/backends/toy/layout.py); 0 = none
 
 
 def rope_frequencies(F_: int, H: int, W: int, head_dim: int, theta: float, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,6 +143,8 @@ class DiT(nn.Module):
         self.cfg = cfg
         D, p, C = cfg.width, cfg.patch, cfg.in_channels
         self.patch_in = nn.Linear(C * p * p, D)
+        if cfg.layout:   # absent otherwise, so weights without it load unchanged
+            self.layout_in = nn.Linear(cfg.layout * p * p, D)
         self.t_embed = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         self.text_in = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, D))
         if cfg.pooled_text:   # absent otherwise, so weights without it load unchanged
@@ -165,16 +168,23 @@ class DiT(nn.Module):
         nn.init.zeros_(self.ada_out[-1].bias)
         if self.cfg.pooled_text:   # starts as no change, so it can be added to trained weights
             nn.init.zeros_(self.text_pool[-1].weight)
+        if self.cfg.layout:        # likewise: a layout starts as no change
+            nn.init.zeros_(self.layout_in.weight)
         nn.init.zeros_(self.patch_out.weight)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """x (B, C, F, H, W), t (B, F), text (B, L, Dt), gate (B, F, L) -> velocity (B, C, F, H, W)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor,
+                layout: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, F, H, W), t (B, F), text (B, L, Dt), gate (B, F, L), layout (B, K, F, H, W) or None (no
+        layout: zeros) -> velocity (B, C, F, H, W)."""
         B, C, Fr, H, W = x.shape
         p = self.cfg.patch
         assert H % p == 0 and W % p == 0, f"latent {H}x{W} is not divisible by the patch {p}"
         h, w = H // p, W // p
         tokens = rearrange(x, "b c f (h p) (w q) -> b (f h w) (c p q)", p=p, q=p)  # (B, S, C p p)
         x_ = self.patch_in(tokens)                                                  # (B, S, D)
+        if self.cfg.layout:   # no layout reads as an empty one, as in training's layout dropout
+            layout = x.new_zeros(B, self.cfg.layout, Fr, H, W) if layout is None else layout.to(x.dtype)
+            x_ = x_ + self.layout_in(rearrange(layout, "b c f (h p) (w q) -> b (f h w) (c p q)", p=p, q=p))
         c = self.t_embed(timestep_embedding(t, self.cfg.width))                     # (B, F, D)
         txt = self.text_in(text)                                                    # (B, L, D)
         if self.cfg.pooled_text:

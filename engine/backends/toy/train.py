@@ -289,6 +289,14 @@ def main(argv=None):
                          "the probe's), not every size and length")
     ap.add_argument("--pooled-text", action="store_true",
                     help="dit: add a gated, pooled text vector per latent frame to the adaLN conditioning")
+    ap.add_argument("--layout", action="store_true",
+                    help="dit: keyframes are told where their objects start (engine/backends/toy/layout.py), a blob each")
+    ap.add_argument("--layout-drop", type=float, default=0.15,
+                    help="dit: share of keyframes trained with an empty layout, as a prompt the planner cannot place")
+    ap.add_argument("--layout-lr", type=float, default=1.0,
+                    help="dit: the layout input's learning rate as a multiple of --lr (it starts from zero)")
+    ap.add_argument("--init-lora", default=None,
+                    help="dit: with --lora, start the LoRA from this shipped one (e.g. assets/toy_dit_key.safetensors)")
     ap.add_argument("--patch", type=int, default=0, help="dit: latent cells per token side (0 = the recipe's)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda when a GPU is lent (same command, same outputs)")
     ap.add_argument("--out", default=None, help="where --export writes (default assets/)")

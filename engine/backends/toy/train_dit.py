@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
+from engine.backends.toy.layout import CHANNELS, scene_layout
 from engine.backends.toy.model import DiT, DiTConfig
 from engine.backends.toy.train import ASSETS, SIZES, Run, export
 from engine.plan import Grid, span_gate
@@ -138,22 +139,26 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
     swapped (none for storyboards)."""
     from engine.probe import swap
     F_ = spec.latent_frames(n)
-    clips, metas, pairs = [], [], []
+    clips, metas, pairs, scenes = [], [], [], []
     for _ in range(k):
         rate = float(rng.choice(FPS_CHOICES)) if fps is None else fps
         clip, segs, scene = render_sample(rng, w, h, rate, n, simple, two())
         clips.append(to_tensor(clip))
         metas.append(segs)
+        scenes.append(scene)
         pairs.append([(text(world.caption(scene)), text(world.caption(swap(scene, a)))) for a in contrast
                       if len(segs) == 1])
     with torch.no_grad():
         z = vae.encode(torch.stack(clips).to(next(vae.parameters()).device))  # (k, C, F, h, w)
     out = []
-    for zi, clip, segs, pair in zip(z, clips, metas, pairs):
+    for zi, clip, segs, pair, scene in zip(z, clips, metas, pairs, scenes):
         soft = float(rng.choice([0, 0, 2, 4]))
         gates = segment_gates(segs, spec, n, F_, soft)
         out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "pairs": pair,
-                    "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)]})
+                    "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)],
+                    # a keyframe's layout (engine/backends/toy/layout.py): its objects' start centres
+                    "layout": torch.from_numpy(scene_layout(scene, w, h, spec.spatial_factor))[:, None].to(zi.device)
+                    if n == 1 else None})
     return out
 
 
@@ -201,6 +206,13 @@ class Pools:
         if simple or keyframe:
             levels = torch.ones_like(levels)
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
+
+    def layout(self, drop: float, rng) -> torch.Tensor:
+        """(B, K, 1, h, w) the last keyframe batch's layouts, each zeroed with probability `drop` (rng: its own),
+        so the model also draws a prompt the layout planner cannot place."""
+        lay = torch.stack([p["layout"] for p in self.picks])
+        keep = torch.from_numpy(rng.random(len(lay)) >= drop).to(lay)
+        return lay * keep[:, None, None, None, None]
 
 
 def per_sample_loss(v: torch.Tensor, target: torch.Tensor, wgt: torch.Tensor) -> torch.Tensor:
@@ -287,7 +299,8 @@ def parse_buckets(text: str | None) -> tuple[tuple[int, int, int, float], ...]:
 
 def dit_config(args) -> DiTConfig:
     """The shipped recipe's config, changed only by the ablation flags given."""
-    return dataclasses.replace(DIT_CONFIG, patch=args.patch or DIT_CONFIG.patch, pooled_text=args.pooled_text)
+    return dataclasses.replace(DIT_CONFIG, patch=args.patch or DIT_CONFIG.patch, pooled_text=args.pooled_text,
+                               layout=CHANNELS if args.layout else 0)
 
 
 def probe_now(ema, clips, encoder, run):
@@ -328,16 +341,27 @@ def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optim
     if args.init and not state:  # continue from shipped weights (a new machine has no checkpoint)
         from engine.probe import load_weights   # shipped .safetensors or a kept runs/*/ckpt_*.pt
         init = load_weights(args.init).state_dict()
-        for m in (model, ema):   # weights without the pooled-text path start it at zero (adaLN-Zero style)
+        for m in (model, ema):   # weights without the pooled-text or layout path start it at zero (adaLN-Zero style)
             missing, unexpected = m.load_state_dict(init, strict=False)
-            assert not unexpected and all(k.startswith("text_pool.") for k in missing), (missing, unexpected)
+            assert not unexpected and all(k.startswith(("text_pool.", "layout_in.")) for k in missing), (missing, unexpected)
         run.log(f"initialised from {args.init}")
     if args.lora:   # train a rank-r peft LoRA of the block linears alone; the base stays as it was
         from engine.backends.toy.adapter import lora_model
         model, ema = lora_model(model, args.lora), lora_model(ema, args.lora)
+        if args.init_lora and not state:   # go on from a shipped LoRA (its rank must be --lora)
+            from engine.backends.toy.adapter import load_lora
+            for m in (model, ema):
+                load_lora(m, args.init_lora)
+            run.log(f"LoRA initialised from {args.init_lora}")
+        if cfg.layout:   # a new input: trained in full beside the LoRA
+            for m in (model, ema):
+                m.model.layout_in.requires_grad_(True)
     ema.load_state_dict(model.state_dict())
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01,
-                            betas=(0.9, 0.99))
+    new = {id(p) for n, p in model.named_parameters() if "layout_in" in n}   # a new input, from zero: its own rate
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in new], "scale": 1.0}]
+    if new:
+        groups.append({"params": [p for p in model.parameters() if id(p) in new], "scale": args.layout_lr})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     if state:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); ema.load_state_dict(state["ema"])
     return cfg, model, opt, ema
@@ -364,10 +388,11 @@ def train_dit(args):
     pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket), args.two_share,
                   np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step), contrast)
     con_rng = np.random.default_rng(args.seed + 67_867_967 + 7919 * run.step)
+    lay_rng = np.random.default_rng(args.seed + 86_028_121 + 7919 * run.step)
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, two-object share {args.two_share:g}, bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, two-object share {args.two_share:g}, layout {args.layout} (dropped {args.layout_drop:g}), bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:
@@ -387,9 +412,10 @@ def train_dit(args):
         tb = tau[:, None, :, None, None]
         x = (1 - tb) * x0 + tb * eps
         for g in opt.param_groups:
-            g["lr"] = run.lr(args.lr, warmup=300)
+            g["lr"] = run.lr(args.lr, warmup=300) * g["scale"]
+        lay = {"layout": pools.layout(args.layout_drop, lay_rng).to(dev)} if cfg.layout and key else {}
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
-            v = model(x, tau, txt, gate)
+            v = model(x, tau, txt, gate, **lay)
         # Frozen frames carry no loss; object cells weigh more, since flat background dominates the mean.
         wgt = (tau > 0).float()[:, :, None, None] * (1 + args.object_weight * mask)        # (B, F, h, w)
         loss = ((v.float() - (eps - x0)) ** 2 * wgt[:, None]).sum() / (wgt.sum() * x0.shape[1]).clamp_min(1)

@@ -1,0 +1,81 @@
+"""Layout maps for the keyframe model: where each object the caption names starts, as a blob per object.
+
+The keyframe model split its object into copies in ~42 % of frames (assets/MODEL_CARD.md, sessions 18-21):
+at high noise nothing tells it where the one object goes, and the noise suggests several places. A layout
+says it, as layout-to-image models are told by boxes (GLIGEN, Li et al. 2023; LLM-grounded diffusion, Lian et
+al. 2023, where a planner writes the boxes): channel k holds a Gaussian blob at the k-th object's start centre,
+its width the object's size, on the latent grid. The caption still says colour and shape. At sampling time
+the planner is the world's own prior (`prompt_layout`): the prompt is parsed and its objects placed as the
+world places them, so a moving object has room ahead. A prompt outside the world gets no layout (zeros), as
+a share of training samples do.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from engine.backends.toy import world
+
+CHANNELS = 2   # one per object, in caption order: the world holds one or two
+# blob sigma as a share of the object's side: at 1/4 a small object's blob fell between latent cells (8 px) and
+# read as little as 0.2 at the nearest one (run lay1, assets/MODEL_CARD.md); at 1/2 every cell near it reads >= 0.68
+SIGMA = 0.5
+
+
+def blobs(objects: list[tuple[float, float, float]], width: int, height: int, factor: int,
+          channels: int = CHANNELS) -> np.ndarray:
+    """objects [(cx, cy, side) in pixels] -> (channels, height/factor, width/factor) float32 maps in [0, 1]:
+    a Gaussian of sigma SIGMA * side at each centre, sampled at the latent cells' centres; objects past
+    `channels` are left out."""
+    h, w = height // factor, width // factor
+    ys, xs = (np.arange(h) + 0.5) * factor, (np.arange(w) + 0.5) * factor
+    out = np.zeros((channels, h, w), np.float32)
+    for k, (cx, cy, side) in enumerate(objects[:channels]):
+        s = SIGMA * side
+        out[k] = np.exp(-((xs[None] - cx) ** 2 + (ys[:, None] - cy) ** 2) / (2 * s * s))
+    return out
+
+
+def scene_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t: float = 0.0,
+                 channels: int = CHANNELS) -> np.ndarray:
+    """(channels, h, w) the layout of a scene's objects at time t (s), in the order its caption names them."""
+    objs = [(*world.centres(o, width, height, np.array([t]))[0], world.object_side(o, width, height))
+            for o in scene.objects]
+    return blobs(objs, width, height, factor, channels)
+
+
+def place(text: str, width: int, height: int, rng: np.random.Generator) -> world.SceneSpec | None:
+    """A scene for a prompt, placed as the world places scenes: what the prompt names kept, the rest drawn
+    from rng; None when the prompt names no object of the world, or more than it holds."""
+    query = world.parse_caption(text)
+    known = [o for o in query.objects if any(dataclasses.astuple(o))]
+    if not 1 <= len(known) <= CHANNELS:
+        return None
+    aspect = (width, height)
+    for _ in range(50):   # two objects must start apart; rare placements fail, so draw again
+        scene = world.sample_scene(rng, aspect, n_objects=len(known))
+        if len(scene.objects) < len(known):
+            continue
+        free = [c for c in world.COLORS if c not in {o.color for o in known}]
+        objs, ok = [], True
+        for q, o in zip(known, scene.objects):
+            color = q.color or free.pop(int(rng.integers(len(free))))
+            motion, size = q.motion or o.motion, q.size or o.size
+            xlo, xhi, ylo, yhi = world._start_box(motion, *world._half_extents(size, aspect))
+            objs.append(world.ObjectSpec(q.shape or o.shape, color, size, motion,
+                                         float(rng.uniform(xlo, xhi)), float(rng.uniform(ylo, yhi))))
+        ok = len({o.color for o in objs}) == len(objs) and (
+            len(objs) < 2 or world._apart(objs[0], objs[1], aspect, 4.0))
+        if ok:
+            return world.SceneSpec(query.background or scene.background, tuple(objs))
+    return None
+
+
+def prompt_layout(text: str, width: int, height: int, factor: int, seed: int,
+                  channels: int = CHANNELS) -> np.ndarray:
+    """(channels, h, w) a layout for a prompt's first frame, drawn with `seed`; zeros when `place` finds none."""
+    scene = place(text, width, height, np.random.default_rng(seed))
+    if scene is None:
+        return np.zeros((channels, height // factor, width // factor), np.float32)
+    return scene_layout(scene, width, height, factor, channels=channels)

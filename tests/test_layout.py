@@ -1,0 +1,194 @@
+"""The keyframe model's layout input: the maps, the planner that places a prompt's objects, the DiT's new input,
+its training batches, its LoRA file, and the backend telling the keyframe pass one layout per variation."""
+import numpy as np
+import pytest
+import torch
+
+from engine.backends.toy import world
+from engine.backends.toy.backend import toy_spec
+from engine.backends.toy.layout import CHANNELS, blobs, place, prompt_layout, scene_layout
+from engine.backends.toy.model import DiT, DiTConfig
+
+TINY = DiTConfig(in_channels=16, patch=2, width=32, depth=2, heads=2, text_dim=384)
+
+
+def test_each_object_gets_its_own_channel_peaking_on_the_cell_that_holds_its_rendered_centre():
+    f = toy_spec().spatial_factor
+    a = world.ObjectSpec("square", "red", "large", "right", 0.25, 0.5)
+    b = world.ObjectSpec("circle", "blue", "small", "still", 0.8, 0.3)
+    scene = world.SceneSpec("gray", (a, b))
+    lay = scene_layout(scene, 112, 64, f)                                       # (K, h, w)
+    assert lay.shape == (CHANNELS, 64 // f, 112 // f) and lay.max() <= 1
+    frame = world.render(scene, 112, 64, 8, 1)[0].astype(int)                   # (H, W, 3)
+    for k, obj in enumerate(scene.objects):
+        ys, xs = np.nonzero((np.abs(frame - world.COLORS[obj.color]).sum(-1) < 30))
+        peak = np.unravel_index(lay[k].argmax(), lay[k].shape)
+        assert peak == (int(ys.mean()) // f, int(xs.mean()) // f)
+    # the large object's blob is wider: size is in the layout, shape is not
+    assert (lay[0] > 0.5).sum() > (lay[1] > 0.5).sum()
+    one = scene_layout(world.SceneSpec("gray", (a,)), 112, 64, f)
+    assert np.array_equal(one[0], lay[0]) and not one[1].any()                 # no second object: an empty channel
+    assert not blobs([], 64, 64, f).any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_planner_keeps_what_a_prompt_says_and_places_objects_as_the_world_does(seed):
+    rng = np.random.default_rng(seed)
+    s = place("a small red triangle moving left and a big blue box going up against white", 112, 64, rng)
+    assert s.background == "white" and [(o.color, o.shape, o.size, o.motion) for o in s.objects] == [
+        ("red", "triangle", "small", "left"), ("blue", "square", "large", "up")]
+    for o in s.objects:   # a moving object starts with a second of free travel ahead, inside the frame
+        xlo, xhi, ylo, yhi = world._start_box(o.motion, *world._half_extents(o.size, (112, 64)))
+        assert xlo <= o.x <= xhi and ylo <= o.y <= yhi
+    assert world._apart(*s.objects, (112, 64), 4.0)
+    loose = place("a ball", 64, 64, rng)                    # unnamed colour, size and motion: drawn from the world
+    assert len(loose.objects) == 1 and loose.objects[0].shape == "circle" and loose.objects[0].color in world.COLORS
+
+
+def test_the_planner_declines_what_the_world_cannot_hold_and_the_layout_is_then_empty():
+    rng = np.random.default_rng(0)
+    assert place("a photo of a cat on a sofa", 64, 64, rng) is None
+    assert place("a red circle, a blue square and a green triangle", 64, 64, rng) is None
+    assert place("a red circle and a red square", 64, 64, rng) is None             # one colour, two objects
+    assert not prompt_layout("a photo of a cat", 64, 64, 8, 0).any()
+    a, b = prompt_layout("a red ball", 64, 64, 8, 3), prompt_layout("a red ball", 64, 64, 8, 3)
+    assert np.array_equal(a, b) and a[0].max() > 0.5 and not a[1].any()           # seeded
+    assert not np.array_equal(a, prompt_layout("a red ball", 64, 64, 8, 4))
+
+
+def test_a_dit_with_a_fresh_layout_input_is_the_dit_without_one_and_a_trained_one_reads_the_layout():
+    torch.manual_seed(0)
+    plain, laid = DiT(TINY), DiT(DiTConfig(**{**TINY.__dict__, "layout": 2}))
+    for p in plain.parameters():   # a trained model: nothing zero, so a layout could show anywhere
+        torch.nn.init.normal_(p, std=0.05)
+    missing, unexpected = laid.load_state_dict(plain.state_dict(), strict=False)
+    assert set(missing) == {"layout_in.weight", "layout_in.bias"} and not unexpected
+    x, t = torch.randn(2, 16, 1, 8, 8), torch.full((2, 1), 0.9)
+    text, gate = torch.randn(2, 5, 384), torch.ones(2, 1, 5)
+    lay = torch.rand(2, 2, 1, 8, 8)
+    with torch.no_grad():
+        ref = plain(x, t, text, gate)
+        assert torch.equal(laid(x, t, text, gate, layout=lay), ref)            # zero-initialised: no change
+        torch.nn.init.normal_(laid.layout_in.weight, std=0.1)
+        moved = laid(x, t, text, gate, layout=lay)
+        assert (moved - ref).abs().max() > 1e-3
+        assert torch.equal(laid(x, t, text, gate), laid(x, t, text, gate, layout=torch.zeros_like(lay)))
+        assert not torch.allclose(laid(x, t, text, gate, layout=lay.flip(-1)), moved)
+
+
+def test_keyframe_batches_carry_their_scenes_layouts_and_a_share_is_dropped():
+    from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
+    from engine.backends.toy.train_dit import Pools, TextCache, encode_clips
+    spec, text = toy_spec(), TextCache(MiniLM())
+    vae = load_vae(ASSETS / "toy_vae.safetensors").eval()
+    frames = encode_clips(np.random.default_rng(3), vae, text, spec, 112, 64, 1, 4)
+    clips = encode_clips(np.random.default_rng(3), vae, text, spec, 112, 64, 9, 2)
+    assert all(c["layout"] is None for c in clips)
+    captions = {id(v): k for k, v in text.cache.items()}
+    for item in frames:   # a channel per object its caption names, the rest empty
+        lay = item["layout"]
+        assert lay.shape == (CHANNELS, 1, 64 // spec.spatial_factor, 112 // spec.spatial_factor)
+        n = len(world.parse_caption(captions[id(item["segs"][0][0])]).objects)
+        assert [bool(lay[k].any()) for k in range(CHANNELS)] == [k < n for k in range(CHANNELS)]
+    pools = Pools(np.random.default_rng(0), vae, text, spec, 2)
+    pools.batch(64, text(""), keyframe=True)
+    kept = pools.layout(0.0, np.random.default_rng(1))
+    assert torch.equal(kept, torch.stack([p["layout"] for p in pools.picks]))
+    dropped = pools.layout(0.5, np.random.default_rng(1))
+    empty = (dropped.flatten(1) == 0).all(1)
+    assert 0 < empty.float().mean() < 1 and torch.equal(dropped[~empty], kept[~empty])
+
+
+@pytest.fixture(scope="module")
+def toy_parts():
+    from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
+    return load_vae(ASSETS / "toy_vae.safetensors"), MiniLM()
+
+
+def spied(cfg: DiTConfig, seen: list) -> DiT:
+    """A tiny DiT that records the layout each call is told (None: none)."""
+    torch.manual_seed(0)
+    model = DiT(cfg).eval()
+    forward = model.forward
+    model.forward = lambda x, t, text, gate, layout=None: (seen.append(layout), forward(x, t, text, gate, layout))[1]
+    return model
+
+
+def test_text_to_video_tells_the_keyframe_pass_a_planned_layout_per_variation_and_a_remix_none(toy_parts, make_video):
+    """engine.api through ToyBackend: the keyframe model gets, in its cond and uncond rows alike, the layout the
+    planner draws for its caption with the variation's seed; remix redraws its keyframe from the source with
+    none; a keyframe model without a layout input is called as before."""
+    from engine import ops
+    from engine.api import Settings, generate_latents
+    from engine.backends.toy.backend import ToyBackend
+    vae, text = toy_parts
+    seen, plain_seen = [], []
+    key = spied(DiTConfig(**{**TINY.__dict__, "layout": CHANNELS}), seen)
+    b = ToyBackend(vae, spied(TINY, plain_seen), text, keyframe=key, i2v=DiT(TINY).eval(), keyframe_frames=1)
+    prompt = "a large red square moving right on a black background"
+    tl = ops.t2v(prompt, 1.0, aspect="16:9", resolution=64, fps=8, seed=11, variations=2)
+    generate_latents(tl, b, Settings(steps=2, guidance=4.0))
+    assert len(seen) == 2                                                        # the keyframe pass's two steps
+    want = torch.stack([torch.from_numpy(prompt_layout(prompt, 112, 64, 8, 11 + k)) for k in range(2)])[:, :, None]
+    for lay in seen:
+        assert lay.shape == (4, CHANNELS, 1, 8, 14)                              # cond rows, then uncond rows
+        assert torch.equal(lay[:2], want) and torch.equal(lay[2:], want)
+    assert not torch.equal(want[0], want[1])                                     # each variation its own place
+    seen.clear()
+    src = make_video(w=112, h=64, n=8, fps=8)
+    generate_latents(ops.remix(src, prompt, 0.9, resolution=64, fps=8, seed=3), b, Settings(steps=2))
+    assert seen and all(lay is None for lay in seen)
+    b.keyframe = spied(TINY, plain_seen)
+    plain_seen.clear()
+    generate_latents(tl, b, Settings(steps=2, guidance=4.0))
+    assert plain_seen and all(lay is None for lay in plain_seen)
+
+
+def test_a_layout_lora_round_trips_through_its_file_with_the_layout_input_stored_whole(tmp_path):
+    """lora_tensors stores the trained layout input in full beside the LoRA factors; load_adapter rebuilds,
+    on the plain base, the model the LoRA run trained (same velocity, layout and all)."""
+    from engine.backends.toy.adapter import load_adapter, lora_model, lora_tensors
+    from engine.backends.toy.backend import write_weights
+    torch.manual_seed(1)
+    base = DiT(TINY).eval()
+    laid = DiT(DiTConfig(**{**TINY.__dict__, "layout": CHANNELS}))
+    laid.load_state_dict(base.state_dict(), strict=False)
+    lora = lora_model(laid, 4)
+    lora.model.layout_in.requires_grad_(True)
+    for name, p in lora.named_parameters():   # as if trained
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    tensors, meta = lora_tensors(lora)
+    assert {"full.layout_in.weight", "full.layout_in.bias"} <= set(tensors)
+    write_weights(tensors, meta, tmp_path / "key.safetensors")
+    loaded = load_adapter(base, tmp_path / "key.safetensors")
+    assert loaded.cfg.layout == CHANNELS and base.cfg.layout == 0
+    x, t, txt, gate = torch.randn(1, 16, 1, 8, 8), torch.full((1, 1), 0.8), torch.randn(1, 4, 384), torch.ones(1, 1, 4)
+    lay = torch.rand(1, CHANNELS, 1, 8, 8)
+    with torch.no_grad():
+        want = lora.merge_and_unload()(x, t, txt, gate, layout=lay)
+        torch.testing.assert_close(loaded(x, t, txt, gate, layout=lay), want, atol=2e-3, rtol=2e-3)   # fp16 file
+
+
+def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_trains_the_layout_input(tmp_path):
+    """train dit --lora 8 --init-lora assets/toy_dit_key.safetensors --layout: at step 0 the model is the shipped
+    keyframe model, told a layout or not; the optimiser holds the LoRA factors and the layout input."""
+    import argparse
+
+    from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
+    from engine.backends.toy.train import Run
+    from engine.backends.toy.train_dit import build_models
+    args = argparse.Namespace(patch=0, pooled_text=False, lr=1e-3, init=ASSETS / "toy_dit.safetensors", lora=8,
+                              layout=True, init_lora=ASSETS / KEY_NAME, layout_lr=10.0)
+    cfg, model, opt, ema = build_models(args, Run(str(tmp_path), 1), "cpu")
+    held = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert cfg.layout == CHANNELS and held == {id(p) for n, p in model.named_parameters()
+                                               if "lora_" in n or "layout_in" in n}
+    shipped = ToyBackend.load().keyframe
+    x, t = torch.randn(2, 16, 1, 8, 14), torch.full((2, 1), 0.9)
+    text, gate = torch.randn(2, 5, 384), torch.ones(2, 1, 5)
+    with torch.no_grad():
+        want = shipped(x, t, text, gate)
+        torch.testing.assert_close(model.eval()(x, t, text, gate, layout=torch.rand(2, CHANNELS, 1, 8, 14)), want,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ema.eval()(x, t, text, gate), want, atol=1e-5, rtol=1e-5)
