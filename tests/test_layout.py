@@ -115,9 +115,9 @@ def spied(cfg: DiTConfig, seen: list) -> DiT:
 
 
 def test_text_to_video_tells_the_keyframe_pass_a_planned_layout_per_variation_and_a_remix_none(toy_parts, make_video):
-    """engine.api through ToyBackend: the keyframe model gets, in its cond and uncond rows alike, the layout the
-    planner draws for its caption with the variation's seed; remix redraws its keyframe from the source with
-    none; a keyframe model without a layout input is called as before."""
+    """engine.api through ToyBackend: the keyframe model gets, in its cond rows, the layout the planner draws for
+    its caption with the variation's seed, and none in its uncond rows; a light remix redraws its keyframe from
+    the source with none, a strong one with one; a keyframe model without a layout input is called as before."""
     from engine import ops
     from engine.api import Settings, generate_latents
     from engine.backends.toy.backend import ToyBackend
@@ -132,12 +132,16 @@ def test_text_to_video_tells_the_keyframe_pass_a_planned_layout_per_variation_an
     want = torch.stack([torch.from_numpy(prompt_layout(prompt, 112, 64, 8, 11 + k)) for k in range(2)])[:, :, None]
     for lay in seen:
         assert lay.shape == (4, CHANNELS, 1, 8, 14)                              # cond rows, then uncond rows
-        assert torch.equal(lay[:2], want) and torch.equal(lay[2:], want)
+        assert torch.equal(lay[:2], want) and not lay[2:].any()
     assert not torch.equal(want[0], want[1])                                     # each variation its own place
     seen.clear()
+    generate_latents(tl, b, Settings(steps=2, guidance=1.0))                    # unguided: cond rows alone
+    assert len(seen) == 2 and all(torch.equal(lay, want) for lay in seen)
     src = make_video(w=112, h=64, n=8, fps=8)
-    generate_latents(ops.remix(src, prompt, 0.9, resolution=64, fps=8, seed=3), b, Settings(steps=2))
-    assert seen and all(lay is None for lay in seen)
+    for amount, told in ((0.3, False), (b.layout_from, True), (0.9, True)):
+        seen.clear()
+        generate_latents(ops.remix(src, prompt, amount, resolution=64, fps=8, seed=3), b, Settings(steps=2))
+        assert seen and all((lay is not None and bool(lay[:1].any())) == told for lay in seen), amount
     b.keyframe = spied(TINY, plain_seen)
     plain_seen.clear()
     generate_latents(tl, b, Settings(steps=2, guidance=4.0))
@@ -153,8 +157,7 @@ def test_a_layout_lora_round_trips_through_its_file_with_the_layout_input_stored
     base = DiT(TINY).eval()
     laid = DiT(DiTConfig(**{**TINY.__dict__, "layout": CHANNELS}))
     laid.load_state_dict(base.state_dict(), strict=False)
-    lora = lora_model(laid, 4)
-    lora.model.layout_in.requires_grad_(True)
+    lora = lora_model(laid, 4)                           # the layout input trains in full beside the factors
     for name, p in lora.named_parameters():   # as if trained
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.05)
@@ -192,3 +195,30 @@ def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_tr
         torch.testing.assert_close(model.eval()(x, t, text, gate, layout=torch.rand(2, CHANNELS, 1, 8, 14)), want,
                                    atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ema.eval()(x, t, text, gate), want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_layout_keyframe_run_exports_a_file_the_backend_loads_and_samples_with_layouts(tmp_path):
+    """train dit --lora 8 --layout --init-lora ... --export: a few steps write a keyframe LoRA with the layout input
+    inside; ToyBackend.load merges it into a keyframe model that reads layouts, and text-to-video plans one.
+    The adapter CLI stores the run's checkpoint the same way."""
+    import shutil
+
+    from engine import ops, plan as plan_mod
+    from engine.backends.toy.adapter import main as adapter_main
+    from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
+    from engine.backends.toy.train import main
+    for name in ("toy_dit.safetensors", "toy_vae.safetensors"):
+        shutil.copy(ASSETS / name, tmp_path / name)
+    main(["dit", "--run", str(tmp_path / "run"), "--init", str(ASSETS / "toy_dit.safetensors"), "--max-steps", "3",
+          "--batch", "2", "--probe-every", "0", "--eval-every", "1e6", "--lora", "8", "--keyframe-share", "1.0",
+          "--init-lora", str(ASSETS / KEY_NAME), "--layout", "--layout-lr", "10", "--keep-every", "3",
+          "--lr", "1e-2", "--export", "--out", str(tmp_path / KEY_NAME)])
+    b = ToyBackend.load(tmp_path)
+    assert b.keyframe.cfg.layout == CHANNELS and b.keyframe.layout_in.weight.abs().max() > 0 and b.keyframe_frames == 1
+    tl = ops.t2v("a small red ball moving left", 1.0, resolution=64, fps=8, seed=2)
+    assert b.keyframe_denoiser(plan_mod.compile(tl, b), 2) != b.denoise_keyframe
+    adapter_main([str(tmp_path / "run" / "ckpt_000003.pt"), "--base", str(tmp_path / "toy_dit.safetensors"),
+                  "--out", str(tmp_path / "again.safetensors"), "--keyframe-frames", "1"])
+    from engine.backends.toy.adapter import load_adapter
+    again = load_adapter(b.dit, tmp_path / "again.safetensors")
+    assert torch.equal(again.layout_in.weight, b.keyframe.layout_in.weight)   # both from the run's EMA weights

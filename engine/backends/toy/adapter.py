@@ -50,9 +50,13 @@ def lora_config(model: DiT, ranks: dict[str, int] | None = None):
 
 def lora_model(model: DiT, rank: int) -> torch.nn.Module:
     """A rank-`rank` LoRA of every block linear around `model` (peft; B starts at zero, so it starts as no
-    change), with only the LoRA factors trainable: a fine-tune small enough to ship beside the base."""
+    change), with only the LoRA factors trainable, and a layout input the base lacks (new, from zero) in full:
+    a fine-tune small enough to ship beside the base."""
     from peft.tuners.lora import LoraModel
-    return LoraModel(model, lora_config(model, {n: rank for n in lora_targets(model)}), "default")
+    lora = LoraModel(model, lora_config(model, {n: rank for n in lora_targets(model)}), "default")
+    if model.cfg.layout:
+        model.layout_in.requires_grad_(True)
+    return lora
 
 
 def lora_checkpoint(state: dict[str, torch.Tensor], cfg) -> torch.nn.Module | None:

@@ -129,6 +129,14 @@ class ToyBackend:
     # frame from the source and the image-to-video model the rest, which reads the new caption's motion where the
     # DiT does not (assets/MODEL_CARD.md, session 19)
     redraw_from = 0.0
+    # guided calls carry cond and uncond rows in one batch (sampler.guided_velocity); keyframe_denoiser tells them apart
+    # by that: the layout goes to the cond rows alone, so guidance pushes toward it as toward the caption (diffusers'
+    # ControlNet guess mode does so with its control); more shape right, fewer splits (assets/MODEL_CARD.md, session 22)
+    cfg_batch = True
+    # a keyframe model that reads layouts is told one where the first frame starts at this noise level or above:
+    # text-to-video and a strong remix (at 0.9 it followed its caption in 15 of 24 remixes with one, 8 without;
+    # assets/MODEL_CARD.md, session 22); a light remix keeps its source's layout
+    layout_from = 0.5
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
                  keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
@@ -187,10 +195,11 @@ class ToyBackend:
     def keyframe_denoiser(self, plan, seed: int, variations: int = 1):
         """The keyframe pass's denoiser for `plan`. A keyframe model that reads a layout (layout.py) is told one
         per variation (seeded seed + k, as its noise is), planned from the captions its first frame sees, when
-        that frame is drawn from noise; otherwise, and for a remix, `denoise_keyframe` itself."""
+        that frame starts at `layout_from` or above (in the cond rows; the uncond rows of a guided call get none);
+        otherwise `denoise_keyframe` itself."""
         from engine.backends.toy.layout import prompt_layout
         model = self.keyframe if self.keyframe is not None else self.dit
-        if not model.cfg.layout or float(plan.start_level[0]) < 1:
+        if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
             return self.denoise_keyframe
         g, open_ = plan.grid, plan.segment_gates()[0] >= 0.5
         caption = ". ".join(s.text for s, o in zip(plan.segments, open_) if o and s.name != "empty")
@@ -199,8 +208,8 @@ class ToyBackend:
         lay = lay[:, :, None].to(self.device)                                       # (V, K, 1, h, w)
 
         def denoise(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-            """As denoise_keyframe, with this plan's layouts (cond and uncond rows alike) -> (B, C, 1, h, w)."""
-            rows = lay.repeat(x.shape[0] // len(lay), 1, 1, 1, 1)                    # (B, K, 1, h, w)
+            """As denoise_keyframe, with this plan's layouts in the cond rows -> (B, C, 1, h, w)."""
+            rows = lay if x.shape[0] == len(lay) else torch.cat([lay, torch.zeros_like(lay)])   # (B, K, 1, h, w)
             return self._run(model, x, t, text, gate, rows)
         return denoise
 

@@ -353,9 +353,6 @@ def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optim
             for m in (model, ema):
                 load_lora(m, args.init_lora)
             run.log(f"LoRA initialised from {args.init_lora}")
-        if cfg.layout:   # a new input: trained in full beside the LoRA
-            for m in (model, ema):
-                m.model.layout_in.requires_grad_(True)
     ema.load_state_dict(model.state_dict())
     new = {id(p) for n, p in model.named_parameters() if "layout_in" in n}   # a new input, from zero: its own rate
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in new], "scale": 1.0}]
