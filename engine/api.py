@@ -125,7 +125,9 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
         # a backend whose model reads motion from a first frame, not from noise, samples keyframe first
         # (with a second model for the image-to-video pass where it has one)
         kf = getattr(backend, "keyframe_first", False)
-        run = partial(sampler.sample_keyframe_first, i2v=getattr(backend, "denoise_i2v", None),
+        run = partial(sampler.sample_keyframe_first,
+                      i2v=backend.i2v_denoiser(plan, tl.seed, tl.variations)
+                      if hasattr(backend, "i2v_denoiser") else getattr(backend, "denoise_i2v", None),
                       keyframe_frames=getattr(backend, "keyframe_frames", 0),
                       keyframe=backend.keyframe_denoiser(plan, tl.seed, tl.variations)
                       if hasattr(backend, "keyframe_denoiser") else getattr(backend, "denoise_keyframe", None),

@@ -76,20 +76,46 @@ def test_a_dit_with_a_fresh_layout_input_is_the_dit_without_one_and_a_trained_on
         assert not torch.allclose(laid(x, t, text, gate, layout=lay.flip(-1)), moved)
 
 
-def test_keyframe_batches_carry_their_scenes_layouts_and_a_share_is_dropped():
+def test_a_track_layout_follows_the_rendered_object_through_every_latent_frame():
+    from engine.backends.toy.layout import frame_times, track_layout
+    spec, f, fps, n = toy_spec(), toy_spec().spatial_factor, 8, 17
+    obj = world.ObjectSpec("circle", "green", "small", "right", 0.2, 0.4)
+    scene = world.SceneSpec("black", (obj,))
+    times = frame_times(spec, spec.latent_frames(n), fps)
+    a, b = spec.pixel_range(1)
+    assert times[0] == 0 and np.allclose(times[1], (a + b - 1) / 2 / fps)      # the mean of its pixel frames' times
+    lay = track_layout(scene, 112, 64, f, times)                               # (K, F, h, w)
+    assert lay.shape == (CHANNELS, spec.latent_frames(n), 64 // f, 112 // f) and not lay[1].any()
+    clip = world.render(scene, 112, 64, fps, n).astype(int)                    # (N, H, W, 3)
+    cols = []
+    for k in range(lay.shape[1]):
+        a, b = spec.pixel_range(k)
+        ys, xs = np.nonzero((np.abs(clip[a:b] - world.COLORS["green"]).sum(-1) < 30).any(0))
+        peak = np.unravel_index(lay[0, k].argmax(), lay[0, k].shape)
+        assert abs(peak[1] - xs.mean() / f) <= 1 and abs(peak[0] - ys.mean() / f) <= 1
+        cols.append(peak[1])
+    assert cols[-1] > cols[0]                                                  # moving right
+
+
+def test_training_batches_carry_each_clips_layout_and_a_share_is_dropped():
+    """Keyframes and clips under one caption carry their objects' layout per latent frame, a channel per object
+    the caption names; storyboards none; Pools.layout zeroes a share, and a storyboard's rows."""
     from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
     from engine.backends.toy.train_dit import Pools, TextCache, encode_clips
     spec, text = toy_spec(), TextCache(MiniLM())
     vae = load_vae(ASSETS / "toy_vae.safetensors").eval()
     frames = encode_clips(np.random.default_rng(3), vae, text, spec, 112, 64, 1, 4)
-    clips = encode_clips(np.random.default_rng(3), vae, text, spec, 112, 64, 9, 2)
-    assert all(c["layout"] is None for c in clips)
+    clips = encode_clips(np.random.default_rng(5), vae, text, spec, 112, 64, 17, 12)
+    assert {c["layout"] is None for c in clips} == {True, False}               # storyboards among them
     captions = {id(v): k for k, v in text.cache.items()}
-    for item in frames:   # a channel per object its caption names, the rest empty
+    for item in frames + [c for c in clips if c["layout"] is not None]:
         lay = item["layout"]
-        assert lay.shape == (CHANNELS, 1, 64 // spec.spatial_factor, 112 // spec.spatial_factor)
-        n = len(world.parse_caption(captions[id(item["segs"][0][0])]).objects)
-        assert [bool(lay[k].any()) for k in range(CHANNELS)] == [k < n for k in range(CHANNELS)]
+        assert len(item["segs"]) == 1 and lay.shape == (CHANNELS, *item["z"].shape[1:])
+        query = world.parse_caption(captions[id(item["segs"][0][0])])
+        assert [bool(lay[k].any()) for k in range(CHANNELS)] == [k < len(query.objects) for k in range(CHANNELS)]
+        for k, o in enumerate(query.objects):   # a moving object's blob moves, a still one's stays
+            peaks = [int(lay[k, f].argmax()) for f in range(lay.shape[1])]
+            assert (len(set(peaks)) > 1) == (o.motion != "still") or lay.shape[1] == 1
     pools = Pools(np.random.default_rng(0), vae, text, spec, 2)
     pools.batch(64, text(""), keyframe=True)
     kept = pools.layout(0.0, np.random.default_rng(1))
@@ -222,3 +248,32 @@ def test_a_layout_keyframe_run_exports_a_file_the_backend_loads_and_samples_with
     from engine.backends.toy.adapter import load_adapter
     again = load_adapter(b.dit, tmp_path / "again.safetensors")
     assert torch.equal(again.layout_in.weight, b.keyframe.layout_in.weight)   # both from the run's EMA weights
+
+
+def test_the_image_to_video_pass_follows_the_keyframes_planned_paths_and_a_given_first_frame_gets_none(toy_parts,
+                                                                                                        make_image):
+    """With an image-to-video model that reads layouts, the second pass is told, per variation, the layout along
+    the same planned paths whose first frame the keyframe pass was told; image-to-video from a given image none."""
+    from engine import ops
+    from engine.api import Settings, generate_latents
+    from engine.backends.toy.backend import ToyBackend
+    from engine.backends.toy.layout import frame_times
+    vae, text = toy_parts
+    key_seen, i2v_seen = [], []
+    laid = DiTConfig(**{**TINY.__dict__, "layout": CHANNELS})
+    b = ToyBackend(vae, DiT(TINY).eval(), text, keyframe=spied(laid, key_seen), i2v=spied(laid, i2v_seen),
+                   keyframe_frames=1)
+    prompt = "a small blue circle moving right and a large red triangle staying still"
+    tl = ops.t2v(prompt, 1.0, aspect="16:9", resolution=64, fps=8, seed=4, variations=2)
+    generate_latents(tl, b, Settings(steps=4, guidance=4.0))
+    F_ = b.spec.latent_frames(8 + 1)
+    want = torch.stack([torch.from_numpy(prompt_layout(prompt, 112, 64, 8, 4 + k, CHANNELS,
+                                                       frame_times(b.spec, F_, 8))) for k in range(2)])
+    assert want.shape == (2, CHANNELS, F_, 8, 14) and want[:, 1].any()            # two objects, two channels
+    assert all(torch.equal(lay[:2], want[:, :, :1]) for lay in key_seen)
+    assert len(i2v_seen) == 4 and all(torch.equal(lay[:2], want) for lay in i2v_seen)
+    assert {len(lay) for lay in i2v_seen} == {4, 2}                              # unguided below the floor
+    i2v_seen.clear()
+    generate_latents(ops.i2v(make_image(w=112, h=64), prompt, duration_s=1.0, resolution=64, fps=8, seed=4), b,
+                     Settings(steps=2))
+    assert i2v_seen and all(lay is None for lay in i2v_seen)

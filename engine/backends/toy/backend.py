@@ -193,23 +193,36 @@ class ToyBackend:
         return self._run(self.keyframe if self.keyframe is not None else self.dit, x, t, text, gate)
 
     def keyframe_denoiser(self, plan, seed: int, variations: int = 1):
-        """The keyframe pass's denoiser for `plan`. A keyframe model that reads a layout (layout.py) is told one
-        per variation (seeded seed + k, as its noise is), planned from the captions its first frame sees, when
-        that frame starts at `layout_from` or above (in the cond rows; the uncond rows of a guided call get none);
-        otherwise `denoise_keyframe` itself."""
-        from engine.backends.toy.layout import prompt_layout
-        model = self.keyframe if self.keyframe is not None else self.dit
+        """The keyframe pass's denoiser for `plan`: with layouts where its model reads them (_with_layout)."""
+        return self._with_layout(self.keyframe if self.keyframe is not None else self.dit, plan, seed, variations,
+                                 self.denoise_keyframe)
+
+    def i2v_denoiser(self, plan, seed: int, variations: int = 1):
+        """The image-to-video pass's denoiser for `plan`: with layouts along the same planned paths as the
+        keyframe's, where its model reads them (_with_layout); a given first frame gets none."""
+        return self._with_layout(self.i2v if self.i2v is not None else self.dit, plan, seed, variations,
+                                 self.denoise_i2v)
+
+    def _with_layout(self, model: DiT, plan, seed: int, variations: int, plain):
+        """`model`'s denoiser for `plan`. A model that reads a layout (layout.py) is told one per variation
+        (seeded seed + k, as its noise is: every pass of a variation sees the same plan), planned from the
+        captions the first frame sees, along the objects' paths over the plan's latent frames, when that frame
+        starts at `layout_from` or above (in the cond rows; the uncond rows of a guided call get none);
+        otherwise `plain` itself."""
+        from engine.backends.toy.layout import frame_times, prompt_layout
         if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
-            return self.denoise_keyframe
+            return plain
         g, open_ = plan.grid, plan.segment_gates()[0] >= 0.5
         caption = ". ".join(s.text for s, o in zip(plan.segments, open_) if o and s.name != "empty")
+        times = frame_times(self.spec, g.latent_frames, g.fps)
         lay = torch.stack([torch.from_numpy(prompt_layout(caption, g.width, g.height, self.spec.spatial_factor,
-                                                          seed + k, model.cfg.layout)) for k in range(variations)])
-        lay = lay[:, :, None].to(self.device)                                       # (V, K, 1, h, w)
+                                                          seed + k, model.cfg.layout, times))
+                           for k in range(variations)]).to(self.device)               # (V, K, F, h, w)
 
         def denoise(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-            """As denoise_keyframe, with this plan's layouts in the cond rows -> (B, C, 1, h, w)."""
-            rows = lay if x.shape[0] == len(lay) else torch.cat([lay, torch.zeros_like(lay)])   # (B, K, 1, h, w)
+            """As `plain`, with this plan's layouts over x's frames in the cond rows -> (B, C, F', h, w)."""
+            rows = lay[:, :, :x.shape[2]]
+            rows = rows if x.shape[0] == len(rows) else torch.cat([rows, torch.zeros_like(rows)])  # (B, K, F', h, w)
             return self._run(model, x, t, text, gate, rows)
         return denoise
 

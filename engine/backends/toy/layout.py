@@ -45,6 +45,17 @@ def scene_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t
     return blobs(objs, width, height, factor, channels)
 
 
+def track_layout(scene: world.SceneSpec, width: int, height: int, factor: int, times: np.ndarray,
+                 channels: int = CHANNELS) -> np.ndarray:
+    """(channels, F, h, w) the layout at each of `times` (s): its objects' paths, bounces and all."""
+    return np.stack([scene_layout(scene, width, height, factor, float(t), channels) for t in times], axis=1)
+
+
+def frame_times(spec, latent_frames: int, fps: float) -> np.ndarray:
+    """(F,) the mean time (s) of the pixel frames each latent frame encodes."""
+    return np.array([np.mean(np.arange(*spec.pixel_range(f))) / fps for f in range(latent_frames)])
+
+
 def place(text: str, width: int, height: int, rng: np.random.Generator) -> world.SceneSpec | None:
     """A scene for a prompt, placed as the world places scenes: what the prompt names kept, the rest drawn
     from rng; None when the prompt names no object of the world, or more than it holds."""
@@ -72,10 +83,14 @@ def place(text: str, width: int, height: int, rng: np.random.Generator) -> world
     return None
 
 
-def prompt_layout(text: str, width: int, height: int, factor: int, seed: int,
-                  channels: int = CHANNELS) -> np.ndarray:
-    """(channels, h, w) a layout for a prompt's first frame, drawn with `seed`; zeros when `place` finds none."""
+def prompt_layout(text: str, width: int, height: int, factor: int, seed: int, channels: int = CHANNELS,
+                  times: np.ndarray | None = None) -> np.ndarray:
+    """A layout for a prompt drawn with `seed`: (channels, h, w) at its first frame, or with `times` (F,)
+    (channels, F, h, w) along its objects' paths; zeros when `place` finds none."""
     scene = place(text, width, height, np.random.default_rng(seed))
+    frames = () if times is None else (len(times),)
     if scene is None:
-        return np.zeros((channels, height // factor, width // factor), np.float32)
-    return scene_layout(scene, width, height, factor, channels=channels)
+        return np.zeros((channels, *frames, height // factor, width // factor), np.float32)
+    if times is None:
+        return scene_layout(scene, width, height, factor, channels=channels)
+    return track_layout(scene, width, height, factor, times, channels)

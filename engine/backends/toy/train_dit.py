@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
-from engine.backends.toy.layout import CHANNELS, scene_layout
+from engine.backends.toy.layout import CHANNELS, frame_times, track_layout
 from engine.backends.toy.model import DiT, DiTConfig
 from engine.backends.toy.train import ASSETS, SIZES, Run, export
 from engine.plan import Grid, span_gate
@@ -139,26 +139,28 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
     swapped (none for storyboards)."""
     from engine.probe import swap
     F_ = spec.latent_frames(n)
-    clips, metas, pairs, scenes = [], [], [], []
+    clips, metas, pairs, scenes, rates = [], [], [], [], []
     for _ in range(k):
         rate = float(rng.choice(FPS_CHOICES)) if fps is None else fps
         clip, segs, scene = render_sample(rng, w, h, rate, n, simple, two())
         clips.append(to_tensor(clip))
         metas.append(segs)
         scenes.append(scene)
+        rates.append(rate)
         pairs.append([(text(world.caption(scene)), text(world.caption(swap(scene, a)))) for a in contrast
                       if len(segs) == 1])
     with torch.no_grad():
         z = vae.encode(torch.stack(clips).to(next(vae.parameters()).device))  # (k, C, F, h, w)
     out = []
-    for zi, clip, segs, pair, scene in zip(z, clips, metas, pairs, scenes):
+    for zi, clip, segs, pair, scene, rate in zip(z, clips, metas, pairs, scenes, rates):
         soft = float(rng.choice([0, 0, 2, 4]))
         gates = segment_gates(segs, spec, n, F_, soft)
         out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "pairs": pair,
                     "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)],
-                    # a keyframe's layout (engine/backends/toy/layout.py): its objects' start centres
-                    "layout": torch.from_numpy(scene_layout(scene, w, h, spec.spatial_factor))[:, None].to(zi.device)
-                    if n == 1 else None})
+                    # the layout (engine/backends/toy/layout.py): its objects' centres per latent frame, under
+                    # one caption (a storyboard's later scenes are not the first's: none)
+                    "layout": None if len(segs) > 1 else torch.from_numpy(track_layout(
+                        scene, w, h, spec.spatial_factor, frame_times(spec, zi.shape[1], rate))).to(zi.device)})
     return out
 
 
@@ -208,9 +210,11 @@ class Pools:
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
 
     def layout(self, drop: float, rng) -> torch.Tensor:
-        """(B, K, 1, h, w) the last keyframe batch's layouts, each zeroed with probability `drop` (rng: its own),
-        so the model also draws a prompt the layout planner cannot place."""
-        lay = torch.stack([p["layout"] for p in self.picks])
+        """(B, K, F, h, w) the last batch's layouts (a storyboard's: zeros), each zeroed with probability `drop`
+        (rng: its own), so the model also draws what the layout planner cannot place."""
+        z = self.picks[0]["z"]
+        empty = z.new_zeros(CHANNELS, *z.shape[1:])
+        lay = torch.stack([empty if p["layout"] is None else p["layout"] for p in self.picks])
         keep = torch.from_numpy(rng.random(len(lay)) >= drop).to(lay)
         return lay * keep[:, None, None, None, None]
 
@@ -410,7 +414,7 @@ def train_dit(args):
         x = (1 - tb) * x0 + tb * eps
         for g in opt.param_groups:
             g["lr"] = run.lr(args.lr, warmup=300) * g["scale"]
-        lay = {"layout": pools.layout(args.layout_drop, lay_rng).to(dev)} if cfg.layout and key else {}
+        lay = {"layout": pools.layout(args.layout_drop, lay_rng).to(dev)} if cfg.layout else {}
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             v = model(x, tau, txt, gate, **lay)
         # Frozen frames carry no loss; object cells weigh more, since flat background dominates the mean.
