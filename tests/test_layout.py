@@ -277,3 +277,22 @@ def test_the_image_to_video_pass_follows_the_keyframes_planned_paths_and_a_given
     generate_latents(ops.i2v(make_image(w=112, h=64), prompt, duration_s=1.0, resolution=64, fps=8, seed=4), b,
                      Settings(steps=2))
     assert i2v_seen and all(lay is None for lay in i2v_seen)
+
+
+def test_a_fine_tune_with_a_layout_input_is_stored_by_svd_with_the_input_whole():
+    """adapter.extract of a DiT that gained a layout input: the input stored whole, the block deltas by SVD;
+    apply under the file's config rebuilds it (here a rank-2 delta, so up to fp16)."""
+    from engine.backends.toy.adapter import apply, extract
+    torch.manual_seed(2)
+    base = DiT(TINY).eval()
+    tuned = DiT(DiTConfig(**{**TINY.__dict__, "layout": CHANNELS})).eval()
+    tuned.load_state_dict(base.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.nn.init.normal_(tuned.layout_in.weight, std=0.1)
+        lin = tuned.blocks[0].mlp[0]
+        lin.weight += torch.randn(lin.out_features, 2) @ torch.randn(2, lin.in_features) * 0.05
+    tensors, meta = extract(base, tuned)
+    assert "full.layout_in.weight" in tensors and "full.blocks.0.mlp.0.weight" not in tensors
+    rebuilt = apply(base, tensors, tuned.cfg)
+    for k, v in tuned.state_dict().items():
+        torch.testing.assert_close(rebuilt.state_dict()[k], v, atol=2e-3, rtol=2e-3)

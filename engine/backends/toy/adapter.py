@@ -98,10 +98,10 @@ def extract(base: DiT, tuned: DiT) -> tuple[dict[str, torch.Tensor], dict[str, s
         root = s[:r].sqrt()
         tensors[f"lora.{name}.lora_B.weight"] = u[:, :r] * root                   # (out, r)
         tensors[f"lora.{name}.lora_A.weight"] = root[:, None] * vh[:r]            # (r, in)
-    in_lora = {f"{n}.weight" for n in targets}
-    for k, v in base.state_dict().items():
-        if k not in in_lora and not torch.equal(v, tuned_sd[k]):
-            tensors[f"full.{k}"] = tuned_sd[k]
+    in_lora, base_sd = {f"{n}.weight" for n in targets}, base.state_dict()
+    for k, v in tuned_sd.items():   # a tensor base lacks (a layout input) is stored whole too
+        if k not in in_lora and (k not in base_sd or not torch.equal(base_sd[k], v)):
+            tensors[f"full.{k}"] = v
     meta = {"lora": json.dumps({"ranks": cfg.rank_pattern}), "config": json.dumps(dataclasses.asdict(tuned.cfg))}
     return {k: v.to(torch.float16) for k, v in tensors.items()}, meta
 
@@ -161,15 +161,19 @@ def main(argv=None):
     ap.add_argument("tuned", help="the fine-tune: runs/*/ckpt_*.pt (its EMA weights) or a .safetensors")
     ap.add_argument("--base", default=str(ASSETS / "toy_dit.safetensors"))
     ap.add_argument("--out", default=str(ASSETS / I2V_NAME))
+    ap.add_argument("--svd", action="store_true",
+                    help="store a LoRA run merged, by its delta's SVD from --base (a LoRA trained on top of another "
+                         "fine-tune, e.g. the image-to-video model, is not a LoRA of --base)")
     ap.add_argument("--keyframe-frames", type=int, default=0,
                     help="the fine-tune draws keyframes of this many latent frames: say so in the file's metadata")
     args = ap.parse_args(argv)
     base = load_dit(Path(args.base))
     tuned = read_checkpoint(args.tuned) if args.tuned.endswith(".pt") else load_weights(args.tuned)
     # a LoRA trained as one (train --lora) is stored as it is; any other fine-tune by its delta's SVD
-    if hasattr(tuned, "merge_and_unload"):
+    if hasattr(tuned, "merge_and_unload") and not args.svd:
         (tensors, meta), tuned = lora_tensors(tuned), tuned.merge_and_unload()
     else:
+        tuned = tuned.merge_and_unload() if hasattr(tuned, "merge_and_unload") else tuned
         tensors, meta = extract(base, tuned)
     if args.keyframe_frames:
         meta["keyframe_frames"] = str(args.keyframe_frames)
