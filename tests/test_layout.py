@@ -201,7 +201,8 @@ def test_a_layout_lora_round_trips_through_its_file_with_the_layout_input_stored
 
 def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_trains_the_layout_input(tmp_path):
     """train dit --lora 8 --init-lora assets/toy_dit_key.safetensors --layout: at step 0 the model is the shipped
-    keyframe model, told a layout or not; the optimiser holds the LoRA factors and the layout input."""
+    keyframe model (its layout input too, where it has one); the optimiser holds the LoRA factors and the layout
+    input."""
     import argparse
 
     from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
@@ -216,11 +217,12 @@ def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_tr
     shipped = ToyBackend.load().keyframe
     x, t = torch.randn(2, 16, 1, 8, 14), torch.full((2, 1), 0.9)
     text, gate = torch.randn(2, 5, 384), torch.ones(2, 1, 5)
+    lay = torch.rand(2, CHANNELS, 1, 8, 14)
+    told = {"layout": lay} if shipped.cfg.layout else {}   # a shipped model without the input ignores it
     with torch.no_grad():
-        want = shipped(x, t, text, gate)
-        torch.testing.assert_close(model.eval()(x, t, text, gate, layout=torch.rand(2, CHANNELS, 1, 8, 14)), want,
-                                   atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ema.eval()(x, t, text, gate), want, atol=1e-5, rtol=1e-5)
+        want = shipped(x, t, text, gate, **told)
+        torch.testing.assert_close(model.eval()(x, t, text, gate, layout=lay), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ema.eval()(x, t, text, gate, layout=lay), want, atol=1e-5, rtol=1e-5)
 
 
 def test_a_layout_keyframe_run_exports_a_file_the_backend_loads_and_samples_with_layouts(tmp_path):
@@ -296,3 +298,28 @@ def test_a_fine_tune_with_a_layout_input_is_stored_by_svd_with_the_input_whole()
     rebuilt = apply(base, tensors, tuned.cfg)
     for k, v in tuned.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[k], v, atol=2e-3, rtol=2e-3)
+
+
+def test_a_shipped_lora_file_loads_as_weights_merged_into_the_dit_beside_it():
+    """probe.load_weights (train --init, probe, adapter) reads assets/toy_dit_i2v.safetensors as the image-to-video
+    model the backend samples with, so a LoRA can be trained on top of it from the shipped files alone."""
+    from engine.backends.toy.backend import ASSETS, I2V_NAME, ToyBackend
+    from engine.probe import load_weights
+    m, b = load_weights(ASSETS / I2V_NAME), ToyBackend.load()
+    assert m.cfg == b.i2v.cfg and all(torch.equal(v, b.i2v.state_dict()[k]) for k, v in m.state_dict().items())
+
+
+def test_a_storyboard_keyframe_is_placed_from_its_first_card_and_its_clip_is_not(toy_parts):
+    """A storyboard's later cards hold scenes the plan does not place: the image-to-video pass gets no layout
+    there (as in training), while the keyframe is placed from the first card."""
+    from engine import plan as plan_mod
+    from engine.backends.toy.backend import ToyBackend
+    from engine.timeline import TextCard, Timeline
+    vae, text = toy_parts
+    laid = DiTConfig(**{**TINY.__dict__, "layout": CHANNELS})
+    b = ToyBackend(vae, DiT(TINY).eval(), text, keyframe=DiT(laid).eval(), i2v=DiT(laid).eval(), keyframe_frames=1)
+    cards = [TextCard(0, 1, "a red ball moving left"), TextCard(1, 2, "a blue box moving up")]
+    story = plan_mod.compile(Timeline(duration_s=2, resolution=64, fps=8, seed=1, cards=cards), b)
+    assert b.keyframe_denoiser(story, 1) != b.denoise_keyframe and b.i2v_denoiser(story, 1) == b.denoise_i2v
+    single = plan_mod.compile(Timeline(duration_s=2, resolution=64, fps=8, seed=1, prompt=cards[0].text), b)
+    assert b.i2v_denoiser(single, 1) != b.denoise_i2v

@@ -195,24 +195,27 @@ class ToyBackend:
     def keyframe_denoiser(self, plan, seed: int, variations: int = 1):
         """The keyframe pass's denoiser for `plan`: with layouts where its model reads them (_with_layout)."""
         return self._with_layout(self.keyframe if self.keyframe is not None else self.dit, plan, seed, variations,
-                                 self.denoise_keyframe)
+                                 self.denoise_keyframe, whole=False)
 
     def i2v_denoiser(self, plan, seed: int, variations: int = 1):
         """The image-to-video pass's denoiser for `plan`: with layouts along the same planned paths as the
-        keyframe's, where its model reads them (_with_layout); a given first frame gets none."""
+        keyframe's, where its model reads them (_with_layout); a given first frame, or a storyboard, gets none."""
         return self._with_layout(self.i2v if self.i2v is not None else self.dit, plan, seed, variations,
-                                 self.denoise_i2v)
+                                 self.denoise_i2v, whole=True)
 
-    def _with_layout(self, model: DiT, plan, seed: int, variations: int, plain):
+    def _with_layout(self, model: DiT, plan, seed: int, variations: int, plain, whole: bool):
         """`model`'s denoiser for `plan`. A model that reads a layout (layout.py) is told one per variation
         (seeded seed + k, as its noise is: every pass of a variation sees the same plan), planned from the
         captions the first frame sees, along the objects' paths over the plan's latent frames, when that frame
         starts at `layout_from` or above (in the cond rows; the uncond rows of a guided call get none);
-        otherwise `plain` itself."""
+        otherwise `plain` itself. `whole`: only where every frame sees the captions the first one does (a storyboard's
+        later cards hold other scenes, which the plan does not place: trained with none)."""
         from engine.backends.toy.layout import frame_times, prompt_layout
-        if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
+        opened = plan.segment_gates() >= 0.5                                          # (F, n_segments)
+        if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from or (
+                whole and not (opened == opened[:1]).all()):
             return plain
-        g, open_ = plan.grid, plan.segment_gates()[0] >= 0.5
+        g, open_ = plan.grid, opened[0]
         caption = ". ".join(s.text for s, o in zip(plan.segments, open_) if o and s.name != "empty")
         times = frame_times(self.spec, g.latent_frames, g.fps)
         lay = torch.stack([torch.from_numpy(prompt_layout(caption, g.width, g.height, self.spec.spatial_factor,
