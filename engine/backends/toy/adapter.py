@@ -106,16 +106,33 @@ def extract(base: DiT, tuned: DiT) -> tuple[dict[str, torch.Tensor], dict[str, s
     return {k: v.to(torch.float16) for k, v in tensors.items()}, meta
 
 
-def load_lora(lora: torch.nn.Module, path: Path):
-    """Set a lora_model's factors (and any full tensors) from a LoRA file of this format, in place."""
+def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a file in this format; a missing or damaged file is the one-line weights error."""
+    return _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
+
+
+def set_factors(lora: torch.nn.Module, tensors: dict[str, torch.Tensor]):
+    """Set a peft LoraModel's factors from a file's `lora.` tensors, in place."""
     from peft import set_peft_model_state_dict
-    tensors, _ = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
     loaded = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
                                               for k, v in tensors.items() if k.startswith("lora.")})
     if loaded.unexpected_keys:
         raise ValueError(f"LoRA tensors this DiT has no layer for: {loaded.unexpected_keys[:3]}")
-    full = {k[len("full."):]: v.float() for k, v in tensors.items() if k.startswith("full.")}
-    lora.model.load_state_dict({**lora.model.state_dict(), **full})
+
+
+def full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A file's tensors stored whole, by their DiT names."""
+    return {k[len("full."):]: v.float() for k, v in tensors.items() if k.startswith("full.")}
+
+
+def load_lora(lora: torch.nn.Module, path: Path):
+    """Set a lora_model's factors, and the tensors it trains in full (a layout input), from a LoRA file, in place:
+    a LoRA run goes on from a shipped one. A file holding other full tensors (an SVD of a full fine-tune) is not one."""
+    tensors, _ = read_lora_file(path)
+    set_factors(lora, tensors)
+    missing, unexpected = lora.model.load_state_dict(full_tensors(tensors), strict=False)
+    if unexpected:
+        raise ValueError(f"{path} holds full tensors a LoRA run does not train ({unexpected[:3]}); give it as --init")
 
 
 def widened(base: DiT, cfg: DiTConfig | None) -> DiT:
@@ -133,23 +150,18 @@ def widened(base: DiT, cfg: DiTConfig | None) -> DiT:
 def apply(base: DiT, tensors: dict[str, torch.Tensor], cfg: DiTConfig | None = None) -> DiT:
     """A new DiT: base (under cfg, the file's, where it adds a layout input) with the LoRA merged in (peft)
     and the full tensors replaced; base is untouched."""
-    from peft import set_peft_model_state_dict
     from peft.tuners.lora import LoraModel
     lora = LoraModel(widened(base, cfg), lora_config(base, file_ranks(tensors)), "default")
-    loaded = set_peft_model_state_dict(lora, {"model." + k[len("lora."):]: v.float()
-                                              for k, v in tensors.items() if k.startswith("lora.")})
-    if loaded.unexpected_keys:
-        raise ValueError(f"LoRA tensors this DiT has no layer for: {loaded.unexpected_keys[:3]}")
+    set_factors(lora, tensors)
     model = lora.merge_and_unload()
-    full = {k[len("full."):]: v.float() for k, v in tensors.items() if k.startswith("full.")}
-    model.load_state_dict({**model.state_dict(), **full})
+    model.load_state_dict({**model.state_dict(), **full_tensors(tensors)})
     return model.eval()
 
 
 def load_adapter(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
     """A DiT stored as a LoRA of `base` (the image-to-video or the keyframe model): `path`'s LoRA merged into a
     copy of `base`; a missing or damaged file is the one-line weights error."""
-    tensors, meta = _read_weights(Path(path), "i2v", "python -m engine.backends.toy.adapter <fine-tuned checkpoint>")
+    tensors, meta = read_lora_file(path)
     return apply(base, tensors, DiTConfig(**json.loads(meta["config"])) if "config" in meta else None)
 
 

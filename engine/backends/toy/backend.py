@@ -129,7 +129,7 @@ class ToyBackend:
     # frame from the source and the image-to-video model the rest, which reads the new caption's motion where the
     # DiT does not (assets/MODEL_CARD.md, session 19)
     redraw_from = 0.0
-    # guided calls carry cond and uncond rows in one batch (sampler.guided_velocity); keyframe_denoiser tells them apart
+    # guided calls carry cond and uncond rows in one batch (sampler.guided_velocity); _with_layout tells them apart
     # by that: the layout goes to the cond rows alone, so guidance pushes toward it as toward the caption (diffusers'
     # ControlNet guess mode does so with its control); more shape right, fewer splits (assets/MODEL_CARD.md, session 22)
     cfg_batch = True
