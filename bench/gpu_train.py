@@ -108,8 +108,8 @@ def rebuild_encoder(carry: Path, folder: Path) -> Path:
     return folder
 
 
-def guard_text(MiniLM) -> None:
-    """Stop on a caption the packed vocabulary cannot encode (its embeddings are NaN)."""
+def guard_text(MiniLM):
+    """Stop on a caption the packed vocabulary cannot encode (its embeddings are NaN); -> the unguarded encode."""
     encode = MiniLM.encode
 
     def checked(self, prompts):
@@ -119,19 +119,35 @@ def guard_text(MiniLM) -> None:
                 raise SystemExit(f"gpu_train: the caption {p!r} uses a token the pack left out; pack again")
         return out
     MiniLM.encode = checked
+    return encode
 
 
 def train(carry: Path, out: Path, minutes: float, device: str, max_steps: int = 0, scratch: Path = Path("/tmp")) -> Path:
-    """Continue the packed run here; -> the fp16 EMA weights written to out."""
+    """Continue the packed run here; -> the fp16 EMA weights written to out. The slim encoder and the caption
+    guard hold for this call only: a process that goes on (a test run) gets its own encoder back."""
     import os
     if "imageio_ffmpeg" not in sys.modules:
         try:
             import imageio_ffmpeg  # noqa: F401
         except ModuleNotFoundError:   # only video writing needs it, and training writes none
             sys.modules["imageio_ffmpeg"] = types.ModuleType("imageio_ffmpeg")
+    from engine.backends.toy import backend
+    before = os.environ.get("CINEPATCH_TEXT_ENCODER")
     os.environ["CINEPATCH_TEXT_ENCODER"] = str(rebuild_encoder(carry, scratch / "cinepatch_minilm"))
-    from engine.backends.toy import backend, train as toy_train
-    guard_text(backend.MiniLM)
+    encode = guard_text(backend.MiniLM)
+    try:
+        return _train(carry, out, minutes, device, max_steps, scratch)
+    finally:
+        backend.MiniLM.encode = encode
+        if before is None:
+            os.environ.pop("CINEPATCH_TEXT_ENCODER", None)
+        else:
+            os.environ["CINEPATCH_TEXT_ENCODER"] = before
+
+
+def _train(carry: Path, out: Path, minutes: float, device: str, max_steps: int, scratch: Path) -> Path:
+    """train()'s run, with the encoder in place -> the fp16 EMA weights written to out."""
+    from engine.backends.toy import train as toy_train
     packed = json.loads((carry / "flags.json").read_text())
     flags, init = packed["flags"], packed.get("init", "init.pt")
     start = [] if init is None else ["--init", str(carry / init)]

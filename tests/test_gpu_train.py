@@ -1,4 +1,6 @@
 """bench/gpu_train.py: the pack a lent GPU continues the embedded model's training run from."""
+import os
+
 import pytest
 
 
@@ -74,11 +76,12 @@ def test_gpu_train_recipe_packs_from_scratch_and_trains_the_keyframe_model(tmp_p
     flags[flags.index("--batch") + 1] = "2"   # the recipe's GPU batch, made CPU-sized for a test
     packed["flags"] = flags
     (carry / "flags.json").write_text(json.dumps(packed))
-    # train() points the process at the slim encoder and guards MiniLM.encode: both undone after, or every later
-    # test would encode its prompts with NaN rows for words outside the world
-    monkeypatch.setenv("CINEPATCH_TEXT_ENCODER", str(tmp_path))
-    monkeypatch.setattr(backend.MiniLM, "encode", backend.MiniLM.encode)
+    # train() points the process at the slim encoder and guards MiniLM.encode, and undoes both when it returns:
+    # left set, every later test would encode its prompts with NaN rows for words outside the world
+    monkeypatch.setenv("CINEPATCH_TEXT_ENCODER", str(tmp_path / "own"))
+    encode = backend.MiniLM.encode
     out = gpu_train.train(carry, tmp_path / "out", 0, "cpu", max_steps=2, scratch=tmp_path)
+    assert os.environ["CINEPATCH_TEXT_ENCODER"] == str(tmp_path / "own") and backend.MiniLM.encode is encode
     model = backend.load_dit(out)
     assert model.cfg.patch == 1
     log = (tmp_path / "out" / "log.txt").read_text()
