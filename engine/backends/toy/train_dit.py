@@ -352,10 +352,9 @@ def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optim
     if args.lora:   # train a rank-r peft LoRA of the block linears alone; the base stays as it was
         from engine.backends.toy.adapter import lora_model
         model, ema = lora_model(model, args.lora), lora_model(ema, args.lora)
-        if args.init_lora and not state:   # go on from a shipped LoRA (its rank must be --lora)
+        if args.init_lora and not state:   # go on from a shipped LoRA (its rank must be --lora); ema copies it below
             from engine.backends.toy.adapter import load_lora
-            for m in (model, ema):
-                load_lora(m, args.init_lora)
+            load_lora(model, args.init_lora)
             run.log(f"LoRA initialised from {args.init_lora}")
     ema.load_state_dict(model.state_dict())
     new = {id(p) for n, p in model.named_parameters() if "layout_in" in n}   # a new input, from zero: its own rate
