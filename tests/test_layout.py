@@ -1,5 +1,7 @@
 """The keyframe model's layout input: the maps, the planner that places a prompt's objects, the DiT's new input,
 its training batches, its LoRA file, and the backend telling the keyframe pass one layout per variation."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,76 @@ def test_training_batches_carry_each_clips_layout_and_a_share_is_dropped():
     assert 0 < empty.float().mean() < 1 and torch.equal(dropped[~empty], kept[~empty])
 
 
+
+def test_a_grounded_layout_says_each_blobs_colour_and_shape_where_that_object_is_and_nowhere_else():
+    from engine.backends.toy.layout import ATTRIBUTES, GROUNDED
+    f = toy_spec().spatial_factor
+    a = world.ObjectSpec("square", "red", "large", "right", 0.25, 0.5)
+    b = world.ObjectSpec("circle", "blue", "small", "still", 0.8, 0.3)
+    scene = world.SceneSpec("gray", (a, b))
+    plain, lay = scene_layout(scene, 112, 64, f), scene_layout(scene, 112, 64, f, channels=GROUNDED)
+    assert lay.shape == (GROUNDED, 64 // f, 112 // f) and np.array_equal(lay[:CHANNELS], plain)
+    chan = {name: lay[CHANNELS + i] for i, name in enumerate(ATTRIBUTES)}
+    for k, (obj, other) in enumerate(((a, b), (b, a))):
+        at, away = np.unravel_index(plain[k].argmax(), plain[k].shape), np.unravel_index(plain[1 - k].argmax(), plain[k].shape)
+        for name in (obj.color, obj.shape):
+            assert chan[name][at] == plain[k][at] and chan[name][away] < 0.05   # this object's blob, not the other's
+    assert not any(chan[name].any() for name in ATTRIBUTES if name not in ("red", "blue", "square", "circle"))
+    twins = scene_layout(world.SceneSpec("gray", (a, world.ObjectSpec("square", "blue", "small", "still", 0.8, 0.3))),
+                         112, 64, f, channels=GROUNDED)   # two squares: one channel holds both blobs, each whole
+    assert np.allclose(twins[CHANNELS + ATTRIBUTES.index("square")], plain.max(0))
+    with pytest.raises(ValueError, match="channels"):
+        blobs([(10, 10, 5)], 64, 64, f, channels=3)
+
+
+def test_a_plain_layout_model_goes_on_grounded_unchanged_whatever_the_new_channels_say(tmp_path):
+    """fit_layout (train --init) and load_lora (train --init-lora) widen a plain layout input with zero columns, so a
+    grounded run starts as the plain model it continues."""
+    from engine.backends.toy.adapter import load_lora, lora_model, lora_tensors
+    from engine.backends.toy.backend import write_weights
+    from engine.backends.toy.layout import GROUNDED
+    from engine.backends.toy.model import fit_layout
+    torch.manual_seed(2)
+    plain = DiT(DiTConfig(**{**TINY.__dict__, "layout": CHANNELS}))
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    gcfg = DiTConfig(**{**TINY.__dict__, "layout": GROUNDED})
+    x, t, txt, gate = torch.randn(2, 16, 1, 8, 8), torch.full((2, 1), 0.9), torch.randn(2, 4, 384), torch.ones(2, 1, 4)
+    lay = torch.rand(2, CHANNELS, 1, 8, 8)
+    told = torch.cat([lay, torch.rand(2, GROUNDED - CHANNELS, 1, 8, 8)], 1)
+    grounded = DiT(gcfg)
+    grounded.load_state_dict(fit_layout(plain.state_dict(), gcfg))
+    lora = lora_model(copy.deepcopy(plain), 4)   # peft wraps in place
+    for p in lora.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    write_weights(*lora_tensors(lora), tmp_path / "plain.safetensors")
+    widened = lora_model(copy.deepcopy(grounded), 4)
+    load_lora(widened, tmp_path / "plain.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(grounded(x, t, txt, gate, layout=told), plain(x, t, txt, gate, layout=lay))
+        torch.testing.assert_close(widened(x, t, txt, gate, layout=told), lora(x, t, txt, gate, layout=lay),
+                                   atol=2e-3, rtol=2e-3)   # fp16 file
+        torch.nn.init.normal_(widened.model.layout_in.weight, std=0.1)   # once trained, the new channels count
+        assert not torch.allclose(widened(x, t, txt, gate, layout=told), widened(x, t, txt, gate, layout=told.flip(1)))
+
+
+def test_training_clips_carry_a_grounded_layout_when_asked_and_none_in_a_run_without_one():
+    from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
+    from engine.backends.toy.layout import ATTRIBUTES, GROUNDED
+    from engine.backends.toy.train_dit import TextCache, encode_clips
+    spec, text = toy_spec(), TextCache(MiniLM())
+    vae = load_vae(ASSETS / "toy_vae.safetensors").eval()
+    grounded = encode_clips(np.random.default_rng(3), vae, text, spec, 64, 64, 1, 4, layout=GROUNDED)
+    none = encode_clips(np.random.default_rng(3), vae, text, spec, 64, 64, 1, 4, layout=0)
+    captions = {id(v): k for k, v in text.cache.items()}
+    for g, n in zip(grounded, none):
+        assert torch.equal(g["z"], n["z"]) and n["layout"] is None      # the same data stream, no layout made
+        query = world.parse_caption(captions[id(g["segs"][0][0])])
+        named = {a for o in query.objects for a in (o.color, o.shape)}
+        lit = {a for i, a in enumerate(ATTRIBUTES) if g["layout"][CHANNELS + i].any()}
+        assert g["layout"].shape[0] == GROUNDED and lit == named
+
 @pytest.fixture(scope="module")
 def toy_parts():
     from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
@@ -207,17 +279,19 @@ def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_tr
 
     from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
     from engine.backends.toy.train import Run
+    from engine.backends.toy.layout import GROUNDED
     from engine.backends.toy.train_dit import build_models
+    shipped = ToyBackend.load().keyframe   # its layout plain or grounded: the run's is the same
     args = argparse.Namespace(patch=0, pooled_text=False, lr=1e-3, init=ASSETS / "toy_dit.safetensors", lora=8,
-                              layout=True, init_lora=ASSETS / KEY_NAME, layout_lr=10.0)
+                              layout=True, grounded=shipped.cfg.layout == GROUNDED, init_lora=ASSETS / KEY_NAME,
+                              layout_lr=10.0)
     cfg, model, opt, ema = build_models(args, Run(str(tmp_path), 1), "cpu")
     held = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert cfg.layout == CHANNELS and held == {id(p) for n, p in model.named_parameters()
-                                               if "lora_" in n or "layout_in" in n}
-    shipped = ToyBackend.load().keyframe
+    assert cfg.layout == (shipped.cfg.layout or CHANNELS) and held == {
+        id(p) for n, p in model.named_parameters() if "lora_" in n or "layout_in" in n}
     x, t = torch.randn(2, 16, 1, 8, 14), torch.full((2, 1), 0.9)
     text, gate = torch.randn(2, 5, 384), torch.ones(2, 1, 5)
-    lay = torch.rand(2, CHANNELS, 1, 8, 14)
+    lay = torch.rand(2, cfg.layout, 1, 8, 14)
     told = {"layout": lay} if shipped.cfg.layout else {}   # a shipped model without the input ignores it
     with torch.no_grad():
         want = shipped(x, t, text, gate, **told)
@@ -234,15 +308,17 @@ def test_a_layout_keyframe_run_exports_a_file_the_backend_loads_and_samples_with
     from engine import ops, plan as plan_mod
     from engine.backends.toy.adapter import main as adapter_main
     from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
+    from engine.backends.toy.layout import GROUNDED
     from engine.backends.toy.train import main
+    grounded = ToyBackend.load().keyframe.cfg.layout == GROUNDED   # the shipped LoRA's layout: the run's too
     for name in ("toy_dit.safetensors", "toy_vae.safetensors"):
         shutil.copy(ASSETS / name, tmp_path / name)
     main(["dit", "--run", str(tmp_path / "run"), "--init", str(ASSETS / "toy_dit.safetensors"), "--max-steps", "3",
           "--batch", "2", "--probe-every", "0", "--eval-every", "1e6", "--lora", "8", "--keyframe-share", "1.0",
           "--init-lora", str(ASSETS / KEY_NAME), "--layout", "--layout-lr", "10", "--keep-every", "3",
-          "--lr", "1e-2", "--export", "--out", str(tmp_path / KEY_NAME)])
+          "--lr", "1e-2", "--export", "--out", str(tmp_path / KEY_NAME)] + ["--grounded"] * grounded)
     b = ToyBackend.load(tmp_path)
-    assert b.keyframe.cfg.layout == CHANNELS and b.keyframe.layout_in.weight.abs().max() > 0 and b.keyframe_frames == 1
+    assert b.keyframe.cfg.layout == (GROUNDED if grounded else CHANNELS) and b.keyframe.layout_in.weight.abs().max() > 0 and b.keyframe_frames == 1
     tl = ops.t2v("a small red ball moving left", 1.0, resolution=64, fps=8, seed=2)
     assert b.keyframe_denoiser(plan_mod.compile(tl, b), 2) != b.denoise_keyframe
     adapter_main([str(tmp_path / "run" / "ckpt_000003.pt"), "--base", str(tmp_path / "toy_dit.safetensors"),

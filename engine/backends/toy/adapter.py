@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from engine.backends.toy.backend import ASSETS, I2V_NAME, _read_weights, write_weights
-from engine.backends.toy.model import DiT, DiTConfig
+from engine.backends.toy.model import DiT, DiTConfig, fit_layout
 
 KEEP = 0.9   # a LoRA may take this share of its full matrix's parameters
 
@@ -130,7 +130,8 @@ def load_lora(lora: torch.nn.Module, path: Path):
     a LoRA run goes on from a shipped one. A file holding other full tensors (an SVD of a full fine-tune) is not one."""
     tensors, _ = read_lora_file(path)
     set_factors(lora, tensors)
-    missing, unexpected = lora.model.load_state_dict(full_tensors(tensors), strict=False)
+    # a plain layout's input goes on under a grounded one: its new channels start at zero
+    missing, unexpected = lora.model.load_state_dict(fit_layout(full_tensors(tensors), lora.model.cfg), strict=False)
     if unexpected:
         raise ValueError(f"{path} holds full tensors a LoRA run does not train ({unexpected[:3]}); give it as --init")
 

@@ -4,7 +4,10 @@ The keyframe model split its object into copies in ~42 % of frames (assets/MODEL
 at high noise nothing tells it where the one object goes, and the noise suggests several places. A layout
 says it, as layout-to-image models are told by boxes (GLIGEN, Li et al. 2023; LLM-grounded diffusion, Lian et
 al. 2023, where a planner writes the boxes): channel k holds a Gaussian blob at the k-th object's start centre,
-its width the object's size, on the latent grid. The caption still says colour and shape. At sampling time
+its width the object's size, on the latent grid. A grounded layout (GROUNDED channels) says what each blob is
+too, as GLIGEN grounds each box in its phrase: one channel per colour and per shape, each holding the blobs of
+the objects that have it; a plain layout left colour and shape to the caption, and two-object scenes drew both
+blobs in one colour (assets/MODEL_CARD.md, session 22). At sampling time
 the planner is the world's own prior (`prompt_layout`): the prompt is parsed and its objects placed as the
 world places them, so a moving object has room ahead. A prompt outside the world gets no layout (zeros), as
 a share of training samples do.
@@ -18,23 +21,37 @@ import numpy as np
 from engine.backends.toy import world
 
 CHANNELS = 2   # one per object, in caption order: the world holds one or two
+ATTRIBUTES = (*world.COLORS, *world.SHAPES)   # a grounded layout's further channels, in this order
+GROUNDED = CHANNELS + len(ATTRIBUTES)
 # blob sigma as a share of the object's side: at 1/4 a small object's blob fell between latent cells (8 px) and
 # read as little as 0.2 at the nearest one (run lay1, assets/MODEL_CARD.md); at 1/2 every cell near it reads >= 0.68
 SIGMA = 0.5
 
 
+def attributes(obj: world.ObjectSpec) -> np.ndarray:
+    """(len(ATTRIBUTES),) 1 at the object's colour and shape, 0 elsewhere."""
+    return np.array([a in (obj.color, obj.shape) for a in ATTRIBUTES], np.float32)
+
+
 def blobs(objects: list[tuple[float, float, float]], width: int, height: int, factor: int,
-          channels: int = CHANNELS) -> np.ndarray:
+          channels: int = CHANNELS, kinds: list[np.ndarray] | None = None) -> np.ndarray:
     """objects [(cx, cy, side) in pixels] -> (channels, height/factor, width/factor) float32 maps in [0, 1]:
     a Gaussian of sigma SIGMA * side at each centre, sampled at the latent cells' centres; objects past
-    `channels` are left out."""
+    CHANNELS are left out. channels GROUNDED: then each ATTRIBUTES channel too, the largest of the blobs of
+    the objects whose `kinds` (attributes()) have it."""
+    if channels not in (CHANNELS, GROUNDED):
+        raise ValueError(f"a layout has {CHANNELS} or {GROUNDED} channels, not {channels}")
     h, w = height // factor, width // factor
     ys, xs = (np.arange(h) + 0.5) * factor, (np.arange(w) + 0.5) * factor
-    out = np.zeros((channels, h, w), np.float32)
-    for k, (cx, cy, side) in enumerate(objects[:channels]):
+    maps = np.zeros((CHANNELS, h, w), np.float32)
+    for k, (cx, cy, side) in enumerate(objects[:CHANNELS]):
         s = SIGMA * side
-        out[k] = np.exp(-((xs[None] - cx) ** 2 + (ys[:, None] - cy) ** 2) / (2 * s * s))
-    return out
+        maps[k] = np.exp(-((xs[None] - cx) ** 2 + (ys[:, None] - cy) ** 2) / (2 * s * s))
+    if channels == CHANNELS:
+        return maps
+    kind = np.zeros((CHANNELS, len(ATTRIBUTES)), np.float32)
+    kind[:len(kinds[:CHANNELS])] = kinds[:CHANNELS]
+    return np.concatenate([maps, (maps[:, None] * kind[:, :, None, None]).max(0)])
 
 
 def scene_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t: float = 0.0,
@@ -42,7 +59,7 @@ def scene_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t
     """(channels, h, w) the layout of a scene's objects at time t (s), in the order its caption names them."""
     objs = [(*world.centres(o, width, height, np.array([t]))[0], world.object_side(o, width, height))
             for o in scene.objects]
-    return blobs(objs, width, height, factor, channels)
+    return blobs(objs, width, height, factor, channels, [attributes(o) for o in scene.objects])
 
 
 def track_layout(scene: world.SceneSpec, width: int, height: int, factor: int, times: np.ndarray,

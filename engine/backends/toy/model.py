@@ -196,3 +196,13 @@ class DiT(nn.Module):
         shift, scale = self.ada_out(c).chunk(2, dim=-1)                             # (B, F, D) each
         out = self.patch_out(modulate(self.norm_out(x_), shift, scale, Fr))         # (B, S, C p p)
         return rearrange(out, "b (f h w) (c p q) -> b c f (h p) (w q)", f=Fr, h=h, w=w, p=p, q=p)
+
+
+def fit_layout(sd: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
+    """sd, its layout input (D, c * p * p) widened with zero columns to cfg's channels where it has fewer (a plain
+    layout's weights under a grounded layout, engine/backends/toy/layout.py): the channels it lacks start as no
+    change, as a new layout input does."""
+    w, cols = sd.get("layout_in.weight"), cfg.layout * cfg.patch ** 2
+    if w is None or w.shape[1] >= cols:
+        return sd
+    return {**sd, "layout_in.weight": F.pad(w, (0, cols - w.shape[1]))}

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
-from engine.backends.toy.layout import CHANNELS, frame_times, track_layout
-from engine.backends.toy.model import DiT, DiTConfig
+from engine.backends.toy.layout import CHANNELS, GROUNDED, frame_times, track_layout
+from engine.backends.toy.model import DiT, DiTConfig, fit_layout
 from engine.backends.toy.train import ASSETS, SIZES, Run, export
 from engine.plan import Grid, span_gate
 from engine.video_io import to_tensor
@@ -132,8 +132,10 @@ def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
 
 
 def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: bool = False,
-                 fps: float | None = None, two=lambda: False, contrast: tuple[str, ...] = ()) -> list[dict]:
-    """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))]}].
+                 fps: float | None = None, two=lambda: False, contrast: tuple[str, ...] = (),
+                 layout: int = CHANNELS) -> list[dict]:
+    """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))],
+    "layout": (layout, F, h, w) or None}]: layout, its channels (engine/backends/toy/layout.py; 0: none made).
     two(): whether the next clip's scene is made to hold two objects. contrast: for clips under one caption,
     "pairs" too: per attribute, the tokens of the canonical caption and of that caption with the attribute
     swapped (none for storyboards)."""
@@ -159,8 +161,8 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
                     "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)],
                     # the layout (engine/backends/toy/layout.py): its objects' centres per latent frame, under
                     # one caption (a storyboard's later scenes are not the first's: none)
-                    "layout": None if len(segs) > 1 else torch.from_numpy(track_layout(
-                        scene, w, h, spec.spatial_factor, frame_times(spec, zi.shape[1], rate))).to(zi.device)})
+                    "layout": None if len(segs) > 1 or not layout else torch.from_numpy(track_layout(
+                        scene, w, h, spec.spatial_factor, frame_times(spec, zi.shape[1], rate), layout)).to(zi.device)})
     return out
 
 
@@ -168,9 +170,10 @@ class Pools:
     """Per bucket (width, height, frames): the last POOL encoded clips."""
 
     def __init__(self, rng, vae, text, spec, fresh: int = FRESH, buckets: tuple[tuple[int, int, int, float], ...] = (),
-                 two_share: float = 0.0, two_rng=None, contrast: tuple[str, ...] = ()):
+                 two_share: float = 0.0, two_rng=None, contrast: tuple[str, ...] = (), layout: int = CHANNELS):
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
         self.contrast, self.picks = contrast, []   # picks: the last batch's pool items (their contrast pairs)
+        self.layout_channels = layout   # each clip's layout's (0: none made)
         self.buckets = buckets   # ((w, h, frames, fps), ...): every batch from one of these (an ablation), else all
         # a share of fresh clips made to hold two objects (the world draws one or two): its own rng, so the
         # rest of the data stream is a run without it's
@@ -191,7 +194,7 @@ class Pools:
             n, fresh_n = 1, self.fresh * max(1, B // 8)
         pool = self.pools.setdefault((w, h, n), [])
         fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, fresh_n if len(pool) >= B else B,
-                             simple, fps, self.two, self.contrast)
+                             simple, fps, self.two, self.contrast, self.layout_channels)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
         picks = self.picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
@@ -213,7 +216,7 @@ class Pools:
         """(B, K, F, h, w) the last batch's layouts (a storyboard's: zeros), each zeroed with probability `drop`
         (rng: its own), so the model also draws what the layout planner cannot place."""
         z = self.picks[0]["z"]
-        empty = z.new_zeros(CHANNELS, *z.shape[1:])
+        empty = z.new_zeros(self.layout_channels, *z.shape[1:])
         lay = torch.stack([empty if p["layout"] is None else p["layout"] for p in self.picks])
         keep = torch.from_numpy(rng.random(len(lay)) >= drop).to(lay)
         return lay * keep[:, None, None, None, None]
@@ -304,7 +307,7 @@ def parse_buckets(text: str | None) -> tuple[tuple[int, int, int, float], ...]:
 def dit_config(args) -> DiTConfig:
     """The shipped recipe's config, changed only by the ablation flags given."""
     return dataclasses.replace(DIT_CONFIG, patch=args.patch or DIT_CONFIG.patch, pooled_text=args.pooled_text,
-                               layout=CHANNELS if args.layout else 0)
+                               layout=GROUNDED if args.grounded else CHANNELS if args.layout else 0)
 
 
 def probe_now(ema, clips, encoder, run):
@@ -344,7 +347,7 @@ def build_models(args, run: Run, dev) -> tuple[DiTConfig, DiT, torch.optim.Optim
     state = run.resume()
     if args.init and not state:  # continue from shipped weights (a new machine has no checkpoint)
         from engine.probe import load_weights   # shipped .safetensors or a kept runs/*/ckpt_*.pt
-        init = load_weights(args.init).state_dict()
+        init = fit_layout(load_weights(args.init).state_dict(), cfg)   # a plain layout's, under a grounded one
         for m in (model, ema):   # weights without the pooled-text or layout path start it at zero (adaLN-Zero style)
             missing, unexpected = m.load_state_dict(init, strict=False)
             assert not unexpected and all(k.startswith(("text_pool.", "layout_in.")) for k in missing), (missing, unexpected)
@@ -386,13 +389,13 @@ def train_dit(args):
     key_rng = np.random.default_rng(args.seed + 32_452_843 + 7919 * run.step)
     contrast = tuple(a for a in (args.contrast or "").split(",") if a)
     pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket), args.two_share,
-                  np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step), contrast)
+                  np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step), contrast, cfg.layout)
     con_rng = np.random.default_rng(args.seed + 67_867_967 + 7919 * run.step)
     lay_rng = np.random.default_rng(args.seed + 86_028_121 + 7919 * run.step)
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, two-object share {args.two_share:g}, layout {args.layout} (dropped {args.layout_drop:g}), bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, two-object share {args.two_share:g}, layout {cfg.layout} channels (dropped {args.layout_drop:g}), bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:
