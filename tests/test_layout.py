@@ -100,19 +100,29 @@ def test_a_track_layout_follows_the_rendered_object_through_every_latent_frame()
 
 
 def test_training_batches_carry_each_clips_layout_and_a_share_is_dropped():
-    """Keyframes and clips under one caption carry their objects' layout per latent frame, a channel per object
-    the caption names; storyboards none; Pools.layout zeroes a share, and a storyboard's rows."""
+    """Keyframes and clips carry their objects' layout per latent frame, a channel per object the caption names
+    (a storyboard's frames, their card's); Pools.layout zeroes a share."""
     from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
     from engine.backends.toy.train_dit import Pools, TextCache, encode_clips
     spec, text = toy_spec(), TextCache(MiniLM())
     vae = load_vae(ASSETS / "toy_vae.safetensors").eval()
     frames = encode_clips(np.random.default_rng(3), vae, text, spec, 112, 64, 1, 4)
     clips = encode_clips(np.random.default_rng(5), vae, text, spec, 112, 64, 17, 12)
-    assert {c["layout"] is None for c in clips} == {True, False}               # storyboards among them
     captions = {id(v): k for k, v in text.cache.items()}
-    for item in frames + [c for c in clips if c["layout"] is not None]:
+    stories = [c for c in clips if len(c["segs"]) > 1]
+    assert stories and all(c["layout"] is not None for c in clips)
+    checked = 0
+    for item in stories:   # a storyboard: each frame inside one card laid out by that card's scene
+        for f in range(item["z"].shape[1]):
+            inside = [tokens for tokens, g in item["segs"] if g[f] == 1]
+            if len(inside) == 1:
+                checked += 1
+                n = len(world.parse_caption(captions[id(inside[0])]).objects)
+                assert [bool(item["layout"][k, f].any()) for k in range(CHANNELS)] == [k < n for k in range(CHANNELS)]
+    assert checked > 5
+    for item in frames + [c for c in clips if len(c["segs"]) == 1]:
         lay = item["layout"]
-        assert len(item["segs"]) == 1 and lay.shape == (CHANNELS, *item["z"].shape[1:])
+        assert lay.shape == (CHANNELS, *item["z"].shape[1:])
         query = world.parse_caption(captions[id(item["segs"][0][0])])
         assert [bool(lay[k].any()) for k in range(CHANNELS)] == [k < len(query.objects) for k in range(CHANNELS)]
         for k, o in enumerate(query.objects):   # a moving object's blob moves, a still one's stays
@@ -399,3 +409,58 @@ def test_a_storyboard_keyframe_is_placed_from_its_first_card_and_its_clip_is_not
     assert b.keyframe_denoiser(story, 1) != b.denoise_keyframe and b.i2v_denoiser(story, 1) == b.denoise_i2v
     single = plan_mod.compile(Timeline(duration_s=2, resolution=64, fps=8, seed=1, prompt=cards[0].text), b)
     assert b.i2v_denoiser(single, 1) != b.denoise_i2v
+
+
+def test_a_storyboards_clip_is_told_each_cards_scene_where_its_model_was_trained_on_them(toy_parts):
+    """plan_stories: the image-to-video pass is told, frame by frame, the scene of the card the frame shows: the
+    first card's where the keyframe pass was told it, the second's after the cut; a card outside the world none."""
+    from engine.api import Settings, generate_latents
+    from engine.backends.toy.backend import ToyBackend
+    from engine.backends.toy.layout import ATTRIBUTES, GROUNDED
+    from engine.timeline import TextCard, Timeline
+    vae, text = toy_parts
+    grounded = DiTConfig(**{**TINY.__dict__, "layout": GROUNDED})
+    key_seen, seen = [], []
+    b = ToyBackend(vae, DiT(TINY).eval(), text, keyframe=spied(grounded, key_seen), i2v=spied(grounded, seen),
+                   keyframe_frames=1)
+    b.plan_stories = True
+    red, blue = (CHANNELS + ATTRIBUTES.index(c) for c in ("red", "blue"))
+    cards = [TextCard(0, 1, "a red ball moving left"), TextCard(1, 2, "a blue box moving up"),
+             TextCard(2, 3, "a photo of a cat")]
+    tl = Timeline(duration_s=3, resolution=64, fps=8, seed=1, cards=cards)
+    generate_latents(tl, b, Settings(steps=2, guidance=1.0))
+    assert seen and key_seen
+    lay = seen[0][0]                                                             # (K, F, h, w)
+    assert all(torch.equal(s[0], lay) for s in seen) and torch.equal(lay[:, :1], key_seen[0][0])
+    from engine.backends.toy.layout import frame_times
+    shows = [min(int(t), 2) for t in frame_times(toy_spec(), lay.shape[1], 8)]  # the card each frame shows
+    for f, card in enumerate(shows):
+        assert bool(lay[red, f].any()) == (card == 0) and bool(lay[blue, f].any()) == (card == 1), f
+        assert lay[:, f].any() == (card < 2)                                     # outside the world: nothing
+    b.plan_stories = False
+    seen.clear()
+    generate_latents(tl, b, Settings(steps=2, guidance=1.0))
+    assert seen and all(s is None for s in seen)
+
+
+def test_a_storyboard_card_that_names_the_scene_before_it_goes_on_from_it_and_another_is_placed_afresh():
+    from engine.backends.toy.layout import goes_on, place_story, story_layout
+    first = "a large purple square moving right on a black background"
+    story = place_story([(first, 0.0), ("the purple square moving up", 1.0),
+                         ("a small orange ball staying still", 2.0)], 112, 64, np.random.default_rng(5))
+    (a, _), (b, _), (c, _) = story
+    assert a == place(first, 112, 64, np.random.default_rng(5))           # where the keyframe pass placed it
+    o, p = a.objects[0], b.objects[0]
+    assert (p.color, p.shape, p.size, p.motion) == ("purple", "square", "large", "up")
+    assert np.allclose((p.x * 112, p.y * 64), world.centres(o, 112, 64, np.array([1.0]))[0])   # where it got to
+    assert (c.objects[0].color, c.objects[0].shape, c.objects[0].motion) == ("orange", "circle", "still")   # afresh
+    assert goes_on(a, "a big purple box moving left") and not goes_on(a, "a purple circle")
+    assert not goes_on(a, "a purple square on a white background") and not goes_on(None, first)
+    f = toy_spec().spatial_factor
+    times = np.array([0.0, 0.5, 1.0, 1.5, 2.5])
+    lay = story_layout(story, 112, 64, f, times)
+    for k, t in enumerate(times):
+        scene, start = story[min(int(t), 2)]
+        assert np.array_equal(lay[:, k], scene_layout(scene, 112, 64, f, t - start))
+    none = story_layout([(None, 0.0), (a, 1.0)], 112, 64, f, times)
+    assert not none[:, :2].any() and none[:, 2:].any()

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.backends.base import LatentSpec
@@ -137,6 +138,9 @@ class ToyBackend:
     # text-to-video and a strong remix (at 0.9 it followed its caption in 15 of 24 remixes with one, 8 without;
     # assets/MODEL_CARD.md, session 22); a light remix keeps its source's layout
     layout_from = 0.5
+    # a storyboard's image-to-video pass is told each card's scene (layout.place_story) where its model was trained
+    # on storyboards' layouts; otherwise none, as the plain and grounded models of sessions 22-23 were trained
+    plan_stories = False
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
                  keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
@@ -208,19 +212,20 @@ class ToyBackend:
         (seeded seed + k, as its noise is: every pass of a variation sees the same plan), planned from the
         captions the first frame sees, along the objects' paths over the plan's latent frames, when that frame
         starts at `layout_from` or above (in the cond rows; the uncond rows of a guided call get none);
-        otherwise `plain` itself. `whole`: only where every frame sees the captions the first one does (a storyboard's
-        later cards hold other scenes, which the plan does not place: trained with none)."""
-        from engine.backends.toy.layout import frame_times, prompt_layout
-        opened = plan.segment_gates() >= 0.5                                          # (F, n_segments)
-        if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from or (
-                whole and not (opened == opened[:1]).all()):
+        otherwise `plain` itself. `whole`: the plan covers every frame, so a storyboard's later cards are placed
+        too (`plan_stories`; else such a plan gets none)."""
+        from engine.backends.toy.layout import frame_times, place_story, story_layout
+        if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
             return plain
-        g, open_ = plan.grid, opened[0]
-        caption = ". ".join(s.text for s, o in zip(plan.segments, open_) if o and s.name != "empty")
+        cards = self._cards(plan)
+        if whole and len(cards) > 1 and not self.plan_stories:
+            return plain
+        cards = cards if whole else cards[:1]
+        g, factor = plan.grid, self.spec.spatial_factor
         times = frame_times(self.spec, g.latent_frames, g.fps)
-        lay = torch.stack([torch.from_numpy(prompt_layout(caption, g.width, g.height, self.spec.spatial_factor,
-                                                          seed + k, model.cfg.layout, times))
-                           for k in range(variations)]).to(self.device)               # (V, K, F, h, w)
+        lay = torch.stack([torch.from_numpy(story_layout(
+            place_story(cards, g.width, g.height, np.random.default_rng(seed + k)), g.width, g.height, factor,
+            times, model.cfg.layout)) for k in range(variations)]).to(self.device)   # (V, K, F, h, w)
 
         def denoise(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
             """As `plain`, with this plan's layouts over x's frames in the cond rows -> (B, C, F', h, w)."""
@@ -228,6 +233,24 @@ class ToyBackend:
             rows = rows if x.shape[0] == len(rows) else torch.cat([rows, torch.zeros_like(rows)])  # (B, K, F', h, w)
             return self._run(model, x, t, text, gate, rows)
         return denoise
+
+    def _cards(self, plan) -> list[tuple[str, float]]:
+        """[(caption, start s)] per run of latent frames that see the same captions (gate >= 0.5; of a storyboard's
+        cards, the one with the largest gate, the earlier on a tie, as training lays out a frame by its mean time):
+        a storyboard's cards, each from its first latent frame's first pixel frame."""
+        gates = plan.segment_gates()                                                  # (F, n_segments)
+        opened, cards = gates >= 0.5, [i for i, s in enumerate(plan.segments) if s.card is not None]
+        if cards:   # a frame across a cut sees both cards in part: it shows one scene
+            best = np.array(cards)[gates[:, cards].argmax(1)]                         # (F,)
+            opened[:, cards] = False
+            opened[np.arange(len(best)), best] = gates[np.arange(len(best)), best] >= 0.5
+        out, last = [], None
+        for f, row in enumerate(opened):
+            if last is None or (row != last).any():
+                text = ". ".join(s.text for s, o in zip(plan.segments, row) if o and s.name != "empty")
+                out.append((text, self.spec.pixel_range(f)[0] / plan.grid.fps))
+            last = row
+        return out
 
     @torch.no_grad()
     def _run(self, model: DiT, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,

@@ -68,6 +68,19 @@ def track_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t
     return np.stack([scene_layout(scene, width, height, factor, float(t), channels) for t in times], axis=1)
 
 
+def story_layout(spans: list[tuple[world.SceneSpec | None, float]], width: int, height: int, factor: int,
+                 times: np.ndarray, channels: int = CHANNELS) -> np.ndarray:
+    """(channels, F, h, w) a storyboard's layout: spans [(scene or None, start s)] in time order; the frame at each
+    of `times` (s) laid out by the last scene started by then, at its time since that start (None: empty)."""
+    h, w = height // factor, width // factor
+    out = np.zeros((channels, len(times), h, w), np.float32)
+    for f, t in enumerate(times):
+        scene, start = next((sp for sp in reversed(spans) if sp[1] <= t), spans[0])
+        if scene is not None:
+            out[:, f] = scene_layout(scene, width, height, factor, float(t) - start, channels)
+    return out
+
+
 def frame_times(spec, latent_frames: int, fps: float) -> np.ndarray:
     """(F,) the mean time (s) of the pixel frames each latent frame encodes."""
     return np.array([np.mean(np.arange(*spec.pixel_range(f))) / fps for f in range(latent_frames)])
@@ -98,6 +111,35 @@ def place(text: str, width: int, height: int, rng: np.random.Generator) -> world
         if ok:
             return world.SceneSpec(query.background or scene.background, tuple(objs))
     return None
+
+
+def goes_on(scene: world.SceneSpec | None, text: str) -> bool:
+    """Whether a storyboard card names the objects of the scene before it, as a scene that goes on from it does
+    (world.continued): the same count, each colour, shape and size the card names theirs, the same background."""
+    if scene is None:
+        return False
+    q = world.parse_caption(text)
+    return len(q.objects) == len(scene.objects) and q.background in (None, scene.background) and all(
+        getattr(want, a) in (None, getattr(o, a)) for want, o in zip(q.objects, scene.objects)
+        for a in ("color", "shape", "size"))
+
+
+def place_story(cards: list[tuple[str, float]], width: int, height: int,
+                rng: np.random.Generator) -> list[tuple[world.SceneSpec | None, float]]:
+    """A storyboard's scenes: cards [(text, start s)] in time order -> [(scene or None, start s)]. The first is
+    placed as `place` places it (so with the same rng, where the keyframe pass was told); a card that names the
+    scene before it goes on from it (world.continued: the same objects where they are, with the motions it
+    names, the rest drawn), as storyboards are made in training; any other card is placed afresh."""
+    out: list[tuple[world.SceneSpec | None, float]] = []
+    for text, start in cards:
+        prev = out[-1] if out else (None, 0.0)
+        if goes_on(prev[0], text):
+            named = [o.motion for o in world.parse_caption(text).objects]
+            motions = [m or world.MOTIONS[int(rng.integers(len(world.MOTIONS)))] for m in named]
+            out.append((world.continued(prev[0], width, height, start - prev[1], motions), start))
+        else:
+            out.append((place(text, width, height, rng), start))
+    return out
 
 
 def prompt_layout(text: str, width: int, height: int, factor: int, seed: int, channels: int = CHANNELS,

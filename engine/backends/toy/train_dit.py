@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
-from engine.backends.toy.layout import CHANNELS, GROUNDED, frame_times, track_layout
+from engine.backends.toy.layout import CHANNELS, GROUNDED, frame_times, story_layout
 from engine.backends.toy.model import DiT, DiTConfig, fit_layout
 from engine.backends.toy.train import ASSETS, SIZES, Run, export
 from engine.plan import Grid, span_gate
@@ -55,25 +55,22 @@ class TextCache:
 
 def continue_scene(scene: world.SceneSpec, w: int, h: int, t: float, rng) -> world.SceneSpec:
     """The same objects where they are at time t, each with a fresh motion."""
-    objs = []
-    for o in scene.objects:
-        cx, cy = world.centres(o, w, h, np.array([t]))[0]
-        objs.append(dataclasses.replace(o, x=float(cx / w), y=float(cy / h), motion=str(rng.choice(world.MOTIONS))))
-    return dataclasses.replace(scene, objects=tuple(objs))
+    return world.continued(scene, w, h, t, [rng.choice(world.MOTIONS) for _ in scene.objects])
 
 
 def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False, two: bool = False):
-    """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)], the first segment's scene. simple:
-    the curriculum's first stage, one object under one caption; two: its first scene holds two objects."""
+    """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)], scenes [(scene, start s)] one per
+    segment. simple: the curriculum's first stage, one object under one caption; two: its first scene holds two
+    objects."""
     scene = world.sample_scene(rng, (w, h), n_objects=2 if two else None)
     if simple:
         scene = dataclasses.replace(scene, objects=scene.objects[:1])
     if simple or rng.random() < 0.7 or n < 9:
-        return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)], scene
-    first, k = scene, int(rng.integers(2, 4))
+        return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)], [(scene, 0.0)]
+    k = int(rng.integers(2, 4))
     cuts = sorted(rng.choice(np.arange(3, n - 2), size=k - 1, replace=False).tolist())
     bounds = [0, *cuts, n]
-    parts, segs, prev_a = [], [], 0
+    parts, segs, spans, prev_a = [], [], [], 0
     for a, b in zip(bounds, bounds[1:]):
         if a > 0:
             scene = continue_scene(scene, w, h, (a - prev_a) / fps, rng) if rng.random() < 0.5 \
@@ -81,7 +78,8 @@ def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False,
         prev_a = a
         parts.append(world.render(scene, w, h, fps, b - a))
         segs.append((world.caption(scene, rng), a, b))
-    return np.concatenate(parts), segs, first
+        spans.append((scene, a / fps))
+    return np.concatenate(parts), segs, spans
 
 
 def start_levels(rng, F_: int) -> np.ndarray:
@@ -141,28 +139,28 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
     swapped (none for storyboards)."""
     from engine.probe import swap
     F_ = spec.latent_frames(n)
-    clips, metas, pairs, scenes, rates = [], [], [], [], []
+    clips, metas, pairs, stories, rates = [], [], [], [], []
     for _ in range(k):
         rate = float(rng.choice(FPS_CHOICES)) if fps is None else fps
-        clip, segs, scene = render_sample(rng, w, h, rate, n, simple, two())
+        clip, segs, spans = render_sample(rng, w, h, rate, n, simple, two())
         clips.append(to_tensor(clip))
         metas.append(segs)
-        scenes.append(scene)
+        stories.append(spans)
         rates.append(rate)
-        pairs.append([(text(world.caption(scene)), text(world.caption(swap(scene, a)))) for a in contrast
+        pairs.append([(text(world.caption(spans[0][0])), text(world.caption(swap(spans[0][0], a)))) for a in contrast
                       if len(segs) == 1])
     with torch.no_grad():
         z = vae.encode(torch.stack(clips).to(next(vae.parameters()).device))  # (k, C, F, h, w)
     out = []
-    for zi, clip, segs, pair, scene, rate in zip(z, clips, metas, pairs, scenes, rates):
+    for zi, clip, segs, pair, spans, rate in zip(z, clips, metas, pairs, stories, rates):
         soft = float(rng.choice([0, 0, 2, 4]))
         gates = segment_gates(segs, spec, n, F_, soft)
         out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "pairs": pair,
                     "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)],
-                    # the layout (engine/backends/toy/layout.py): its objects' centres per latent frame, under
-                    # one caption (a storyboard's later scenes are not the first's: none)
-                    "layout": None if len(segs) > 1 or not layout else torch.from_numpy(track_layout(
-                        scene, w, h, spec.spatial_factor, frame_times(spec, zi.shape[1], rate), layout)).to(zi.device)})
+                    # the layout (engine/backends/toy/layout.py): its objects' centres per latent frame, each
+                    # frame's from the storyboard scene it shows
+                    "layout": None if not layout else torch.from_numpy(story_layout(
+                        spans, w, h, spec.spatial_factor, frame_times(spec, zi.shape[1], rate), layout)).to(zi.device)})
     return out
 
 
@@ -213,7 +211,7 @@ class Pools:
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
 
     def layout(self, drop: float, rng) -> torch.Tensor:
-        """(B, K, F, h, w) the last batch's layouts (a storyboard's: zeros), each zeroed with probability `drop`
+        """(B, K, F, h, w) the last batch's layouts (none made: zeros), each zeroed with probability `drop`
         (rng: its own), so the model also draws what the layout planner cannot place."""
         z = self.picks[0]["z"]
         empty = z.new_zeros(self.layout_channels, *z.shape[1:])

@@ -11,7 +11,7 @@ Pixel (row i, column j) covers [j, j+1) x [i, i+1).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Iterator, Mapping
 
@@ -262,6 +262,16 @@ def _object_phrase(obj: ObjectSpec, rng: np.random.Generator | None) -> str:
         motion = f"{_pick(rng, MOVE_VERBS)} {_pick(rng, DIRECTION_PHRASES[obj.motion])}"
     words = ([obj.size] if rng.random() < 0.5 else []) + [obj.color, _pick(rng, SHAPE_WORDS[obj.shape])]
     return f"{_article(words[0])} {' '.join(words)} {motion}"
+
+
+def continued(scene: SceneSpec, width: int, height: int, t: float, motions) -> SceneSpec:
+    """A storyboard's next scene that goes on from `scene`: the same objects where they are at time t (s), each
+    with its motion from `motions` (one per object)."""
+    objs = []
+    for o, motion in zip(scene.objects, motions):
+        cx, cy = centres(o, width, height, np.array([t]))[0]
+        objs.append(replace(o, x=float(cx / width), y=float(cy / height), motion=str(motion)))
+    return replace(scene, objects=tuple(objs))
 
 
 def caption(scene: SceneSpec, rng: np.random.Generator | None = None) -> str:
