@@ -527,3 +527,18 @@ def test_a_job_without_a_picture_shows_an_empty_box_not_a_broken_image(tmp_path)
     assert lib.transition(job, "queued", "running") and lib.transition(job, "running", "done")
     row = jobs_list.render(studio)
     assert "cp-thumb" in row and all("src=" in tag for tag in re.findall(r"<img[^>]*>", row)), row
+
+
+def test_every_library_listing_waits_its_turn_so_an_older_list_never_lands_after_a_search(tmp_path):
+    """Opening the Library tab and searching at once (a busy machine) once let the tab's unfiltered list land after
+    the search's: every listing of the library is one queue of one, answered in the order asked."""
+    from studio.app import Studio, build
+    from studio.jobs import Jobs
+    from studio.library import Library
+    lib = Library(tmp_path / "home")
+    demo = build(Studio(lib, Jobs(lib, "reference")))
+    gallery = next(b._id for b in demo.blocks.values() if getattr(b, "elem_id", None) == "lib-gallery")
+    listings = [f for f in demo.fns.values() if gallery in [o._id for o in f.outputs] and "lib-info" not in
+                {getattr(o, "elem_id", None) for o in f.outputs}]
+    assert len(listings) >= 6                      # refresh, favourites, kind, search, page load, tab change
+    assert {(f.concurrency_id, f.concurrency_limit) for f in listings} == {("library-view", 1)}

@@ -249,9 +249,12 @@ def build(page: Page, story: sb.Storyboard) -> Library:
 def _wire(page: Page, story: sb.Storyboard, lib: Library, shown: list, c: dict) -> None:
     """The Library's events (`c`: the components build() made, by name)."""
     studio, n = page.studio, len(page.pickers)
-    for ev in (c["refresh"].click, c["fav_only"].change, c["kind"].change, c["query"].submit, page.demo.load):
-        ev(bind(view, studio, n), lib.refresh, lib.outputs)
-    page.tabs.select(bind(view, studio, n), lib.refresh, lib.outputs)
+    # one queue for every listing, answered in the order asked: opening the tab and searching at once (a busy
+    # machine) once let the tab's older, unfiltered list land after the search's and replace it
+    in_order = {"concurrency_id": "library-view", "concurrency_limit": 1}
+    for ev in (c["refresh"].click, c["fav_only"].change, c["kind"].change, c["query"].submit, page.demo.load,
+               page.tabs.select):
+        ev(bind(view, studio, n), lib.refresh, lib.outputs, **in_order)
     c["gallery"].select(bind(on_select, studio), c["ids"], shown)
     c["fav"].click(bind(on_fav, studio, n), [c["sel"], *lib.refresh], [*shown, *lib.outputs])
     c["delete"].click(bind(on_ask_delete, studio), c["sel"], [c["confirm"], c["question"]])
