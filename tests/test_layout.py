@@ -395,9 +395,9 @@ def test_a_shipped_lora_file_loads_as_weights_merged_into_the_dit_beside_it():
     assert m.cfg == b.i2v.cfg and all(torch.equal(v, b.i2v.state_dict()[k]) for k, v in m.state_dict().items())
 
 
-def test_a_storyboard_keyframe_is_placed_from_its_first_card_and_its_clip_is_not(toy_parts):
-    """A storyboard's later cards hold scenes the plan does not place: the image-to-video pass gets no layout
-    there (as in training), while the keyframe is placed from the first card."""
+def test_a_storyboard_keyframe_is_placed_from_its_first_card_and_its_clip_only_where_stories_are_planned(toy_parts):
+    """The keyframe is placed from a storyboard's first card; its image-to-video pass is told the cards' scenes
+    where plan_stories is set (the shipped default) and none otherwise."""
     from engine import plan as plan_mod
     from engine.backends.toy.backend import ToyBackend
     from engine.timeline import TextCard, Timeline
@@ -406,6 +406,8 @@ def test_a_storyboard_keyframe_is_placed_from_its_first_card_and_its_clip_is_not
     b = ToyBackend(vae, DiT(TINY).eval(), text, keyframe=DiT(laid).eval(), i2v=DiT(laid).eval(), keyframe_frames=1)
     cards = [TextCard(0, 1, "a red ball moving left"), TextCard(1, 2, "a blue box moving up")]
     story = plan_mod.compile(Timeline(duration_s=2, resolution=64, fps=8, seed=1, cards=cards), b)
+    assert ToyBackend.plan_stories and b.i2v_denoiser(story, 1) != b.denoise_i2v
+    b.plan_stories = False
     assert b.keyframe_denoiser(story, 1) != b.denoise_keyframe and b.i2v_denoiser(story, 1) == b.denoise_i2v
     single = plan_mod.compile(Timeline(duration_s=2, resolution=64, fps=8, seed=1, prompt=cards[0].text), b)
     assert b.i2v_denoiser(single, 1) != b.denoise_i2v

@@ -138,9 +138,9 @@ class ToyBackend:
     # text-to-video and a strong remix (at 0.9 it followed its caption in 15 of 24 remixes with one, 8 without;
     # assets/MODEL_CARD.md, session 22); a light remix keeps its source's layout
     layout_from = 0.5
-    # a storyboard's image-to-video pass is told each card's scene (layout.place_story) where its model was trained
-    # on storyboards' layouts; otherwise none, as the plain and grounded models of sessions 22-23 were trained
-    plan_stories = False
+    # a storyboard's image-to-video pass is told each card's scene (layout.place_story): storyboard segments 43 -> 58
+    # of 90 over three sets with the model trained on such plans (assets/MODEL_CARD.md, session 23); off, it gets none
+    plan_stories = True
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
                  keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
