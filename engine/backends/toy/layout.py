@@ -65,7 +65,7 @@ def scene_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t
 def track_layout(scene: world.SceneSpec, width: int, height: int, factor: int, times: np.ndarray,
                  channels: int = CHANNELS) -> np.ndarray:
     """(channels, F, h, w) the layout at each of `times` (s): its objects' paths, bounces and all."""
-    return np.stack([scene_layout(scene, width, height, factor, float(t), channels) for t in times], axis=1)
+    return story_layout([(scene, 0.0)], width, height, factor, times, channels)
 
 
 def story_layout(spans: list[tuple[world.SceneSpec | None, float]], width: int, height: int, factor: int,

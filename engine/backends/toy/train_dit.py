@@ -211,11 +211,9 @@ class Pools:
         return torch.stack([p["z"] for p in picks]), levels, text_b, gate_b, torch.stack([p["mask"] for p in picks])
 
     def layout(self, drop: float, rng) -> torch.Tensor:
-        """(B, K, F, h, w) the last batch's layouts (none made: zeros), each zeroed with probability `drop`
-        (rng: its own), so the model also draws what the layout planner cannot place."""
-        z = self.picks[0]["z"]
-        empty = z.new_zeros(self.layout_channels, *z.shape[1:])
-        lay = torch.stack([empty if p["layout"] is None else p["layout"] for p in self.picks])
+        """(B, K, F, h, w) the last batch's layouts, each zeroed with probability `drop` (rng: its own), so the
+        model also draws what the layout planner cannot place."""
+        lay = torch.stack([p["layout"] for p in self.picks])
         keep = torch.from_numpy(rng.random(len(lay)) >= drop).to(lay)
         return lay * keep[:, None, None, None, None]
 
