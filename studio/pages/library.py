@@ -249,17 +249,18 @@ def build(page: Page, story: sb.Storyboard) -> Library:
 def _wire(page: Page, story: sb.Storyboard, lib: Library, shown: list, c: dict) -> None:
     """The Library's events (`c`: the components build() made, by name)."""
     studio, n = page.studio, len(page.pickers)
-    # one queue for every listing, answered in the order asked: opening the tab and searching at once (a busy
-    # machine) once let the tab's older, unfiltered list land after the search's and replace it
+    # one queue for everything that lists the library, answered in the order asked: opening the tab and searching
+    # at once (a busy machine) once let the tab's older, unfiltered list land after the search's and replace it
     in_order = {"concurrency_id": "library-view", "concurrency_limit": 1}
     for ev in (c["refresh"].click, c["fav_only"].change, c["kind"].change, c["query"].submit, page.demo.load,
                page.tabs.select):
         ev(bind(view, studio, n), lib.refresh, lib.outputs, **in_order)
     c["gallery"].select(bind(on_select, studio), c["ids"], shown)
-    c["fav"].click(bind(on_fav, studio, n), [c["sel"], *lib.refresh], [*shown, *lib.outputs])
+    c["fav"].click(bind(on_fav, studio, n), [c["sel"], *lib.refresh], [*shown, *lib.outputs], **in_order)
     c["delete"].click(bind(on_ask_delete, studio), c["sel"], [c["confirm"], c["question"]])
     c["no"].click(lambda: gr.update(visible=False), None, c["confirm"])
-    c["yes"].click(bind(on_delete, studio, n), [c["sel"], *lib.refresh], [c["confirm"], *shown, *lib.outputs])
+    c["yes"].click(bind(on_delete, studio, n), [c["sel"], *lib.refresh], [c["confirm"], *shown, *lib.outputs],
+                   **in_order)
     c["mk_gif"].click(bind(on_gif, studio), c["sel"], c["gif"])
     c["again"].click(bind(on_again, studio), c["sel"], page.watch)
     c["reuse"].click(bind(on_reuse, studio, tuple(page.seeds)), c["sel"], [page.tabs, *page.seeds.values()])
