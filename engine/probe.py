@@ -166,7 +166,7 @@ def load_weights(path) -> torch.nn.Module:
     from engine.backends.toy.backend import _read_weights, load_dit
     path = Path(path)
     if path.suffix == ".safetensors" or not path.exists():
-        if path.exists() and "lora" in _read_weights(path, "dit")[1]:
+        if path.exists() and "lora" in _read_weights(path, "dit", tensors=False)[1]:   # its header says which
             return load_adapter(load_dit(path.parent / "toy_dit.safetensors"), path)
         return load_dit(path)
     model = read_checkpoint(path)

@@ -31,15 +31,16 @@ def toy_spec() -> LatentSpec:
                       cell_bytes=40_000)  # peak RSS grew 40 KB a latent cell from 2 to 24 s at 64 px (fp32, CFG)
 
 
-def _read_weights(path: Path, stage: str, rebuild: str | None = None) -> tuple[dict, dict]:
-    """(tensors, metadata) or a one-line InputError naming the file and how to rebuild it."""
+def _read_weights(path: Path, stage: str, rebuild: str | None = None, tensors: bool = True) -> tuple[dict, dict]:
+    """(tensors, metadata) or a one-line InputError naming the file and how to rebuild it; tensors=False: the
+    header's metadata alone (no tensors: {})."""
     from safetensors import safe_open
     rebuild = rebuild or REBUILD.format(stage=stage)
     if not path.exists():
         raise InputError(f"weights: {path} is missing; rebuild it with `{rebuild}`")
     try:
         with safe_open(str(path), "pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()} if tensors else {}, f.metadata() or {}
     except Exception as e:  # safetensors raises several kinds for a damaged file
         raise InputError(f"weights: {path} is corrupt ({e.__class__.__name__}); rebuild it with "
                          f"`{rebuild}` or reinstall cinepatch") from None
