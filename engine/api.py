@@ -131,6 +131,8 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
                       keyframe_frames=getattr(backend, "keyframe_frames", 0),
                       keyframe=backend.keyframe_denoiser(plan, tl.seed, tl.variations)
                       if hasattr(backend, "keyframe_denoiser") else getattr(backend, "denoise_keyframe", None),
+                      cuts={j: backend.keyframe_denoiser(plan, tl.seed, tl.variations, frame=j)
+                            for j in backend.cuts(plan)} if hasattr(backend, "cuts") else None,
                       continue_floor=getattr(backend, "continue_floor", 0.0),
                       redraw_from=getattr(backend, "redraw_from", 1.0)) if kf else sampler.sample
         x = run(backend.denoise, plan, sigmas, settings.guidance, noise=noise,

@@ -118,11 +118,19 @@ class Plan:
 
     def head(self, k: int) -> Plan:
         """The plan of its first k latent frames alone, the same in every other respect (a keyframe pass)."""
+        return self.window(0, k)
+
+    def window(self, j: int, k: int) -> Plan:
+        """The plan of latent frames j .. j+k-1 alone, as a clip of their own: frame j becomes its first (a
+        keyframe pass at a storyboard's cut; with a causal VAE, whose first latent frame is a still of one pixel
+        frame, the same latent as a still of frame j's pixel frames: engine/backends/toy/vae.py's pack)."""
         g = self.grid
         n = g.spec.pixel_range(k - 1)[1]
-        grid = replace(g, n_frames=n, latent_frames=k, out_frames=min(g.out_frames, n))
-        return replace(self, grid=grid, known=self.known[:, :k], start_level=self.start_level[:k],
-                       gate=self.gate[:k], uncond_gate=self.uncond_gate[:k], sources=self.sources[:k])
+        out = g.out_frames - g.spec.pixel_range(j)[0] if j else g.out_frames
+        grid = replace(g, n_frames=n, latent_frames=k, out_frames=max(1, min(out, n)))
+        f = slice(j, j + k)
+        return replace(self, grid=grid, known=self.known[:, f], start_level=self.start_level[f],
+                       gate=self.gate[f], uncond_gate=self.uncond_gate[f], sources=self.sources[f])
 
     @property
     def inject_mask(self) -> torch.Tensor:

@@ -445,6 +445,40 @@ def test_a_storyboards_clip_is_told_each_cards_scene_where_its_model_was_trained
     assert seen and all(s is None for s in seen)
 
 
+def test_a_storyboards_cut_to_a_new_scene_is_drawn_as_a_keyframe_told_that_cards_layout(toy_parts):
+    """key_cuts: the first frame of a card that does not name the scene before it is a cut; the keyframe model
+    draws it alone, told the layout the image-to-video pass has at that frame; a card that goes on is no cut."""
+    from engine import plan as plan_mod
+    from engine.api import Settings, generate_latents
+    from engine.backends.toy.backend import ToyBackend
+    from engine.backends.toy.layout import ATTRIBUTES, GROUNDED
+    from engine.timeline import TextCard, Timeline
+    vae, text = toy_parts
+    grounded = DiTConfig(**{**TINY.__dict__, "layout": GROUNDED})
+    key_seen, seen = [], []
+    b = ToyBackend(vae, DiT(TINY).eval(), text, keyframe=spied(grounded, key_seen), i2v=spied(grounded, seen),
+                   keyframe_frames=1)
+    cards = [TextCard(0, 1, "a red ball moving left"), TextCard(1, 2, "a red ball moving up"),
+             TextCard(2, 3, "a blue box moving up")]
+    tl = Timeline(duration_s=3, resolution=64, fps=8, seed=1, cards=cards)
+    plan = plan_mod.compile(tl, b)
+    b.key_cuts = False
+    assert b.cuts(plan) == []
+    b.key_cuts = True
+    spec = toy_spec()
+    third = next(f for f in range(plan.grid.latent_frames) if spec.pixel_range(f)[0] >= 16)   # all its frames 2 s on
+    assert b.cuts(plan) == [third]
+    generate_latents(tl, b, Settings(steps=2, guidance=1.0))
+    assert len(key_seen) == 4 and len(seen) == 2                     # two steps for the keyframe, two for the cut
+    lay, red, blue = seen[0][0], CHANNELS + ATTRIBUTES.index("red"), CHANNELS + ATTRIBUTES.index("blue")
+    assert torch.equal(key_seen[0][0], lay[:, :1]) and torch.equal(key_seen[2][0], lay[:, third:third + 1])
+    assert key_seen[2][0][blue].any() and not key_seen[2][0][red].any()
+    from dataclasses import replace
+    led = plan.start_level.clone()
+    led[0] = 0.6                                                     # a plan with media (a remix's) has none
+    assert b.cuts(replace(plan, start_level=led)) == []
+
+
 def test_a_storyboard_card_that_names_the_scene_before_it_goes_on_from_it_and_another_is_placed_afresh():
     from engine.backends.toy.layout import goes_on, place_story, story_layout
     first = "a large purple square moving right on a black background"

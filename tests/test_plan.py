@@ -267,3 +267,9 @@ def test_a_plans_head_is_its_first_latent_frames_and_nothing_else_changes(backen
         assert torch.equal(h.start_level, p.start_level[:k]) and h.sources == p.sources[:k]
         assert torch.equal(h.text, p.text) and h.segments == p.segments and len(h.rows()) == k
     assert p.head(1).explain().count("\n") == p.explain().count("\n") - (p.grid.latent_frames - 1)
+    for j in (2, p.grid.latent_frames - 1):   # a window: frame j as a clip's first (a keyframe at a cut)
+        w = p.window(j, 1)
+        assert (w.grid.latent_frames, w.grid.n_frames, w.grid.out_frames) == (1, 1, 1)
+        assert torch.equal(w.gate, p.gate[j:j + 1]) and torch.equal(w.known, p.known[:, j:j + 1])
+        assert torch.equal(w.start_level, p.start_level[j:j + 1]) and w.sources == p.sources[j:j + 1]
+    assert not torch.equal(p.window(5, 1).gate, p.head(1).gate)                 # frame 5 sees the blue box alone

@@ -28,6 +28,22 @@ def test_vae_maps_time_like_the_spec_and_windows_are_exact():
     assert torch.equal(w, z[:, :, 2:4])
 
 
+def test_a_first_latent_frame_is_the_latent_of_a_still_of_its_pixel_frame_anywhere_in_a_clip():
+    """The causal first frame is encoded as a still (its pixel frame repeated), as every other latent frame is
+    encoded from its own pixel frames alone: a keyframe drawn as a first frame is the latent a still at a
+    storyboard's cut has (sampler.sample_keyframe_first's cuts)."""
+    torch.manual_seed(0)
+    vae = VideoAE(VAEConfig()).eval()
+    spec = toy_spec()
+    x = torch.rand(1, 3, 9, 32, 48) * 2 - 1
+    a, b = spec.pixel_range(3)
+    x[:, :, a:b] = x[:, :, a:a + 1]                                          # latent frame 3 a still
+    with torch.no_grad():
+        # equal up to float rounding (the batch of latent frames differs)
+        torch.testing.assert_close(vae.encode(x)[:, :, 3], vae.encode(x[:, :, a:a + 1])[:, :, 0], atol=1e-5, rtol=0)
+        assert not torch.allclose(vae.encode(x)[:, :, 2], vae.encode(x[:, :, a:a + 1])[:, :, 0], atol=1e-2)
+
+
 def test_decoder_context_reaches_exactly_one_latent_each_side_and_widening_changes_nothing():
     torch.manual_seed(0)
     vae = VideoAE(VAEConfig(decoder_context=1)).eval()

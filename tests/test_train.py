@@ -321,3 +321,31 @@ def test_the_pixel_loss_is_zero_for_the_true_velocity_and_reaches_the_model_but_
     frozen_only = (eps - x0).clone()
     frozen_only[:, :, 0] += 1.0                                              # a wrong velocity where tau = 0
     assert float(pixel_loss(vae, x, tau, frozen_only, x0, wgt, use)) < 1e-9
+
+
+def test_keyed_storyboards_hold_each_cut_to_a_new_scene_still_over_its_latent_frame_and_train_it_clean():
+    """--cut-keys: every cut falls on a latent frame's first pixel frame; a cut to a new scene (layout.new_scene)
+    holds its first frame over that latent frame (the keyframe the sampler draws there), a cut that goes on does
+    not; encode_clips names those latent frames and key_cuts keeps them clean in the share asked for."""
+    from engine.backends.toy.backend import ASSETS, MiniLM, load_vae
+    from engine.backends.toy.layout import new_scene
+    from engine.backends.toy.train_dit import TextCache, encode_clips, key_cuts, render_sample
+    spec = toy_spec()
+    tf, held, went_on = spec.temporal_factor, 0, 0
+    rng = np.random.default_rng(4)
+    for _ in range(80):
+        clip, segs, _ = render_sample(rng, 64, 64, 8.0, 17, keyed=tf)
+        for (before, _, _), (caption, a, _) in zip(segs, segs[1:]):
+            assert spec.pixel_range(spec.latent_index(a))[0] == a
+            still, new = all(np.array_equal(clip[a + i], clip[a]) for i in range(tf)), new_scene(before, caption)
+            assert still or not new
+            held, went_on = held + new, went_on + (not new and not still)
+    assert held >= 5 and went_on >= 5
+    vae, text = load_vae(ASSETS / "toy_vae.safetensors").eval(), TextCache(MiniLM())
+    clips = encode_clips(np.random.default_rng(8), vae, text, spec, 64, 64, 17, 24, keyed=True)
+    cut = [c for c in clips if c["cuts"]]
+    assert cut and all(not c["cuts"] for c in encode_clips(np.random.default_rng(8), vae, text, spec, 64, 64, 17, 24))
+    levels = torch.ones(len(cut), spec.latent_frames(17))
+    kept = key_cuts(levels, cut, 1.0, np.random.default_rng(0))
+    assert all(set(torch.nonzero(k == 0).flatten().tolist()) == set(c["cuts"]) for k, c in zip(kept, cut))
+    assert torch.equal(key_cuts(levels, cut, 0.0, np.random.default_rng(0)), levels)

@@ -142,6 +142,10 @@ class ToyBackend:
     # a storyboard's image-to-video pass is told each card's scene (layout.place_story): storyboard segments 43 -> 58
     # of 90 over three sets with the model trained on such plans (assets/MODEL_CARD.md, session 23); off, it gets none
     plan_stories = True
+    # a storyboard's cut to a new scene gets its own keyframe, drawn by the keyframe model with that card's caption
+    # and layout, and the image-to-video pass continues every shot from one (cuts; sampler.sample_keyframe_first):
+    # storyboard segments 58 -> 70 of 90 over three sets with the shipped weights (assets/MODEL_CARD.md, session 24)
+    key_cuts = True
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
                  keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
@@ -197,10 +201,21 @@ class ToyBackend:
         """As denoise, by the keyframe model (the DiT itself when there is none) -> (B, C, F, h, w)."""
         return self._run(self.keyframe if self.keyframe is not None else self.dit, x, t, text, gate)
 
-    def keyframe_denoiser(self, plan, seed: int, variations: int = 1):
-        """The keyframe pass's denoiser for `plan`: with layouts where its model reads them (_with_layout)."""
+    def keyframe_denoiser(self, plan, seed: int, variations: int = 1, frame: int = 0):
+        """The keyframe pass's denoiser for `plan`'s latent frame `frame` (0, or a cut: `cuts`): with layouts where
+        its model reads them (_with_layout), the storyboard's plan at that frame."""
         return self._with_layout(self.keyframe if self.keyframe is not None else self.dit, plan, seed, variations,
-                                 self.denoise_keyframe, whole=False)
+                                 self.denoise_keyframe, whole=frame > 0, frame=frame)
+
+    def cuts(self, plan) -> list[int]:
+        """The latent frames where a storyboard of text cards alone cuts to a new scene (`key_cuts`; else none):
+        the first frame of each card after the first whose caption does not name the scene of the card before it
+        (layout.new_scene). The sampler draws a keyframe there."""
+        from engine.backends.toy.layout import new_scene
+        if not self.key_cuts or not bool((plan.start_level == 1).all()):   # media (a blend's, a remix's) lead
+            return []
+        cards = self._cards(plan)
+        return [f for (before, _, _), (text, _, f) in zip(cards, cards[1:]) if new_scene(before, text)]
 
     def i2v_denoiser(self, plan, seed: int, variations: int = 1):
         """The image-to-video pass's denoiser for `plan`: with layouts along the same planned paths as the
@@ -208,17 +223,18 @@ class ToyBackend:
         return self._with_layout(self.i2v if self.i2v is not None else self.dit, plan, seed, variations,
                                  self.denoise_i2v, whole=True)
 
-    def _with_layout(self, model: DiT, plan, seed: int, variations: int, plain, whole: bool):
+    def _with_layout(self, model: DiT, plan, seed: int, variations: int, plain, whole: bool, frame: int = 0):
         """`model`'s denoiser for `plan`. A model that reads a layout (layout.py) is told one per variation
         (seeded seed + k, as its noise is: every pass of a variation sees the same plan), planned from the
         captions the first frame sees, along the objects' paths over the plan's latent frames, when that frame
         starts at `layout_from` or above (in the cond rows; the uncond rows of a guided call get none);
         otherwise `plain` itself. `whole`: the plan covers every frame, so a storyboard's later cards are placed
-        too (`plan_stories`; else such a plan gets none)."""
+        too (`plan_stories`; else such a plan gets none). `frame`: the denoiser draws that latent frame alone, as
+        a keyframe (a cut's: `cuts`), told the layout that frame has in the whole plan."""
         from engine.backends.toy.layout import frame_times, place_story, story_layout
         if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
             return plain
-        cards = self._cards(plan)
+        cards = [(text, start) for text, start, _ in self._cards(plan)]
         if whole and len(cards) > 1 and not self.plan_stories:
             return plain
         cards = cards if whole else cards[:1]
@@ -230,13 +246,13 @@ class ToyBackend:
 
         def denoise(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
             """As `plain`, with this plan's layouts over x's frames in the cond rows -> (B, C, F', h, w)."""
-            rows = lay[:, :, :x.shape[2]]
+            rows = lay[:, :, frame:frame + x.shape[2]]
             rows = rows if x.shape[0] == len(rows) else torch.cat([rows, torch.zeros_like(rows)])  # (B, K, F', h, w)
             return self._run(model, x, t, text, gate, rows)
         return denoise
 
-    def _cards(self, plan) -> list[tuple[str, float]]:
-        """[(caption, start s)] per run of latent frames that see the same captions (gate >= 0.5; of a storyboard's
+    def _cards(self, plan) -> list[tuple[str, float, int]]:
+        """[(caption, start s, first latent frame)] per run of latent frames that see the same captions (gate >= 0.5; of a storyboard's
         cards, the one with the largest gate, the earlier on a tie, as training lays out a frame by its mean time):
         a storyboard's cards, each from its first latent frame's first pixel frame."""
         gates = plan.segment_gates()                                                  # (F, n_segments)
@@ -249,7 +265,7 @@ class ToyBackend:
         for f, row in enumerate(opened):
             if last is None or (row != last).any():
                 text = ". ".join(s.text for s, o in zip(plan.segments, row) if o and s.name != "empty")
-                out.append((text, self.spec.pixel_range(f)[0] / plan.grid.fps))
+                out.append((text, self.spec.pixel_range(f)[0] / plan.grid.fps, f))
             last = row
         return out
 

@@ -124,6 +124,13 @@ def goes_on(scene: world.SceneSpec | None, text: str) -> bool:
         for a in ("color", "shape", "size"))
 
 
+def new_scene(before: str, text: str) -> bool:
+    """Whether a storyboard card after one captioned `before` cuts to a new scene, read from the captions alone:
+    it does not name the objects and background `before` names (goes_on). Where the sampler draws a keyframe
+    (ToyBackend.cuts), and where training holds one (train_dit.render_sample's `keyed`)."""
+    return not goes_on(world.parse_caption(before), text)
+
+
 def place_story(cards: list[tuple[str, float]], width: int, height: int,
                 rng: np.random.Generator) -> list[tuple[world.SceneSpec | None, float]]:
     """A storyboard's scenes: cards [(text, start s)] in time order -> [(scene or None, start s)]. The first is

@@ -272,6 +272,9 @@ def main(argv=None):
                          "keyframe-first sampling")
     ap.add_argument("--two-share", type=float, default=0.0,
                     help="dit: share of fresh clips made to hold two objects (0 = the world's own mix, about half)")
+    ap.add_argument("--cut-keys", type=float, default=0.0,
+                    help="dit: share of storyboard samples whose cuts to a new scene are held still and kept clean, "
+                         "as the sampler gives them their own keyframe (0 = off; on, every cut falls on a latent frame)")
     ap.add_argument("--keyframe-batch", type=int, default=4, help="dit: a keyframe batch holds this many times --batch")
     ap.add_argument("--contrast", default=None,
                     help="dit: caption attributes (engine.probe's: colour, shape, size, background) whose swap must cost "

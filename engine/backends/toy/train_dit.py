@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
-from engine.backends.toy.layout import CHANNELS, GROUNDED, frame_times, story_layout
+from engine.backends.toy.layout import CHANNELS, GROUNDED, frame_times, new_scene, story_layout
 from engine.backends.toy.model import DiT, DiTConfig, fit_layout
 from engine.backends.toy.train import ASSETS, SIZES, Run, export
 from engine.plan import Grid, span_gate
@@ -58,10 +58,13 @@ def continue_scene(scene: world.SceneSpec, w: int, h: int, t: float, rng) -> wor
     return world.continued(scene, w, h, t, [rng.choice(world.MOTIONS) for _ in scene.objects])
 
 
-def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False, two: bool = False):
+def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False, two: bool = False,
+                  keyed: int = 0):
     """-> clip (N, H, W, 3), segments [(caption, first_frame, end_frame)], scenes [(scene, start s)] one per
     segment. simple: the curriculum's first stage, one object under one caption; two: its first scene holds two
-    objects."""
+    objects. keyed: a VAE's temporal factor (0: off): every cut falls on a latent frame's first pixel frame, and
+    a cut to a new scene (layout.new_scene) holds its first frame over that latent frame, as the keyframe the
+    sampler draws there (ToyBackend.cuts)."""
     scene = world.sample_scene(rng, (w, h), n_objects=2 if two else None)
     if simple:
         scene = dataclasses.replace(scene, objects=scene.objects[:1])
@@ -69,6 +72,8 @@ def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False,
         return world.render(scene, w, h, fps, n), [(world.caption(scene, rng), 0, n)], [(scene, 0.0)]
     k = int(rng.integers(2, 4))
     cuts = sorted(rng.choice(np.arange(3, n - 2), size=k - 1, replace=False).tolist())
+    if keyed:   # latent frame j >= 1 starts at pixel frame 1 + (j - 1) * keyed
+        cuts = sorted({a - (a - 1) % keyed for a in cuts})
     bounds = [0, *cuts, n]
     parts, segs, spans, prev_a = [], [], [], 0
     for a, b in zip(bounds, bounds[1:]):
@@ -76,8 +81,11 @@ def render_sample(rng, w: int, h: int, fps: float, n: int, simple: bool = False,
             scene = continue_scene(scene, w, h, (a - prev_a) / fps, rng) if rng.random() < 0.5 \
                 else world.sample_scene(rng, (w, h))
         prev_a = a
-        parts.append(world.render(scene, w, h, fps, b - a))
-        segs.append((world.caption(scene, rng), a, b))
+        part, caption = world.render(scene, w, h, fps, b - a), world.caption(scene, rng)
+        if keyed and a > 0 and new_scene(segs[-1][0], caption):
+            part[1:keyed] = part[0]
+        parts.append(part)
+        segs.append((caption, a, b))
         spans.append((scene, a / fps))
     return np.concatenate(parts), segs, spans
 
@@ -131,9 +139,11 @@ def object_mask(clip: torch.Tensor, spec) -> torch.Tensor:
 
 def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: bool = False,
                  fps: float | None = None, two=lambda: False, contrast: tuple[str, ...] = (),
-                 layout: int = CHANNELS) -> list[dict]:
+                 layout: int = CHANNELS, keyed: bool = False) -> list[dict]:
     """k fresh clips of one bucket -> [{"z": (C, F, h, w), "mask": (F, h, w), "segs": [(tokens (L, D), gate (F,))],
-    "layout": (layout, F, h, w) or None}]: layout, its channels (engine/backends/toy/layout.py; 0: none made).
+    "layout": (layout, F, h, w) or None, "cuts": [latent frame]}]: layout, its channels (engine/backends/toy/
+    layout.py; 0: none made); keyed: storyboards' cuts to a new scene held still (render_sample), and "cuts" the
+    latent frames they start (else none).
     two(): whether the next clip's scene is made to hold two objects. contrast: for clips under one caption,
     "pairs" too: per attribute, the tokens of the canonical caption and of that caption with the attribute
     swapped (none for storyboards)."""
@@ -142,7 +152,7 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
     clips, metas, pairs, stories, rates = [], [], [], [], []
     for _ in range(k):
         rate = float(rng.choice(FPS_CHOICES)) if fps is None else fps
-        clip, segs, spans = render_sample(rng, w, h, rate, n, simple, two())
+        clip, segs, spans = render_sample(rng, w, h, rate, n, simple, two(), spec.temporal_factor if keyed else 0)
         clips.append(to_tensor(clip))
         metas.append(segs)
         stories.append(spans)
@@ -155,7 +165,8 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
     for zi, clip, segs, pair, spans, rate in zip(z, clips, metas, pairs, stories, rates):
         soft = float(rng.choice([0, 0, 2, 4]))
         gates = segment_gates(segs, spec, n, F_, soft)
-        out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "pairs": pair,
+        cuts = [spec.latent_index(a) for (before, _, _), (c, a, _) in zip(segs, segs[1:]) if keyed and new_scene(before, c)]
+        out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "pairs": pair, "cuts": cuts,
                     "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)],
                     # the layout (engine/backends/toy/layout.py): its objects' centres per latent frame, each
                     # frame's from the storyboard scene it shows
@@ -168,10 +179,12 @@ class Pools:
     """Per bucket (width, height, frames): the last POOL encoded clips."""
 
     def __init__(self, rng, vae, text, spec, fresh: int = FRESH, buckets: tuple[tuple[int, int, int, float], ...] = (),
-                 two_share: float = 0.0, two_rng=None, contrast: tuple[str, ...] = (), layout: int = CHANNELS):
+                 two_share: float = 0.0, two_rng=None, contrast: tuple[str, ...] = (), layout: int = CHANNELS,
+                 keyed: bool = False):
         self.rng, self.vae, self.text, self.spec, self.pools, self.fresh = rng, vae, text, spec, {}, fresh
         self.contrast, self.picks = contrast, []   # picks: the last batch's pool items (their contrast pairs)
         self.layout_channels = layout   # each clip's layout's (0: none made)
+        self.keyed = keyed              # storyboards' cuts to a new scene held still (encode_clips)
         self.buckets = buckets   # ((w, h, frames, fps), ...): every batch from one of these (an ablation), else all
         # a share of fresh clips made to hold two objects (the world draws one or two): its own rng, so the
         # rest of the data stream is a run without it's
@@ -192,7 +205,7 @@ class Pools:
             n, fresh_n = 1, self.fresh * max(1, B // 8)
         pool = self.pools.setdefault((w, h, n), [])
         fresh = encode_clips(rng, self.vae, self.text, self.spec, w, h, n, fresh_n if len(pool) >= B else B,
-                             simple, fps, self.two, self.contrast, self.layout_channels)
+                             simple, fps, self.two, self.contrast, self.layout_channels, self.keyed)
         pool[:] = (pool + fresh)[-max(POOL, 4 * B):]   # a big GPU batch needs a bigger pool
         picks = self.picks = [pool[i] for i in rng.choice(len(pool), size=B, replace=len(pool) < B)]
         F_ = self.spec.latent_frames(n)
@@ -276,6 +289,18 @@ def force_i2v(levels: torch.Tensor, share: float, rng) -> torch.Tensor:
     i2v = torch.ones_like(levels)
     i2v[:, 0] = 0
     return torch.where(pick[:, None], i2v, levels)
+
+
+def key_cuts(levels: torch.Tensor, picks: list[dict], share: float, rng) -> torch.Tensor:
+    """levels (B, F) -> (B, F) with a share of the samples that have cuts to a new scene (their "cuts") given each
+    cut's latent frame clean, as the sampler gives it its keyframe (rng is its own)."""
+    if share <= 0:
+        return levels
+    out = levels.clone()
+    for i, item in enumerate(picks):
+        if item["cuts"] and rng.random() < share:
+            out[i, item["cuts"]] = 0
+    return out
 
 
 def keyframe_now(share: float, rng) -> bool:
@@ -385,13 +410,15 @@ def train_dit(args):
     key_rng = np.random.default_rng(args.seed + 32_452_843 + 7919 * run.step)
     contrast = tuple(a for a in (args.contrast or "").split(",") if a)
     pools = Pools(rng, vae, text, spec, args.fresh, parse_buckets(args.bucket), args.two_share,
-                  np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step), contrast, cfg.layout)
+                  np.random.default_rng(args.seed + 49_979_687 + 7919 * run.step), contrast, cfg.layout,
+                  args.cut_keys > 0)
+    cut_rng = np.random.default_rng(args.seed + 104_395_301 + 7919 * run.step)
     con_rng = np.random.default_rng(args.seed + 67_867_967 + 7919 * run.step)
     lay_rng = np.random.default_rng(args.seed + 86_028_121 + 7919 * run.step)
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.minutes} min"
     run.log(f"dit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, budget {budget}, "
             f"batch {args.batch}, lr {args.lr}, object weight {args.object_weight}, t shift {args.t_shift}, "
-            f"i2v share {args.i2v}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, two-object share {args.two_share:g}, layout {cfg.layout} channels (dropped {args.layout_drop:g}), bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
+            f"i2v share {args.i2v}, cut keys {args.cut_keys:g}, keyframe share {args.keyframe_share} (x{args.keyframe_batch} batch), simple until {args.simple_until} then {args.simple_share:g} of batches, two-object share {args.two_share:g}, layout {cfg.layout} channels (dropped {args.layout_drop:g}), bucket {args.bucket or 'all'}, config {dataclasses.asdict(cfg)}")
     t_last, smooth, seen, last_eval = time.time(), None, 0, time.time()
     probe_clips = None
     if args.probe_every:
@@ -404,7 +431,7 @@ def train_dit(args):
                                              simple_now(run.step, args.simple_until, args.simple_share, share_rng), key)
         B, F_ = s.shape
         if not key:   # a keyframe is the first frame: there is nothing to keep
-            s = force_i2v(s, args.i2v, abl_rng)
+            s = key_cuts(force_i2v(s, args.i2v, abl_rng), pools.picks, args.cut_keys, cut_rng)
         t = sample_t(rng, B, args.t_shift).to(dev)
         tau = torch.minimum(t[:, None], s)                                  # (B, F) per-frame level
         eps = torch.randn_like(x0)
