@@ -41,8 +41,8 @@ def test_gpu_train_pack_fits_the_device_and_its_encoder_matches_minilm(tmp_path,
 
 
 def test_gpu_train_packs_the_shipped_weights_on_a_fresh_machine(tmp_path):
-    """A machine without a run packs assets/toy_dit.safetensors (--weights); the lent GPU's run starts from
-    exactly those weights (a safetensors file is not read as a torch checkpoint)."""
+    """A machine without a run packs assets/toy_dit.safetensors (--weights), read in the carried tree in place; the
+    lent GPU's run starts from exactly those weights (a safetensors file is not read as a torch checkpoint)."""
     import json
 
     import torch
@@ -54,14 +54,14 @@ def test_gpu_train_packs_the_shipped_weights_on_a_fresh_machine(tmp_path):
     with pytest.raises(SystemExit, match="pass --weights"):
         gpu_train.pack(tmp_path / "no_run", None, [], tmp_path / "carry")
     carry = gpu_train.pack(tmp_path / "no_run", shipped, [], tmp_path / "carry")
-    init = carry / json.loads((carry / "flags.json").read_text())["init"]
+    init = gpu_train.init_path(carry, json.loads((carry / "flags.json").read_text())["init"])
     want = backend.load_dit(shipped).state_dict()
     got = load_weights(init).state_dict()
     assert got.keys() == want.keys() and all(torch.equal(got[k], v) for k, v in want.items())
 
 
 def test_gpu_train_recipe_packs_from_scratch_and_trains_the_keyframe_model(tmp_path, monkeypatch):
-    """A fresh machine packs no weights (--scratch); the lent GPU's default recipe then trains a keyframe model
+    """A fresh machine packs no weights (--scratch); the lent GPU's key1x1 recipe then trains a keyframe model
     of 1x1 latent patches from scratch (model card, session 21), here 2 steps on the CPU."""
     import json
 
@@ -69,10 +69,11 @@ def test_gpu_train_recipe_packs_from_scratch_and_trains_the_keyframe_model(tmp_p
     from engine.backends.toy import backend
     with pytest.raises(SystemExit, match="--scratch"):
         gpu_train.pack(tmp_path / "no_run", None, [], tmp_path / "carry")
-    carry = gpu_train.pack(tmp_path / "no_run", None, gpu_train.RECIPE, tmp_path / "carry", scratch=True)
+    recipe, _, ship = gpu_train.RECIPES["key1x1"]
+    carry = gpu_train.pack(tmp_path / "no_run", None, recipe, tmp_path / "carry", scratch=True, ship=ship)
     packed = json.loads((carry / "flags.json").read_text())
     assert packed["init"] is None and not list(carry.glob("init.*"))
-    flags = [f for f in gpu_train.RECIPE] + ["--fresh", "1"]
+    flags = [f for f in recipe] + ["--fresh", "1"]
     flags[flags.index("--batch") + 1] = "2"   # the recipe's GPU batch, made CPU-sized for a test
     packed["flags"] = flags
     (carry / "flags.json").write_text(json.dumps(packed))
@@ -86,3 +87,34 @@ def test_gpu_train_recipe_packs_from_scratch_and_trains_the_keyframe_model(tmp_p
     assert model.cfg.patch == 1
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "keyframe share 1.0" in log and "initialised from" not in log
+
+
+def test_gpu_train_default_recipe_goes_on_with_the_shipped_image_to_video_model_and_sends_back_its_asset(tmp_path):
+    """The default recipe packs no weights (the shipped image-to-video LoRA travels with the tracked tree and is read
+    there in place), trains a LoRA on it (here 2 CPU-sized steps) and sends back a file stored as assets/ store it:
+    a LoRA of the shipped DiT that loads into the backend's image-to-video model, near the shipped one."""
+    import json
+
+    import torch
+
+    from bench import gpu_train
+    from engine.backends.toy import backend
+    from engine.backends.toy.adapter import load_adapter
+    flags, tracked, ship = gpu_train.RECIPES[gpu_train.RECIPE]
+    assert tracked == f"assets/{backend.I2V_NAME}" and ship == "i2v" and "--cut-keys" in flags
+    carry = gpu_train.pack(None, None, flags, tmp_path / "carry", ship=ship, tracked=tracked)
+    packed = json.loads((carry / "flags.json").read_text())
+    assert packed["init"] == tracked and not list(carry.glob("init.*"))
+    small = list(flags) + ["--fresh", "1"]
+    small[small.index("--batch") + 1] = "2"
+    small.remove("--bf16")                                                   # CPU autocast is slow, not wrong
+    (carry / "flags.json").write_text(json.dumps({**packed, "flags": small}))
+    out = gpu_train.train(carry, tmp_path / "out", 0, "cpu", max_steps=2, scratch=tmp_path)
+    assert out.name == backend.I2V_NAME
+    dit = backend.load_dit(backend.ASSETS / "toy_dit.safetensors")
+    sent, shipped = load_adapter(dit, out), load_adapter(dit, backend.ASSETS / backend.I2V_NAME)
+    assert sent.cfg == shipped.cfg
+    gap = max(float((sent.state_dict()[k] - v).abs().max()) for k, v in shipped.state_dict().items())
+    assert 0 < gap < 0.05, gap                                               # two steps on from the shipped model
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert f"initialised from {gpu_train.REPO / tracked}" in log and "cut keys 1" in log

@@ -252,9 +252,9 @@ class ToyBackend:
         return denoise
 
     def _cards(self, plan) -> list[tuple[str, float, int]]:
-        """[(caption, start s, first latent frame)] per run of latent frames that see the same captions (gate >= 0.5; of a storyboard's
-        cards, the one with the largest gate, the earlier on a tie, as training lays out a frame by its mean time):
-        a storyboard's cards, each from its first latent frame's first pixel frame."""
+        """[(caption, start s, first latent frame)] per run of latent frames that see the same captions (gate >= 0.5;
+        of a storyboard's cards, the one with the largest gate, the earlier on a tie, as training lays out a frame by
+        its mean time): a storyboard's cards, each from its first latent frame's first pixel frame."""
         gates = plan.segment_gates()                                                  # (F, n_segments)
         opened, cards = gates >= 0.5, [i for i, s in enumerate(plan.segments) if s.card is not None]
         if cards:   # a frame across a cut sees both cards in part: it shows one scene

@@ -165,7 +165,8 @@ def encode_clips(rng, vae, text, spec, w: int, h: int, n: int, k: int, simple: b
     for zi, clip, segs, pair, spans, rate in zip(z, clips, metas, pairs, stories, rates):
         soft = float(rng.choice([0, 0, 2, 4]))
         gates = segment_gates(segs, spec, n, F_, soft)
-        cuts = [spec.latent_index(a) for (before, _, _), (c, a, _) in zip(segs, segs[1:]) if keyed and new_scene(before, c)]
+        cuts = [spec.latent_index(a) for (before, _, _), (c, a, _) in zip(segs, segs[1:])
+                if keyed and new_scene(before, c)]
         out.append({"z": zi, "mask": object_mask(clip, spec).to(zi.device), "pairs": pair, "cuts": cuts,
                     "segs": [(text(c), g) for (c, _, _), g in zip(segs, gates)],
                     # the layout (engine/backends/toy/layout.py): its objects' centres per latent frame, each
