@@ -159,21 +159,44 @@ def test_a_grounded_layout_says_each_blobs_colour_and_shape_where_that_object_is
         blobs([(10, 10, 5)], 64, 64, f, channels=3)
 
 
-def test_a_plain_layout_model_goes_on_grounded_unchanged_whatever_the_new_channels_say(tmp_path):
-    """fit_layout (train --init) and load_lora (train --init-lora) widen a plain layout input with zero columns, so a
-    grounded run starts as the plain model it continues."""
+def test_a_silhouette_layout_holds_each_objects_share_of_each_latent_cell_as_the_world_draws_it():
+    """SILHOUETTE: the grounded layout, then per object the share of each latent cell it covers: the object's own
+    pixels in the rendered frame, pooled per cell (so a square's corners differ from a circle's)."""
+    from engine.backends.toy.layout import GROUNDED, SILHOUETTE
+    f = toy_spec().spatial_factor
+    for shape in world.SHAPES:
+        obj = world.ObjectSpec(shape, "red", "large", "right", 0.31, 0.47)
+        scene = world.SceneSpec("white", (obj,))
+        lay = scene_layout(scene, 112, 64, f, channels=SILHOUETTE)
+        assert lay.shape == (SILHOUETTE, 64 // f, 112 // f)
+        assert np.array_equal(lay[:GROUNDED], scene_layout(scene, 112, 64, f, channels=GROUNDED))
+        frame = world.render(scene, 112, 64, 8.0, 1)[0].astype(np.float32)
+        bg, red = world.BACKGROUNDS["white"][1], world.COLORS["red"][1]
+        alpha = (bg - frame[..., 1]) / (bg - red)                            # red on white: green falls
+        pooled = alpha.reshape(64 // f, f, 112 // f, f).mean((1, 3))
+        assert np.abs(lay[GROUNDED] - pooled).max() < 0.01 and not lay[GROUNDED + 1].any()
+        side = world.object_side(obj, 112, 64)
+        area = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5}[shape] * side * side / f ** 2
+        assert abs(lay[GROUNDED].sum() - area) < 0.05 * area, shape
+
+
+@pytest.mark.parametrize("narrow, wide", [("CHANNELS", "GROUNDED"), ("GROUNDED", "SILHOUETTE")])
+def test_a_plain_layout_model_goes_on_grounded_unchanged_whatever_the_new_channels_say(tmp_path, narrow, wide):
+    """fit_layout (train --init) and load_lora (train --init-lora) widen a layout input with zero columns, so a
+    grounded (or silhouette) run starts as the plain (or grounded) model it continues."""
+    from engine.backends.toy import layout
     from engine.backends.toy.adapter import load_lora, lora_model, lora_tensors
     from engine.backends.toy.backend import write_weights
-    from engine.backends.toy.layout import GROUNDED
     from engine.backends.toy.model import fit_layout
+    small, big = getattr(layout, narrow), getattr(layout, wide)
     torch.manual_seed(2)
-    plain = DiT(DiTConfig(**{**TINY.__dict__, "layout": CHANNELS}))
+    plain = DiT(DiTConfig(**{**TINY.__dict__, "layout": small}))
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    gcfg = DiTConfig(**{**TINY.__dict__, "layout": GROUNDED})
+    gcfg = DiTConfig(**{**TINY.__dict__, "layout": big})
     x, t, txt, gate = torch.randn(2, 16, 1, 8, 8), torch.full((2, 1), 0.9), torch.randn(2, 4, 384), torch.ones(2, 1, 4)
-    lay = torch.rand(2, CHANNELS, 1, 8, 8)
-    told = torch.cat([lay, torch.rand(2, GROUNDED - CHANNELS, 1, 8, 8)], 1)
+    lay = torch.rand(2, small, 1, 8, 8)
+    told = torch.cat([lay, torch.rand(2, big - small, 1, 8, 8)], 1)
     grounded = DiT(gcfg)
     grounded.load_state_dict(fit_layout(plain.state_dict(), gcfg))
     lora = lora_model(copy.deepcopy(plain), 4)   # peft wraps in place
@@ -289,12 +312,12 @@ def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_tr
 
     from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
     from engine.backends.toy.train import Run
-    from engine.backends.toy.layout import GROUNDED
+    from engine.backends.toy.layout import GROUNDED, SILHOUETTE
     from engine.backends.toy.train_dit import build_models
     shipped = ToyBackend.load().keyframe   # its layout plain or grounded: the run's is the same
     args = argparse.Namespace(patch=0, pooled_text=False, lr=1e-3, init=ASSETS / "toy_dit.safetensors", lora=8,
-                              layout=True, grounded=shipped.cfg.layout == GROUNDED, init_lora=ASSETS / KEY_NAME,
-                              layout_lr=10.0)
+                              layout=True, grounded=shipped.cfg.layout >= GROUNDED,
+                              silhouette=shipped.cfg.layout == SILHOUETTE, init_lora=ASSETS / KEY_NAME, layout_lr=10.0)
     cfg, model, opt, ema = build_models(args, Run(str(tmp_path), 1), "cpu")
     held = {id(p) for g in opt.param_groups for p in g["params"]}
     assert cfg.layout == (shipped.cfg.layout or CHANNELS) and held == {

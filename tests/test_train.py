@@ -142,7 +142,7 @@ def test_pooled_text_can_be_added_to_shipped_weights_and_starts_as_no_change(tmp
     from engine.backends.toy.train import Run
     from engine.backends.toy.train_dit import build_models
     args = argparse.Namespace(patch=0, pooled_text=True, lr=1e-4, init=ASSETS / "toy_dit.safetensors", lora=0,
-                              layout=False, grounded=False, init_lora=None, layout_lr=1.0)
+                              layout=False, grounded=False, silhouette=False, init_lora=None, layout_lr=1.0)
     cfg, model, _, ema = build_models(args, Run(str(tmp_path), 1), "cpu")
     assert cfg.pooled_text and hasattr(model, "text_pool")
     shipped = load_dit()
@@ -153,7 +153,7 @@ def test_pooled_text_can_be_added_to_shipped_weights_and_starts_as_no_change(tmp
         assert torch.equal(ema.eval()(x, t, text, gate), model(x, t, text, gate))
     # --lora 8: the same start, and the optimiser holds the LoRA factors alone
     args = argparse.Namespace(patch=0, pooled_text=False, lr=1e-3, init=ASSETS / "toy_dit.safetensors", lora=8,
-                              layout=False, grounded=False, init_lora=None, layout_lr=1.0)
+                              layout=False, grounded=False, silhouette=False, init_lora=None, layout_lr=1.0)
     _, lora, opt, lema = build_models(args, Run(str(tmp_path / "lora"), 1), "cpu")
     held = {id(p) for g in opt.param_groups for p in g["params"]}
     assert held == {id(p) for n, p in lora.named_parameters() if "lora_" in n}

@@ -23,6 +23,7 @@ from engine.backends.toy import world
 CHANNELS = 2   # one per object, in caption order: the world holds one or two
 ATTRIBUTES = (*world.COLORS, *world.SHAPES)   # a grounded layout's further channels, in this order
 GROUNDED = CHANNELS + len(ATTRIBUTES)
+SILHOUETTE = GROUNDED + CHANNELS   # and then each object's share of each latent cell: its outline, corners and all
 # blob sigma as a share of the object's side: at 1/4 a small object's blob fell between latent cells (8 px) and
 # read as little as 0.2 at the nearest one (run lay1, assets/MODEL_CARD.md); at 1/2 every cell near it reads >= 0.68
 SIGMA = 0.5
@@ -33,14 +34,24 @@ def attributes(obj: world.ObjectSpec) -> np.ndarray:
     return np.array([a in (obj.color, obj.shape) for a in ATTRIBUTES], np.float32)
 
 
+def silhouette(shape: str, cx: float, cy: float, side: float, width: int, height: int, factor: int) -> np.ndarray:
+    """(height/factor, width/factor) the share of each latent cell an object covers, from the world's own
+    anti-aliased drawing (world._coverage) pooled over each cell's pixels."""
+    cov, origin = world._coverage(shape, side, np.array([[cx, cy]], np.float64))
+    canvas = np.zeros((1, height, width, 1), np.float32)
+    world._paste(canvas, cov, origin, (1.0,))
+    return canvas[0, :, :, 0].reshape(height // factor, factor, width // factor, factor).mean((1, 3))
+
+
 def blobs(objects: list[tuple[float, float, float]], width: int, height: int, factor: int,
-          channels: int = CHANNELS, kinds: list[np.ndarray] | None = None) -> np.ndarray:
+          channels: int = CHANNELS, kinds: list[np.ndarray] | None = None,
+          shapes: list[str] | None = None) -> np.ndarray:
     """objects [(cx, cy, side) in pixels] -> (channels, height/factor, width/factor) float32 maps in [0, 1]:
     a Gaussian of sigma SIGMA * side at each centre, sampled at the latent cells' centres; objects past
     CHANNELS are left out. channels GROUNDED: then each ATTRIBUTES channel too, the largest of the blobs of
-    the objects whose `kinds` (attributes()) have it."""
-    if channels not in (CHANNELS, GROUNDED):
-        raise ValueError(f"a layout has {CHANNELS} or {GROUNDED} channels, not {channels}")
+    the objects whose `kinds` (attributes()) have it; SILHOUETTE: then each object's silhouette (its `shapes`)."""
+    if channels not in (CHANNELS, GROUNDED, SILHOUETTE):
+        raise ValueError(f"a layout has {CHANNELS}, {GROUNDED} or {SILHOUETTE} channels, not {channels}")
     h, w = height // factor, width // factor
     ys, xs = (np.arange(h) + 0.5) * factor, (np.arange(w) + 0.5) * factor
     maps = np.zeros((CHANNELS, h, w), np.float32)
@@ -51,7 +62,13 @@ def blobs(objects: list[tuple[float, float, float]], width: int, height: int, fa
         return maps
     kind = np.zeros((CHANNELS, len(ATTRIBUTES)), np.float32)
     kind[:len(kinds[:CHANNELS])] = kinds[:CHANNELS]
-    return np.concatenate([maps, (maps[:, None] * kind[:, :, None, None]).max(0)])
+    grounded = np.concatenate([maps, (maps[:, None] * kind[:, :, None, None]).max(0)])
+    if channels == GROUNDED:
+        return grounded
+    outline = np.zeros((CHANNELS, h, w), np.float32)
+    for k, ((cx, cy, side), shape) in enumerate(zip(objects[:CHANNELS], shapes)):
+        outline[k] = silhouette(shape, cx, cy, side, width, height, factor)
+    return np.concatenate([grounded, outline])
 
 
 def scene_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t: float = 0.0,
@@ -59,7 +76,8 @@ def scene_layout(scene: world.SceneSpec, width: int, height: int, factor: int, t
     """(channels, h, w) the layout of a scene's objects at time t (s), in the order its caption names them."""
     objs = [(*world.centres(o, width, height, np.array([t]))[0], world.object_side(o, width, height))
             for o in scene.objects]
-    return blobs(objs, width, height, factor, channels, [attributes(o) for o in scene.objects])
+    return blobs(objs, width, height, factor, channels, [attributes(o) for o in scene.objects],
+                 [o.shape for o in scene.objects])
 
 
 def track_layout(scene: world.SceneSpec, width: int, height: int, factor: int, times: np.ndarray,

@@ -296,6 +296,8 @@ def main(argv=None):
                     help="dit: keyframes are told where their objects start (engine/backends/toy/layout.py), a blob each")
     ap.add_argument("--grounded", action="store_true",
                     help="dit: the layout says each blob's colour and shape too (a channel each; implies --layout)")
+    ap.add_argument("--silhouette", action="store_true",
+                    help="dit: and each object's share of each latent cell, its outline (a channel each; implies --grounded)")
     ap.add_argument("--layout-drop", type=float, default=0.15,
                     help="dit: share of keyframes trained with an empty layout, as a prompt the planner cannot place")
     ap.add_argument("--layout-lr", type=float, default=1.0,

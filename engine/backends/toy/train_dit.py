@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.backends.toy import world
-from engine.backends.toy.layout import CHANNELS, GROUNDED, frame_times, new_scene, story_layout
+from engine.backends.toy.layout import CHANNELS, GROUNDED, SILHOUETTE, frame_times, new_scene, story_layout
 from engine.backends.toy.model import DiT, DiTConfig, fit_layout
 from engine.backends.toy.train import ASSETS, SIZES, Run, export
 from engine.plan import Grid, span_gate
@@ -329,7 +329,8 @@ def parse_buckets(text: str | None) -> tuple[tuple[int, int, int, float], ...]:
 def dit_config(args) -> DiTConfig:
     """The shipped recipe's config, changed only by the ablation flags given."""
     return dataclasses.replace(DIT_CONFIG, patch=args.patch or DIT_CONFIG.patch, pooled_text=args.pooled_text,
-                               layout=GROUNDED if args.grounded else CHANNELS if args.layout else 0)
+                               layout=SILHOUETTE if args.silhouette else GROUNDED if args.grounded
+                               else CHANNELS if args.layout else 0)
 
 
 def probe_now(ema, clips, encoder, run):
