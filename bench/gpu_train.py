@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 # name -> (training flags, weights it starts from in the tracked tree (None: a run's, or scratch), what it sends back:
 # "i2v" the image-to-video file as assets/ store it, "dit" the exported DiT)
 RECIPES = {
-    # the shipped image-to-video model continued (model card, issue 20, sessions 23-24), a GPU's batch
-    "i2v": (["--lora", "8", "--i2v", "1.0", "--cut-keys", "1.0", "--grounded", "--layout-lr", "10", "--batch", "32",
+    # the shipped image-to-video model continued as sessions 23-24 did on the CPU (gi2, gi3), at a GPU's batch
+    "i2v": (["--lora", "8", "--i2v", "1.0", "--grounded", "--layout-lr", "10", "--batch", "32",
              "--fresh", "8", "--bf16", "--probe-every", "0", "--seed", "31"], "assets/toy_dit_i2v.safetensors", "i2v"),
     # session 21's candidate: a keyframe model of 1x1 latent patches from scratch (runs/kz_p1 on the CPU), 32 x 4
     # frames a step

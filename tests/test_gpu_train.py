@@ -101,7 +101,7 @@ def test_gpu_train_default_recipe_goes_on_with_the_shipped_image_to_video_model_
     from engine.backends.toy import backend
     from engine.backends.toy.adapter import load_adapter
     flags, tracked, ship = gpu_train.RECIPES[gpu_train.RECIPE]
-    assert tracked == f"assets/{backend.I2V_NAME}" and ship == "i2v" and "--cut-keys" in flags
+    assert tracked == f"assets/{backend.I2V_NAME}" and ship == "i2v" and "--grounded" in flags
     carry = gpu_train.pack(None, None, flags, tmp_path / "carry", ship=ship, tracked=tracked)
     packed = json.loads((carry / "flags.json").read_text())
     assert packed["init"] == tracked and not list(carry.glob("init.*"))
@@ -117,4 +117,4 @@ def test_gpu_train_default_recipe_goes_on_with_the_shipped_image_to_video_model_
     gap = max(float((sent.state_dict()[k] - v).abs().max()) for k, v in shipped.state_dict().items())
     assert 0 < gap < 0.05, gap                                               # two steps on from the shipped model
     log = (tmp_path / "out" / "log.txt").read_text()
-    assert f"initialised from {gpu_train.REPO / tracked}" in log and "cut keys 1" in log
+    assert f"initialised from {gpu_train.REPO / tracked}" in log and "layout 11 channels" in log
