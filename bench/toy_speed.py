@@ -4,6 +4,8 @@ Goal (issue 3): <= 2 s wall on 2 CPU cores, i.e. a real-time factor >= 1, and pe
 Prints the median of several runs (this machine is noisy) and the real-time factor.
 
     python bench/toy_speed.py [--runs 5] [--aspect 16:9]
+
+It also prints what a storyboard's cut keyframes cost (ToyBackend.key_cuts).
 """
 from __future__ import annotations
 
@@ -64,7 +66,32 @@ def main():
     if "guided at every step" in med:
         print(f"the second pass's guidance floor ({backend.continue_floor}) costs "
               f"{med['as shipped'] / med['guided at every step']:.2f}x guidance at every step")
+    if getattr(backend, "key_cuts", False):
+        storyboard_cost(backend, settings, a.runs)
     print(f"peak RSS {rss_gb:.2f} GB (goal <= 2 GB: {'met' if rss_gb <= 2 else 'not met'})")
+
+
+def storyboard_cost(backend, settings, runs: int):
+    """A 3 s storyboard of three cards, each a new scene: as shipped (a keyframe drawn at each of its two cuts,
+    ToyBackend.cuts) against one keyframe, interleaved."""
+    import copy
+    from engine.api import generate
+    from engine.timeline import TextCard, Timeline
+    cards = ["a red ball moving left on a white background", "a blue square moving up on a black background",
+             "a small green triangle moving right on a gray background"]
+    tl = Timeline(duration_s=3, fps=8, resolution=64, cards=[TextCard(i, i + 1, c) for i, c in enumerate(cards)])
+    one = copy.copy(backend)
+    one.key_cuts = False
+    times = {"cuts": [], "one": []}
+    generate(tl, one, settings)
+    for k in range(runs):
+        for name, b in (("cuts", backend), ("one", one)):
+            t = time.perf_counter()
+            generate(tl.replace(seed=k), b, settings)
+            times[name].append(time.perf_counter() - t)
+    cuts, one_s = statistics.median(times["cuts"]), statistics.median(times["one"])
+    print(f"storyboard, 3 cards over 3 s: {cuts:.2f} s with a keyframe at each cut, {one_s:.2f} s with one "
+          f"({cuts / one_s:.2f}x); real-time factor {3.0 / cuts:.2f}x")
 
 
 if __name__ == "__main__":
