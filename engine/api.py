@@ -131,8 +131,8 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
                       keyframe_frames=getattr(backend, "keyframe_frames", 0),
                       keyframe=backend.keyframe_denoiser(plan, tl.seed, tl.variations)
                       if hasattr(backend, "keyframe_denoiser") else getattr(backend, "denoise_keyframe", None),
-                      cuts={j: backend.keyframe_denoiser(plan, tl.seed, tl.variations, frame=j)
-                            for j in backend.cuts(plan)} if hasattr(backend, "cuts") else None,
+                      cuts={j: (plan.window(f, 1), backend.keyframe_denoiser(plan, tl.seed, tl.variations, frame=f))
+                            for j, f in shot_cuts(backend, plan)},
                       continue_floor=getattr(backend, "continue_floor", 0.0),
                       redraw_from=getattr(backend, "redraw_from", 1.0)) if kf else sampler.sample
         x = run(backend.denoise, plan, sigmas, settings.guidance, noise=noise,
@@ -145,11 +145,18 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
     return plan, x
 
 
-def decode_frames(backend, latents: torch.Tensor, n_frames: int) -> list[np.ndarray]:
-    """(B, C, F, h, w) -> B clips (N, H, W, 3) uint8."""
+def shot_cuts(backend, plan) -> list[tuple[int, int]]:
+    """[(latent frame that starts a shot, the frame its keyframe is drawn as)] where a backend that samples keyframe
+    first says a storyboard cuts to a new scene (ToyBackend.cuts); [] elsewhere."""
+    return backend.cuts(plan) if getattr(backend, "keyframe_first", False) and hasattr(backend, "cuts") else []
+
+
+def decode_frames(backend, latents: torch.Tensor, n_frames: int, shots: list[int] = ()) -> list[np.ndarray]:
+    """(B, C, F, h, w) -> B clips (N, H, W, 3) uint8; shots: latent frames that start a new shot (shot_cuts), for a
+    backend whose decoder takes them."""
     from engine.video_io import from_tensor
     with torch.no_grad():
-        pixels = backend.decode(latents)                                       # (B, 3, N, H, W)
+        pixels = backend.decode(latents, shots=tuple(shots)) if shots else backend.decode(latents)  # (B, 3, N, H, W)
         # to uint8 where the pixels are (a GPU's): a quarter of float32's bytes cross to the host
         return [from_tensor(p[:, :n_frames]) for p in pixels]
 
@@ -206,7 +213,7 @@ def generate(tl: Timeline, backend=None, settings: Settings | None = None, callb
     plan, x = generate_latents(tl, backend, settings, callback, cancel)
     grid = plan.grid
     check_cancel(cancel, "before decoding")
-    clips = decode_frames(backend, x, grid.out_frames)
+    clips = decode_frames(backend, x, grid.out_frames, [j for j, _ in shot_cuts(backend, plan)])
     check_cancel(cancel, "after decoding")
     return [assemble(tl, c, (grid.width, grid.height), cancel) for c in clips]
 

@@ -135,7 +135,7 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
                           batch: int = 1, callback: Callable[[dict], None] | None = None,
                           i2v: Denoiser | None = None, keyframe_frames: int = 0, keyframe: Denoiser | None = None,
                           continue_floor: float = 0.0, redraw_from: float = 1.0,
-                          cuts: dict[int, Denoiser] | None = None, **kw) -> torch.Tensor:
+                          cuts: dict[int, tuple] | None = None, **kw) -> torch.Tensor:
     """Emu Video's factorisation -> latents (B, C, F, h, w): sample the plan, keep each variation's first
     latent frame, and sample again with it frozen (image-to-video from the model's own keyframe).
 
@@ -149,11 +149,11 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     `keyframe_frames` > 0: the keyframe pass samples only the plan's first that many latent frames
     (a cheaper pass for a model trained on them: 28 tokens instead of 252 for 2 s of 112x64), from the same
     noise. `continue_floor`: the second pass's guidance_floor (see sample): it continues a keyframe already
-    laid out. `cuts`: {latent frame j: its keyframe denoiser} for each frame that starts a new shot (a
-    storyboard's cut to a new scene), each drawn as a keyframe of its own (plan.window(j, 1), from frame j's
-    noise) and kept frozen in the second pass beside the first: the image-to-video model continues every shot
-    from a frame, not only the first. The callback counts both passes' steps as one run (steps 1 .. 2n of 2n;
-    the cuts' keyframes are not counted).
+    laid out. `cuts`: {latent frame j: (a one-frame plan, its denoiser)} for each frame that starts a new shot
+    (a storyboard's cut to a new scene), each drawn as a keyframe of its own (e.g. plan.window(f, 1), the shot's
+    first frame as a clip's first) from frame j's noise and kept frozen at j in the second pass beside the first:
+    the image-to-video model continues every shot from a frame, not only the first. The callback counts both
+    passes' steps as one run (steps 1 .. 2n of 2n; the cuts' keyframes are not counted).
     """
     i2v = i2v or denoiser
     if noise is None:
@@ -173,8 +173,8 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     known[:, :, 0] = first[:, :, 0]
     s = plan.start_level.clone()
     s[0] = 0
-    for j, model in (cuts or {}).items():   # a cut's frame drawn as a first frame: a still of one pixel frame
-        known[:, :, j] = sample(model, plan.window(j, 1), sigmas, guidance, noise=noise[:, :, j:j + 1], **kw)[:, :, 0]
+    for j, (shot, model) in (cuts or {}).items():   # a cut's frame drawn as a first frame: a still of one pixel frame
+        known[:, :, j] = sample(model, shot, sigmas, guidance, noise=noise[:, :, j:j + 1], **kw)[:, :, 0]
         s[j] = 0
     return sample(i2v, plan, sigmas, guidance, noise=noise, callback=counted(n), known=known,
                   start_level=s, guidance_floor=continue_floor, **kw)

@@ -490,7 +490,11 @@ def test_a_storyboards_cut_to_a_new_scene_is_drawn_as_a_keyframe_told_that_cards
     b.key_cuts = True
     spec = toy_spec()
     third = next(f for f in range(plan.grid.latent_frames) if spec.pixel_range(f)[0] >= 16)   # all its frames 2 s on
-    assert b.cuts(plan) == [third]
+    assert spec.pixel_range(third - 1) == (15, 17)        # the cut at pixel frame 16 falls inside the frame before
+    assert b.cuts(plan) == [(third - 1, third)]
+    odd = plan_mod.compile(tl.replace(cards=[cards[0], TextCard(1, 17 / 8, cards[1].text),
+                                             TextCard(17 / 8, 3, cards[2].text)]), b)
+    assert b.cuts(odd) == [(third, third)]                           # a cut on a frame's first pixel frame: that frame
     generate_latents(tl, b, Settings(steps=2, guidance=1.0))
     assert len(key_seen) == 4 and len(seen) == 2                     # two steps for the keyframe, two for the cut
     lay, red, blue = seen[0][0], CHANNELS + ATTRIBUTES.index("red"), CHANNELS + ATTRIBUTES.index("blue")

@@ -340,26 +340,30 @@ def test_a_remix_from_redraw_from_up_is_drawn_keyframe_first_from_its_source():
 
 
 def test_a_cut_is_drawn_as_a_keyframe_of_its_own_from_its_frames_noise_and_kept_through_the_second_pass():
-    """cuts={j: denoiser}: frame j is drawn alone (one latent frame, from noise[:, :, j]) by its own denoiser, then
-    frozen beside the keyframe while the image-to-video model draws every other frame, seeing both clean."""
+    """cuts={j: (plan, denoiser)}: frame j is drawn alone (that one-frame plan, from noise[:, :, j]) by its own
+    denoiser, then frozen beside the keyframe while the image-to-video model draws every other frame, seeing both
+    clean."""
     p = fake_plan(F=6)
     g = torch.Generator().manual_seed(13)
     a, b, c = (torch.randn(2, *p.known.shape, generator=g) for _ in range(3))
     noise = torch.randn(2, *p.known.shape, generator=g)
     out = sample_keyframe_first(perfect(a), p, schedule(6), noise=noise, i2v=perfect(b), keyframe_frames=1,
-                                cuts={3: perfect(c[:, :, 3:4])})
+                                cuts={3: (p.window(3, 1), perfect(c[:, :, 3:4]))})
     torch.testing.assert_close(out[:, :, 0], a[:, :, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, :, 3], c[:, :, 3], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, :, [1, 2, 4, 5]], b[:, :, [1, 2, 4, 5]], atol=1e-5, rtol=1e-5)
     seen = []
     den = {n: (lambda n: lambda x, t, tx, gt: seen.append((n, x.clone(), t.clone())) or smooth(x, t, tx, gt))(n)
            for n in ("key", "cut", "i2v")}
+    shot = p.window(4, 1)                                                      # drawn as frame 4 sees it, kept at 3
+    shot.gate = shot.gate * 0.5
     out = sample_keyframe_first(den["key"], p, schedule(4), 2.0, noise=noise, i2v=den["i2v"], keyframe_frames=1,
-                                cuts={3: den["cut"]})
+                                cuts={3: (shot, den["cut"])})
     assert [n for n, _, _ in seen] == ["key"] * 4 + ["cut"] * 4 + ["i2v"] * 4
     cut = [(x, t) for n, x, t in seen if n == "cut"]
     assert all(x.shape[2] == 1 for x, _ in cut) and torch.equal(cut[0][0][:2], noise[:, :, 3:4])
     for _, x, t in seen[8:]:                                                   # the second pass sees both clean
         assert (t[:, [0, 3]] == 0).all() and (t[:, [1, 2, 4, 5]] > 0).all()
-    drawn = sample(den["cut"], p.window(3, 1), schedule(4), 2.0, noise=noise[:, :, 3:4])
+    drawn = sample(den["cut"], shot, schedule(4), 2.0, noise=noise[:, :, 3:4])
     torch.testing.assert_close(out[:, :, 3:4], drawn)                         # kept exactly as drawn
+    assert not torch.allclose(drawn, sample(den["cut"], p.window(3, 1), schedule(4), 2.0, noise=noise[:, :, 3:4]))

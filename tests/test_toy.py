@@ -68,6 +68,28 @@ def test_decoder_context_reaches_exactly_one_latent_each_side_and_widening_chang
         widen_decoder(new.state_dict(), old.cfg)
 
 
+def test_the_decoders_context_stops_at_a_shot_and_each_shot_decodes_as_a_clip_of_its_own():
+    """decode(z, shots): no latent frame's context reaches across a shot's first frame (a storyboard's cut, where
+    the scene before would show through), each shot decodes as the clip it is alone, and none given is as before."""
+    torch.manual_seed(0)
+    vae = VideoAE(VAEConfig(decoder_context=1)).eval()
+    spec = toy_spec()
+    z = torch.randn(1, 16, 6, 4, 4)
+    with torch.no_grad():
+        y = vae.decode(z, shots=(3,))
+        z2 = z.clone()
+        z2[:, :, 2] += 1                                                    # the last frame before the cut
+        y2 = vae.decode(z2, shots=(3,))
+        cut = spec.pixel_range(3)[0]
+        assert torch.equal(y[:, :, cut:], y2[:, :, cut:])
+        assert not torch.equal(vae.decode(z)[:, :, cut:], vae.decode(z2)[:, :, cut:])
+        # the shot from frame 3 decodes as a clip of its own, but for its first latent frame's two pixel frames
+        alone = vae.decode(z[:, :, 3:])                                     # (its first: one pixel frame)
+        torch.testing.assert_close(y[:, :, spec.pixel_range(4)[0]:], alone[:, :, 1:], atol=1e-5, rtol=0)
+        torch.testing.assert_close(y[:, :, :spec.pixel_range(2)[1]], vae.decode(z[:, :, :3]), atol=1e-5, rtol=0)
+        assert torch.equal(vae.decode(z, shots=()), vae.decode(z))
+
+
 def test_minilm_gives_per_token_embeddings():
     enc = MiniLM()
     (tok, mask), (etok, emask) = enc.encode(["a small red circle moving left", ""])

@@ -184,9 +184,10 @@ class ToyBackend:
         return self.vae.encode(pixels.to(self.device, torch.float32))
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, 16, F, h, w) -> (B, 3, N, 8h, 8w) in [-1, 1]."""
-        return self.vae.decode(latents.to(self.device, torch.float32))
+    def decode(self, latents: torch.Tensor, shots: tuple[int, ...] = ()) -> torch.Tensor:
+        """(B, 16, F, h, w) -> (B, 3, N, 8h, 8w) in [-1, 1]; shots: latent frames that start a new shot (`cuts`),
+        decoded as a clip's start is: the decoder's view of its neighbours stops at the cut, so none shows through."""
+        return self.vae.decode(latents.to(self.device, torch.float32), tuple(shots))
 
     @torch.no_grad()
     def denoise(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -207,15 +208,23 @@ class ToyBackend:
         return self._with_layout(self.keyframe if self.keyframe is not None else self.dit, plan, seed, variations,
                                  self.denoise_keyframe, whole=frame > 0, frame=frame)
 
-    def cuts(self, plan) -> list[int]:
-        """The latent frames where a storyboard of text cards alone cuts to a new scene (`key_cuts`; else none):
-        the first frame of each card after the first whose caption does not name the scene of the card before it
-        (layout.new_scene). The sampler draws a keyframe there."""
+    def cuts(self, plan) -> list[tuple[int, int]]:
+        """Where a storyboard of text cards alone cuts to a new scene (`key_cuts`; else none): [(j, f)] for each card
+        after the first whose caption does not name the scene of the card before it (layout.new_scene), f its first
+        latent frame and j the first that shows it (f - 1 where the cut falls inside that frame: half its pixel
+        frames are the card's). The sampler draws the card's keyframe as frame f alone sees it and keeps it at j,
+        so the shot starts clean at the cut, not from a frame drawn half in either scene."""
         from engine.backends.toy.layout import new_scene
         if not self.key_cuts or not bool((plan.start_level == 1).all()):   # media (a blend's, a remix's) lead
             return []
-        cards = self._cards(plan)
-        return [f for (before, _, _), (text, _, f) in zip(cards, cards[1:]) if new_scene(before, text)]
+        gates, cards = plan.segment_gates(), self._cards(plan)                        # (F, n_segments)
+        story = [i for i, s in enumerate(plan.segments) if s.card is not None]
+        out = []
+        for (before, _, e), (text, _, f) in zip(cards, cards[1:]):
+            if new_scene(before, text):
+                card = story[int(gates[f, story].argmax())]
+                out.append((f - 1 if f - 1 > e and gates[f - 1, card] >= 0.5 else f, f))
+        return out
 
     def i2v_denoiser(self, plan, seed: int, variations: int = 1):
         """The image-to-video pass's denoiser for `plan`: with layouts along the same planned paths as the

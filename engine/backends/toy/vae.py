@@ -100,19 +100,24 @@ class VideoAE(nn.Module):
         z = self.encode_raw(x)
         return (z - self.shift[:, None, None, None]) / self.scale[:, None, None, None]
 
-    def with_context(self, z: torch.Tensor) -> torch.Tensor:
+    def with_context(self, z: torch.Tensor, shots: tuple[int, ...] = ()) -> torch.Tensor:
         """(B, C, F, h, w) -> (B, (2k+1)*C, F, h, w): each latent frame with its k neighbours each side
-        (edges repeated), neighbour-major so channels [k*C, (k+1)*C) are the frame itself."""
+        (edges repeated), neighbour-major so channels [k*C, (k+1)*C) are the frame itself. shots: latent frames
+        that start a new shot (a storyboard's cut): no frame's context reaches across one, as at the clip's ends."""
         k, F_ = self.cfg.decoder_context, z.shape[2]
         if not k:
             return z
-        idx = (torch.arange(F_)[:, None] + torch.arange(-k, k + 1)[None]).clamp(0, F_ - 1).to(z.device)  # (F, 2k+1)
+        bounds = torch.tensor([0, *sorted(shots), F_])
+        shot = torch.bucketize(torch.arange(F_), bounds[1:], right=True)                # (F,) each frame's shot
+        lo, hi = bounds[shot], bounds[shot + 1] - 1
+        idx = (torch.arange(F_)[:, None] + torch.arange(-k, k + 1)[None])                # (F, 2k+1)
+        idx = torch.maximum(torch.minimum(idx, hi[:, None]), lo[:, None]).to(z.device)
         return rearrange(z[:, :, idx], "b c f k h w -> b (k c) f h w")
 
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, C, F, h, w) raw latents -> (B, 3, N, H, W), N = 1 + (F-1)*tf."""
+    def decode_raw(self, z: torch.Tensor, shots: tuple[int, ...] = ()) -> torch.Tensor:
+        """(B, C, F, h, w) raw latents -> (B, 3, N, H, W), N = 1 + (F-1)*tf; shots: as with_context."""
         B, tf = z.shape[0], self.cfg.temporal_factor
-        y = self.decoder(rearrange(self.with_context(z), "b c f h w -> (b f) c h w"))   # (B*F, 3*tf, H, W)
+        y = self.decoder(rearrange(self.with_context(z, shots), "b c f h w -> (b f) c h w"))   # (B*F, 3*tf, H, W)
         y = rearrange(y, "(b f) (t c) h w -> b c (f t) h w", b=B, t=tf)
         return y[:, :, tf - 1:]                                              # drop the first frame's copies
 
@@ -120,9 +125,9 @@ class VideoAE(nn.Module):
         """Normalised latents (B, C, F, h, w) -> the raw latents (B, C, F, h, w) the decoder reads."""
         return z * self.scale[:, None, None, None] + self.shift[:, None, None, None]
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents (B, C, F, h, w) -> (B, 3, N, H, W) in [-1, 1]."""
-        return self.decode_raw(self.raw(z)).clamp(-1, 1)
+    def decode(self, z: torch.Tensor, shots: tuple[int, ...] = ()) -> torch.Tensor:
+        """Normalised latents (B, C, F, h, w) -> (B, 3, N, H, W) in [-1, 1]; shots: as with_context."""
+        return self.decode_raw(self.raw(z), shots).clamp(-1, 1)
 
 
 def widen_decoder(state: dict, cfg: VAEConfig) -> dict:
