@@ -144,7 +144,7 @@ class ToyBackend:
     plan_stories = True
     # a storyboard's cut to a new scene gets its own keyframe, drawn by the keyframe model with that card's caption
     # and layout, and the image-to-video pass continues every shot from one (cuts; sampler.sample_keyframe_first):
-    # storyboard segments 58 -> 70 of 90 over three sets with the shipped weights (assets/MODEL_CARD.md, session 24)
+    # storyboard segments 58 -> 69 of 90 over three sets with the shipped weights (assets/MODEL_CARD.md, session 24)
     key_cuts = True
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
