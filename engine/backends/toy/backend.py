@@ -218,13 +218,8 @@ class ToyBackend:
         if not self.key_cuts or not bool((plan.start_level == 1).all()):   # media (a blend's, a remix's) lead
             return []
         gates, cards = plan.segment_gates(), self._cards(plan)                        # (F, n_segments)
-        story = [i for i, s in enumerate(plan.segments) if s.card is not None]
-        out = []
-        for (before, _, e), (text, _, f) in zip(cards, cards[1:]):
-            if new_scene(before, text):
-                card = story[int(gates[f, story].argmax())]
-                out.append((f - 1 if f - 1 > e and gates[f - 1, card] >= 0.5 else f, f))
-        return out
+        return [(f - 1 if f - 1 > e and gates[f - 1, card] >= 0.5 else f, f)
+                for (before, _, e, _), (text, _, f, card) in zip(cards, cards[1:]) if new_scene(before, text)]
 
     def i2v_denoiser(self, plan, seed: int, variations: int = 1):
         """The image-to-video pass's denoiser for `plan`: with layouts along the same planned paths as the
@@ -243,7 +238,7 @@ class ToyBackend:
         from engine.backends.toy.layout import frame_times, place_story, story_layout
         if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
             return plain
-        cards = [(text, start) for text, start, _ in self._cards(plan)]
+        cards = [(text, start) for text, start, _, _ in self._cards(plan)]
         if whole and len(cards) > 1 and not self.plan_stories:
             return plain
         cards = cards if whole else cards[:1]
@@ -260,12 +255,14 @@ class ToyBackend:
             return self._run(model, x, t, text, gate, rows)
         return denoise
 
-    def _cards(self, plan) -> list[tuple[str, float, int]]:
-        """[(caption, start s, first latent frame)] per run of latent frames that see the same captions (gate >= 0.5;
-        of a storyboard's cards, the one with the largest gate, the earlier on a tie, as training lays out a frame by
-        its mean time): a storyboard's cards, each from its first latent frame's first pixel frame."""
+    def _cards(self, plan) -> list[tuple[str, float, int, int | None]]:
+        """[(caption, start s, first latent frame, storyboard card's segment or None)] per run of latent frames that
+        see the same captions (gate >= 0.5; of a storyboard's cards, the one with the largest gate, the earlier on a
+        tie, as training lays out a frame by its mean time): a storyboard's cards, each from its first latent frame's
+        first pixel frame."""
         gates = plan.segment_gates()                                                  # (F, n_segments)
         opened, cards = gates >= 0.5, [i for i, s in enumerate(plan.segments) if s.card is not None]
+        best = None
         if cards:   # a frame across a cut sees both cards in part: it shows one scene
             best = np.array(cards)[gates[:, cards].argmax(1)]                         # (F,)
             opened[:, cards] = False
@@ -274,7 +271,8 @@ class ToyBackend:
         for f, row in enumerate(opened):
             if last is None or (row != last).any():
                 text = ". ".join(s.text for s, o in zip(plan.segments, row) if o and s.name != "empty")
-                out.append((text, self.spec.pixel_range(f)[0] / plan.grid.fps, f))
+                out.append((text, self.spec.pixel_range(f)[0] / plan.grid.fps, f,
+                            None if best is None else int(best[f])))
             last = row
         return out
 
