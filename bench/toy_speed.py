@@ -5,7 +5,8 @@ Prints the median of several runs (this machine is noisy) and the real-time fact
 
     python bench/toy_speed.py [--runs 5] [--aspect 16:9]
 
-It also prints what a storyboard's cut keyframes cost (ToyBackend.key_cuts).
+It also prints what the second pass's guide saves (ToyBackend.guide_level) and what a storyboard's cut keyframes
+cost (ToyBackend.key_cuts).
 """
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def main():
         every = copy.copy(backend)   # the same models and settings, one attribute changed
         every.continue_floor = 0.0
         runs["guided at every step"] = every
+    if getattr(backend, "guide_level", 1.0) < 1:   # the second pass drawn from pure noise, not refined from a guide
+        unguided = copy.copy(backend)
+        unguided.guide_level = 1.0
+        runs["no guide"] = unguided
     tl = ops.t2v("a small red circle moving left on a black background", 2.0, fps=8, resolution=64, aspect=a.aspect)
     settings = Settings()
     times = {name: [] for name in runs}
@@ -66,6 +71,9 @@ def main():
     if "guided at every step" in med:
         print(f"the second pass's guidance floor ({backend.continue_floor}) costs "
               f"{med['as shipped'] / med['guided at every step']:.2f}x guidance at every step")
+    if "no guide" in med:
+        print(f"refining the guide from {backend.guide_level} costs {med['as shipped'] / med['no guide']:.2f}x "
+              "drawing the second pass from pure noise")
     if getattr(backend, "key_cuts", False):
         storyboard_cost(backend, settings, a.runs)
     print(f"peak RSS {rss_gb:.2f} GB (goal <= 2 GB: {'met' if rss_gb <= 2 else 'not met'})")

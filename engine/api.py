@@ -133,6 +133,9 @@ def _generate_latents(tl: Timeline, backend, settings: Settings, callback=None, 
                       if hasattr(backend, "keyframe_denoiser") else getattr(backend, "denoise_keyframe", None),
                       cuts={j: (plan.window(f, 1), backend.keyframe_denoiser(plan, tl.seed, tl.variations, frame=f))
                             for j, f in shot_cuts(backend, plan)},
+                      keyframe_guidance=1 + (settings.guidance - 1) * getattr(backend, "keyframe_guidance", 1.0),
+                      guide=backend.guide(plan, tl.seed, tl.variations) if hasattr(backend, "guide") else None,
+                      guide_level=getattr(backend, "guide_level", 1.0),
                       continue_floor=getattr(backend, "continue_floor", 0.0),
                       redraw_from=getattr(backend, "redraw_from", 1.0)) if kf else sampler.sample
         x = run(backend.denoise, plan, sigmas, settings.guidance, noise=noise,

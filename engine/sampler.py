@@ -120,6 +120,8 @@ def sample(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidance: float = 1.0
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled at step {i} of {n}")
         t, t_next = float(sigmas[i]), float(sigmas[i + 1])
+        if per_token and bool((path.level(t) == path.level(t_next)).all()):
+            continue   # every frame still waits at its start level (or is kept): the step would change nothing
         x_prev = x
         x, v = _step(denoiser, x, t, t_next, path, cond, guidance if t >= guidance_floor else 1.0, solver)
         if callback is not None:  # the denoised estimate x - tau v only when someone looks at it
@@ -135,7 +137,9 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
                           batch: int = 1, callback: Callable[[dict], None] | None = None,
                           i2v: Denoiser | None = None, keyframe_frames: int = 0, keyframe: Denoiser | None = None,
                           continue_floor: float = 0.0, redraw_from: float = 1.0,
-                          cuts: dict[int, tuple] | None = None, **kw) -> torch.Tensor:
+                          cuts: dict[int, tuple] | None = None, keyframe_guidance: float | None = None,
+                          guide: Callable[[torch.Tensor], torch.Tensor | None] | None = None, guide_level: float = 1.0,
+                          **kw) -> torch.Tensor:
     """Emu Video's factorisation -> latents (B, C, F, h, w): sample the plan, keep each variation's first
     latent frame, and sample again with it frozen (image-to-video from the model's own keyframe).
 
@@ -154,6 +158,9 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
     first frame as a clip's first) from frame j's noise and kept frozen at j in the second pass beside the first:
     the image-to-video model continues every shot from a frame, not only the first. The callback counts both
     passes' steps as one run (steps 1 .. 2n of 2n; the cuts' keyframes are not counted).
+    `keyframe_guidance`: the keyframes' guidance scale (default `guidance`). `guide`: latents (B, C, F, h, w) with
+    the keyframes in place -> a rough clip (B, C, F, h, w) made from them, or None; the second pass then starts its
+    free frames from that clip at `guide_level` (a remix of it) instead of from pure noise.
     """
     i2v = i2v or denoiser
     if noise is None:
@@ -166,16 +173,21 @@ def sample_keyframe_first(denoiser: Denoiser, plan, sigmas: torch.Tensor, guidan
 
     def counted(offset: int):
         return None if callback is None else lambda d: callback({**d, "step": d["step"] + offset, "steps": 2 * n})
-    k = keyframe_frames or plan.known.shape[1]
-    first = sample(keyframe or denoiser, plan.head(k), sigmas, guidance, noise=noise[:, :, :k],
+    k, kg = keyframe_frames or plan.known.shape[1], guidance if keyframe_guidance is None else keyframe_guidance
+    first = sample(keyframe or denoiser, plan.head(k), sigmas, kg, noise=noise[:, :, :k],
                    callback=counted(0), **kw)                                                    # (B, C, k, h, w)
     known = plan.known[None].to(first).repeat(first.shape[0], 1, 1, 1, 1)
     known[:, :, 0] = first[:, :, 0]
     s = plan.start_level.clone()
     s[0] = 0
     for j, (shot, model) in (cuts or {}).items():   # a cut's frame drawn as a first frame: a still of one pixel frame
-        known[:, :, j] = sample(model, shot, sigmas, guidance, noise=noise[:, :, j:j + 1], **kw)[:, :, 0]
+        known[:, :, j] = sample(model, shot, sigmas, kg, noise=noise[:, :, j:j + 1], **kw)[:, :, 0]
         s[j] = 0
+    rough = guide(known) if guide is not None else None
+    if rough is not None:
+        free = s != 0
+        known[:, :, free] = rough[:, :, free].to(known)
+        s[free] = torch.minimum(s[free], torch.tensor(guide_level))
     return sample(i2v, plan, sigmas, guidance, noise=noise, callback=counted(n), known=known,
                   start_level=s, guidance_floor=continue_floor, **kw)
 

@@ -240,13 +240,14 @@ def test_keyframe_first_draws_the_keyframe_with_one_model_and_the_rest_with_the_
     out = sample_keyframe_first(perfect(a), p, schedule(6), noise=torch.randn_like(a), i2v=perfect(b))
     torch.testing.assert_close(out[:, :, 0], a[:, :, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, :, 1:], b[:, :, 1:], atol=1e-5, rtol=1e-5)
-    for levels, used in (([0.0] + [1.0] * 4, "i2v"), ([0.6] + [1.0] * 4, "t2v"), ([0.3] * 5, "t2v")):
+    # a remix at 0.3 waits out the two steps above it (sample skips steps that move no frame)
+    for levels, used, n in (([0.0] + [1.0] * 4, "i2v", 4), ([0.6] + [1.0] * 4, "t2v", 4), ([0.3] * 5, "t2v", 2)):
         calls = []
         t2v = lambda x, t, tx, gt: calls.append("t2v") or smooth(x, t, tx, gt)  # noqa: E731
         i2v = lambda x, t, tx, gt: calls.append("i2v") or smooth(x, t, tx, gt)  # noqa: E731
         sample_keyframe_first(t2v, fake_plan(levels=levels), schedule(4), noise=torch.randn(1, *p.known.shape),
                               i2v=i2v)
-        assert calls == [used] * 4
+        assert calls == [used] * n
 
 
 def test_a_keyframe_pass_over_the_first_latent_frame_draws_it_alone_from_the_same_noise(backend):
@@ -281,12 +282,12 @@ def test_a_keyframe_model_draws_the_keyframe_alone_and_nothing_else():
                                 keyframe=perfect(c))
     torch.testing.assert_close(out[:, :, 0], c[:, :, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, :, 1:], b[:, :, 1:], atol=1e-5, rtol=1e-5)
-    for levels, used in (([0.0] + [1.0] * 4, "i2v"), ([0.3] * 5, "t2v"), ([1.0] * 5, "key")):
+    for levels, used, k in (([0.0] + [1.0] * 4, "i2v", 4), ([0.3] * 5, "t2v", 2), ([1.0] * 5, "key", 4)):
         calls = []
         den = {n: (lambda n: lambda x, t, tx, gt: calls.append(n) or smooth(x, t, tx, gt))(n) for n in ("t2v", "i2v", "key")}
         sample_keyframe_first(den["t2v"], fake_plan(levels=levels), schedule(4), noise=torch.randn(1, *p.known.shape),
                               i2v=den["i2v"], keyframe=den["key"])
-        assert calls[:4] == [used] * 4 and "t2v" not in calls[4:] and "key" not in calls[4:]
+        assert calls[:k] == [used] * k and "t2v" not in calls[k:] and "key" not in calls[k:]
 
 
 def test_keyframe_first_applies_its_continue_floor_to_the_second_pass_alone():
@@ -327,16 +328,16 @@ def test_a_remix_from_redraw_from_up_is_drawn_keyframe_first_from_its_source():
            for n in ("t2v", "i2v", "key")}
     sample_keyframe_first(den["t2v"], p, schedule(4), 2.0, noise=noise, i2v=den["i2v"], keyframe=den["key"],
                           keyframe_frames=1, redraw_from=0.5)
-    assert [n for n, _, _ in seen] == ["key"] * 4 + ["i2v"] * 4
+    assert [n for n, _, _ in seen] == ["key"] * 3 + ["i2v"] * 3              # from the step that reaches 0.6
     start = 0.4 * p.known + 0.6 * noise[0]                                   # the source at level 0.6
     torch.testing.assert_close(seen[0][1][0], start[:, :1])                   # the keyframe pass starts from it
-    torch.testing.assert_close(seen[4][1][0, :, 1:], start[:, 1:])            # and so do the other frames
-    assert (seen[4][2][:, 0] == 0).all() and (seen[4][2][:, 1:] == 0.6).all()
+    torch.testing.assert_close(seen[3][1][0, :, 1:], start[:, 1:])            # and so do the other frames
+    assert (seen[3][2][:, 0] == 0).all() and (seen[3][2][:, 1:] == 0.6).all()
     for levels, kw in (([0.3] * 5, {"redraw_from": 0.5}), ([0.6] * 5, {})):
         seen.clear()
         sample_keyframe_first(den["t2v"], fake_plan(levels=levels), schedule(4), 2.0, noise=noise, i2v=den["i2v"],
                               keyframe=den["key"], keyframe_frames=1, **kw)
-        assert [n for n, _, _ in seen] == ["t2v"] * 4
+        assert [n for n, _, _ in seen] == ["t2v"] * (2 if levels[0] < 0.5 else 3)
 
 
 def test_a_cut_is_drawn_as_a_keyframe_of_its_own_from_its_frames_noise_and_kept_through_the_second_pass():
@@ -367,3 +368,59 @@ def test_a_cut_is_drawn_as_a_keyframe_of_its_own_from_its_frames_noise_and_kept_
     drawn = sample(den["cut"], shot, schedule(4), 2.0, noise=noise[:, :, 3:4])
     torch.testing.assert_close(out[:, :, 3:4], drawn)                         # kept exactly as drawn
     assert not torch.allclose(drawn, sample(den["cut"], p.window(3, 1), schedule(4), 2.0, noise=noise[:, :, 3:4]))
+
+
+def test_steps_that_move_no_frame_are_skipped_with_the_same_result():
+    """Per-token mode: while every free frame still waits at its start level a step changes nothing, so it is not
+    run: a remix at 0.5 calls the denoiser only from 0.5 down, and returns what the schedule from 0.5 returns."""
+    p = fake_plan(levels=[0.0, 0.5, 0.5, 0.5, 0.5])
+    eps = torch.randn(1, *p.known.shape, generator=torch.Generator().manual_seed(2))
+    calls = []
+    den = lambda x, t, tx, g: calls.append(t.clone()) or smooth(x, t, tx, g)  # noqa: E731
+    out = sample(den, p, schedule(10), noise=eps)
+    assert len(calls) == 5 and all((t[:, 1:] <= 0.5).all() for t in calls)
+    torch.testing.assert_close(out, sample(smooth, p, torch.linspace(0.5, 0.0, 6), noise=eps))
+    calls.clear()
+    sample(den, p, schedule(10), noise=eps, per_token=False)                  # replacement mode runs every step
+    assert len(calls) == 10
+
+
+def test_a_guide_starts_the_second_pass_from_its_rough_clip_at_its_level():
+    """guide(known) -> a rough clip: the second pass starts every free frame on the path from that clip at
+    guide_level (a remix of it), keyframes and cuts still frozen; a guide that gives None changes nothing."""
+    p = fake_plan(F=6)
+    g = torch.Generator().manual_seed(21)
+    rough, noise = torch.randn(2, *p.known.shape, generator=g), torch.randn(2, *p.known.shape, generator=g)
+    told, seen = [], []
+
+    def guide(known):
+        told.append(known.clone())
+        return rough
+    i2v = lambda x, t, tx, gt: seen.append((x.clone(), t.clone())) or smooth(x, t, tx, gt)  # noqa: E731
+    cut = (p.window(3, 1), smooth)
+    out = sample_keyframe_first(smooth, p, schedule(10), noise=noise, i2v=i2v, keyframe_frames=1, cuts={3: cut},
+                                guide=guide, guide_level=0.4)
+    keys = sample_keyframe_first(smooth, p, schedule(10), noise=noise, keyframe_frames=1, cuts={3: cut})
+    assert torch.equal(told[0][:, :, [0, 3]], keys[:, :, [0, 3]])             # the guide is shown the keyframes
+    assert torch.equal(out[:, :, [0, 3]], keys[:, :, [0, 3]])
+    x0, t0 = seen[0]
+    assert len(seen) == 4 and (t0[:, [0, 3]] == 0).all() and (t0[:, [1, 2, 4, 5]] == 0.4).all()
+    free = [1, 2, 4, 5]
+    torch.testing.assert_close(x0[:, :, free], 0.6 * rough[:, :, free] + 0.4 * noise[:, :, free])
+    none = sample_keyframe_first(smooth, p, schedule(10), noise=noise, keyframe_frames=1, cuts={3: cut},
+                                 guide=lambda known: None, guide_level=0.4)
+    assert torch.equal(none, keys)
+
+
+def test_keyframes_are_drawn_at_their_own_guidance_scale():
+    """keyframe_guidance: the first keyframe and each cut's are guided at it, the second pass at `guidance`."""
+    p = fake_plan(F=6)
+    noise = torch.randn(1, *p.known.shape, generator=torch.Generator().manual_seed(4))
+    kw = {"noise": noise, "cfg_batch": False}           # smooth tells the branches apart only one at a time
+    out = sample_keyframe_first(smooth, p, schedule(4), 4.0, keyframe_frames=1, cuts={3: (p.window(3, 1), smooth)},
+                                keyframe_guidance=2.0, **kw)
+    for j in (0, 3):
+        kw["noise"] = noise[:, :, j:j + 1]
+        drawn = sample(smooth, p.window(j, 1), schedule(4), 2.0, **kw)
+        torch.testing.assert_close(out[:, :, j:j + 1], drawn)
+        assert not torch.allclose(drawn, sample(smooth, p.window(j, 1), schedule(4), 4.0, **kw))

@@ -185,6 +185,7 @@ def test_weights_that_say_keyframe_first_are_sampled_keyframe_first(tmp_path):
     shipped = ToyBackend(load_vae(), load_dit(), MiniLM())                  # the DiT alone, unmarked
     marked = ToyBackend.load(tmp_path)
     assert not shipped.keyframe_first and marked.keyframe_first and marked.i2v is None
+    marked.keyframe_guidance = 1.0                          # its keyframe guided as the one pass is
     tl = ops.t2v("a red circle moving left", 1.0, fps=8, resolution=64, aspect="1:1", seed=3)
     steps = []
     _, one = generate_latents(tl, shipped, Settings(steps=3))
@@ -221,6 +222,7 @@ def test_an_image_to_video_adapter_beside_the_dit_draws_all_but_the_keyframe(tmp
             block.mlp[2].weight.mul_(1.2)
     write_weights(*extract(dit, tuned), tmp_path / I2V_NAME)
     one, two = ToyBackend(load_vae(), dit, MiniLM()), ToyBackend.load(tmp_path)
+    two.keyframe_guidance = 1.0                                 # its keyframe guided as the one pass is
     assert two.keyframe_first and two.i2v is not None
     assert not torch.equal(two.i2v.blocks[0].mlp[2].weight, two.dit.blocks[0].mlp[2].weight)
     assert torch.equal(two.dit.blocks[0].mlp[2].weight, dit.blocks[0].mlp[2].weight)
@@ -261,8 +263,8 @@ def test_a_keyframe_adapter_draws_the_first_latent_frame_and_remix_too_unless_re
     assert calls == [("keyframe", 1)] * 3 + [("i2v", z.shape[2])] * 3
     path = write_video(tmp_path / "src.mp4", generate(tl, ToyBackend(b.vae, dit, b.text), Settings(steps=2))[0], 8)
     remix = ops.remix(str(path), "a blue square", 0.3, resolution=64, seed=1)
-    for redraw_from, expected in ((0.0, [("keyframe", 1)] * 3 + [("i2v", z.shape[2])] * 3),
-                                  (0.5, [("dit", z.shape[2])] * 3)):
+    # a remix at 0.3 runs the one step of 3 that reaches below its level (the sampler skips the rest)
+    for redraw_from, expected in ((0.0, [("keyframe", 1)] + [("i2v", z.shape[2])]), (0.5, [("dit", z.shape[2])])):
         calls.clear()
         b.redraw_from = redraw_from
         generate_latents(remix, b, Settings(steps=3))
@@ -284,8 +286,11 @@ def test_the_shipped_backend_guides_its_second_pass_only_above_its_floor(tmp_pat
     tl = ops.t2v("a red circle moving left", 1.0, fps=8, resolution=64, aspect="1:1", seed=3)
     steps = 4                                                       # levels 1, 0.75, 0.5, 0.25
     clip = generate(tl, b, Settings(steps=steps, guidance=4.0))[0]
-    rows = [2 if 1 - i / steps >= b.continue_floor else 1 for i in range(steps)]
-    assert calls == [("keyframe", 2)] * steps + [("i2v", r) for r in rows] and 1 in rows
+    levels = [1 - i / steps for i in range(steps)]
+    rows = [2 if t >= b.continue_floor else 1 for t in levels]
+    # text-to-video refines its guide (ToyBackend.guide) from guide_level: the steps above it are not run
+    guided = [r for t, r in zip(levels, rows) if t - 1 / steps < b.guide_level]
+    assert calls == [("keyframe", 2)] * steps + [("i2v", r) for r in guided] and 1 in guided and len(guided) < steps
     calls.clear()
     path = write_video(tmp_path / "src.mp4", clip, 8)
     generate_latents(ops.remix(str(path), "a blue square", 0.9, resolution=64, seed=1), b, Settings(steps=steps))

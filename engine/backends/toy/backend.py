@@ -146,6 +146,13 @@ class ToyBackend:
     # and layout, and the image-to-video pass continues every shot from one (cuts; sampler.sample_keyframe_first):
     # storyboard segments 58 -> 69 of 90 over three sets with the shipped weights (assets/MODEL_CARD.md, session 24)
     key_cuts = True
+    # keyframes are guided this share as hard as the clip (guidance 1 + 2 (g - 1) / 3: 3 at the default 4): at the
+    # full scale small objects came out large, and storyboard segments read 53 of 60 on the dev sets against 50
+    # (assets/MODEL_CARD.md, session 25)
+    keyframe_guidance = 2 / 3
+    # the image-to-video pass refines each shot's keyframe moved along the planned paths (guide.py) from this noise
+    # level, not the shot from pure noise (assets/MODEL_CARD.md, session 25); 1 turns it off
+    guide_level = 0.6
 
     def __init__(self, vae: VideoAE, dit: DiT, text: MiniLM, device="cpu", bf16: bool = False,
                  keyframe_first: bool = False, i2v: DiT | None = None, keyframe_frames: int = 0,
@@ -227,6 +234,45 @@ class ToyBackend:
         return self._with_layout(self.i2v if self.i2v is not None else self.dit, plan, seed, variations,
                                  self.denoise_i2v, whole=True)
 
+    def guide(self, plan, seed: int, variations: int = 1):
+        """The rough clip the image-to-video pass refines (sampler.sample_keyframe_first's `guide`): latents with
+        each shot's keyframe in place (B, C, F, h, w) -> each shot's pixel frames made by moving the keyframe's
+        objects along the paths planned for it (guide.shot_frames; the same plan per variation as _with_layout's),
+        encoded (B, C, F, h, w). None (no guide) for a plan with media, a model that reads no layout, or a shot the
+        planner cannot place."""
+        from engine.backends.toy.guide import shot_frames
+        from engine.backends.toy.layout import frame_times
+        model = self.i2v if self.i2v is not None else self.dit
+        if self.guide_level >= 1 or not model.cfg.layout or not bool((plan.start_level == 1).all()):
+            return None
+        g, spec = plan.grid, self.spec
+        keys = [(0, 0), *self.cuts(plan)]                          # (latent frame kept, the frame it is drawn as)
+        times = frame_times(spec, g.latent_frames, g.fps)
+        n_pixels = spec.pixel_range(g.latent_frames - 1)[1]
+        bounds = [spec.pixel_range(j)[0] for j, _ in keys] + [n_pixels]
+        stories = [self._spans(plan, seed + k) for k in range(variations)]
+        if any(scene is None for spans in stories for scene, _ in spans):
+            return None
+
+        def rough(known: torch.Tensor) -> torch.Tensor:
+            """(B, C, F, h, w) keyframes in place -> (B, C, F, h, w) the guide's latents."""
+            clips = torch.empty(known.shape[0], 3, n_pixels, g.height, g.width)
+            for b, spans in enumerate(stories):
+                for (j, f), n0, n1 in zip(keys, bounds, bounds[1:]):
+                    image = (self.decode(known[b:b + 1, :, j:j + 1])[0, :, 0].permute(1, 2, 0) + 1) * 127.5  # (H, W, 3)
+                    frames = shot_frames(image.cpu().numpy(), spans, float(times[f]), np.arange(n0, n1) / g.fps)
+                    clips[b, :, n0:n1] = torch.from_numpy(frames).permute(3, 0, 1, 2) / 127.5 - 1
+            return self.encode_video(clips.clamp(-1, 1))
+        return rough
+
+    def _spans(self, plan, seed: int, whole: bool = True) -> list:
+        """[(scene or None, start s)] the planner's storyboard for `plan` drawn with `seed` (layout.place_story):
+        one span per card the frames show (_cards); `whole` False: the first card's alone."""
+        from engine.backends.toy.layout import place_story
+        cards = [(text, start) for text, start, _, _ in self._cards(plan)]
+        g = plan.grid
+        return place_story(cards if whole else cards[:1], g.width, g.height, np.random.default_rng(seed))
+
     def _with_layout(self, model: DiT, plan, seed: int, variations: int, plain, whole: bool, frame: int = 0):
         """`model`'s denoiser for `plan`. A model that reads a layout (layout.py) is told one per variation
         (seeded seed + k, as its noise is: every pass of a variation sees the same plan), planned from the
@@ -235,18 +281,16 @@ class ToyBackend:
         otherwise `plain` itself. `whole`: the plan covers every frame, so a storyboard's later cards are placed
         too (`plan_stories`; else such a plan gets none). `frame`: the denoiser draws that latent frame alone, as
         a keyframe (a cut's: `cuts`), told the layout that frame has in the whole plan."""
-        from engine.backends.toy.layout import frame_times, place_story, story_layout
+        from engine.backends.toy.layout import frame_times, story_layout
         if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
             return plain
-        cards = [(text, start) for text, start, _, _ in self._cards(plan)]
-        if whole and len(cards) > 1 and not self.plan_stories:
+        if whole and len(self._cards(plan)) > 1 and not self.plan_stories:
             return plain
-        cards = cards if whole else cards[:1]
         g, factor = plan.grid, self.spec.spatial_factor
         times = frame_times(self.spec, g.latent_frames, g.fps)
         lay = torch.stack([torch.from_numpy(story_layout(
-            place_story(cards, g.width, g.height, np.random.default_rng(seed + k)), g.width, g.height, factor,
-            times, model.cfg.layout)) for k in range(variations)]).to(self.device)   # (V, K, F, h, w)
+            self._spans(plan, seed + k, whole), g.width, g.height, factor, times, model.cfg.layout))
+            for k in range(variations)]).to(self.device)   # (V, K, F, h, w)
 
         def denoise(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
             """As `plain`, with this plan's layouts over x's frames in the cond rows -> (B, C, F', h, w)."""
