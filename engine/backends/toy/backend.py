@@ -147,8 +147,8 @@ class ToyBackend:
     # storyboard segments 58 -> 69 of 90 over three sets with the shipped weights (assets/MODEL_CARD.md, session 24)
     key_cuts = True
     # keyframes are guided this share as hard as the clip (guidance 1 + 2 (g - 1) / 3: 3 at the default 4): at the
-    # full scale small objects came out large, and storyboard segments read 53 of 60 on the dev sets against 50
-    # (assets/MODEL_CARD.md, session 25)
+    # full scale small objects came out large (storyboard segments on two dev sets, with the guide: 50 of 60 at 4,
+    # 53 at 3; assets/MODEL_CARD.md, session 25)
     keyframe_guidance = 2 / 3
     # the image-to-video pass refines each shot's keyframe moved along the planned paths (guide.py) from this noise
     # level, not the shot from pure noise (assets/MODEL_CARD.md, session 25); 1 turns it off

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.backends.toy import world
+from engine.backends.toy.layout import span_at
 
 # a pixel belongs to an object's matte only this close (RGB, 0-255) to the line from background to its colour
 RESIDUAL = 60.0
@@ -60,7 +61,7 @@ def shot_frames(image: np.ndarray, spans: list[tuple[world.SceneSpec, float]], t
     start s)] (layout.place_story) -> (len(times), H, W, 3) float: at each of `times` (s) the keyframe with each
     object of the scene at t0 moved by its planned displacement since t0 (bounces and the cards that go on from
     it included: an object keeps its place in the caption's order)."""
-    scene0, start0 = _span_at(spans, t0)
+    scene0, start0 = span_at(spans, t0)
     alphas = [matte(image, scene0, k, t0 - start0) for k in range(len(scene0.objects))]
     cover = np.max([a for a in alphas if a is not None] or [np.zeros(image.shape[:2], np.float32)], axis=0)
     bg = np.median(image[cover == 0], axis=0) if (cover == 0).any() else image.mean((0, 1))   # (3,)
@@ -70,7 +71,7 @@ def shot_frames(image: np.ndarray, spans: list[tuple[world.SceneSpec, float]], t
     p0 = [world.centres(o, image.shape[1], image.shape[0], np.array([t0 - start0]))[0] for o in scene0.objects]
     out = np.empty((len(times), *image.shape), np.float32)
     for n, t in enumerate(times):   # frames of the shot before its card's first full one go by its scene too
-        scene, start = _span_at(spans, max(float(t), start0))
+        scene, start = span_at(spans, max(float(t), start0))
         frame = base.copy()
         for k, a in enumerate(alphas):
             if a is None or k >= len(scene.objects):
@@ -81,7 +82,3 @@ def shot_frames(image: np.ndarray, spans: list[tuple[world.SceneSpec, float]], t
         out[n] = frame
     return out
 
-
-def _span_at(spans: list[tuple[world.SceneSpec, float]], t: float) -> tuple[world.SceneSpec, float]:
-    """The span showing at time t (s): the last started by then (the first before any)."""
-    return next((sp for sp in reversed(spans) if sp[1] <= t + 1e-9), spans[0])

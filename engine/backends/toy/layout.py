@@ -93,10 +93,16 @@ def story_layout(spans: list[tuple[world.SceneSpec | None, float]], width: int, 
     h, w = height // factor, width // factor
     out = np.zeros((channels, len(times), h, w), np.float32)
     for f, t in enumerate(times):
-        scene, start = next((sp for sp in reversed(spans) if sp[1] <= t), spans[0])
+        scene, start = span_at(spans, float(t))
         if scene is not None:
             out[:, f] = scene_layout(scene, width, height, factor, float(t) - start, channels)
     return out
+
+
+def span_at(spans: list[tuple[world.SceneSpec | None, float]], t: float) -> tuple[world.SceneSpec | None, float]:
+    """The span of a storyboard's spans [(scene, start s)] (time order) showing at time t (s): the last started by
+    then, the first before any."""
+    return next((sp for sp in reversed(spans) if sp[1] <= t), spans[0])
 
 
 def frame_times(spec, latent_frames: int, fps: float) -> np.ndarray:
