@@ -46,9 +46,10 @@ RECIPES = {
     "i2v": (["--lora", "8", "--i2v", "1.0", "--grounded", "--layout-lr", "10", "--batch", "32",
              "--fresh", "8", "--bf16", "--probe-every", "0", "--seed", "31"], "assets/toy_dit_i2v.safetensors", "i2v"),
     # session 21's candidate: a keyframe model of 1x1 latent patches from scratch (runs/kz_p1 on the CPU), 32 x 4
-    # frames a step
-    "key1x1": (["--keyframe-share", "1.0", "--patch", "1", "--batch", "32", "--keyframe-batch", "4", "--lr", "1e-3",
-                "--probe-every", "0", "--seed", "31"], None, "dit"),
+    # frames a step, told the grounded layout the shipped keyframe model reads (session 23): since session 25 the
+    # keyframe's drawing is carried into the whole shot, so this model is where a GPU's minutes go next
+    "key1x1": (["--keyframe-share", "1.0", "--patch", "1", "--grounded", "--layout-lr", "10", "--batch", "32",
+                "--keyframe-batch", "4", "--lr", "1e-3", "--probe-every", "0", "--seed", "31"], None, "dit"),
 }   # seeds of their own: not the CPU runs' data again
 RECIPE = "i2v"
 

@@ -84,7 +84,8 @@ def test_gpu_train_recipe_packs_from_scratch_and_trains_the_keyframe_model(tmp_p
     out = gpu_train.train(carry, tmp_path / "out", 0, "cpu", max_steps=2, scratch=tmp_path)
     assert os.environ["CINEPATCH_TEXT_ENCODER"] == str(tmp_path / "own") and backend.MiniLM.encode is encode
     model = backend.load_dit(out)
-    assert model.cfg.patch == 1
+    from engine.backends.toy.layout import GROUNDED
+    assert model.cfg.patch == 1 and model.cfg.layout == GROUNDED
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "keyframe share 1.0" in log and "initialised from" not in log
 
