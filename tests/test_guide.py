@@ -85,7 +85,7 @@ def test_the_backend_guides_text_to_video_from_its_keyframe_and_nothing_else(bac
     tl = ops.t2v("a small red square moving right on a gray background", 2.0, aspect="1:1", resolution=64, fps=8,
                  seed=3)
     plan = plan_mod.compile(tl, b)
-    (planned, _), = b._spans(plan, tl.seed)
+    (planned, _), = b._stories(plan, tl.seed, 1)[0]
     drawn = world.render(planned, W, H, FPS, 17)                               # what a perfect model would draw
     still = torch.from_numpy(drawn[:1]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     known = b.encode_video(still).repeat(1, 1, plan.known.shape[1], 1, 1)     # (1, C, F, h, w)

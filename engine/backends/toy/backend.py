@@ -250,28 +250,31 @@ class ToyBackend:
         times = frame_times(spec, g.latent_frames, g.fps)
         n_pixels = spec.pixel_range(g.latent_frames - 1)[1]
         bounds = [spec.pixel_range(j)[0] for j, _ in keys] + [n_pixels]
-        stories = [self._spans(plan, seed + k) for k in range(variations)]
+        stories = self._stories(plan, seed, variations)
         if any(scene is None for spans in stories for scene, _ in spans):
             return None
+        js = [j for j, _ in keys]
 
         def rough(known: torch.Tensor) -> torch.Tensor:
             """(B, C, F, h, w) keyframes in place -> (B, C, F, h, w) the guide's latents."""
-            clips = torch.empty(known.shape[0], 3, n_pixels, g.height, g.width)
+            B, C, _, h, w = known.shape
+            stills = known[:, :, js].transpose(1, 2).reshape(B * len(js), C, 1, h, w)   # each keyframe alone
+            images = ((self.decode(stills)[:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).cpu().numpy()  # (B*K, H, W, 3)
+            clips = torch.empty(B, 3, n_pixels, g.height, g.width)
             for b, spans in enumerate(stories):
-                for (j, f), n0, n1 in zip(keys, bounds, bounds[1:]):
-                    image = (self.decode(known[b:b + 1, :, j:j + 1])[0, :, 0].permute(1, 2, 0) + 1) * 127.5  # (H, W, 3)
-                    frames = shot_frames(image.cpu().numpy(), spans, float(times[f]), np.arange(n0, n1) / g.fps)
+                for k, ((j, f), n0, n1) in enumerate(zip(keys, bounds, bounds[1:])):
+                    frames = shot_frames(images[b * len(js) + k], spans, float(times[f]), np.arange(n0, n1) / g.fps)
                     clips[b, :, n0:n1] = torch.from_numpy(frames).permute(3, 0, 1, 2) / 127.5 - 1
             return self.encode_video(clips.clamp(-1, 1))
         return rough
 
-    def _spans(self, plan, seed: int, whole: bool = True) -> list:
-        """[(scene or None, start s)] the planner's storyboard for `plan` drawn with `seed` (layout.place_story):
-        one span per card the frames show (_cards); `whole` False: the first card's alone."""
+    def _stories(self, plan, seed: int, variations: int, whole: bool = True) -> list[list]:
+        """Per variation k, [(scene or None, start s)]: the planner's storyboard for `plan` drawn with seed + k
+        (layout.place_story), one span per card the frames show (_cards); `whole` False: the first card's alone."""
         from engine.backends.toy.layout import place_story
         cards = [(text, start) for text, start, _, _ in self._cards(plan)]
-        g = plan.grid
-        return place_story(cards if whole else cards[:1], g.width, g.height, np.random.default_rng(seed))
+        cards, g = cards if whole else cards[:1], plan.grid
+        return [place_story(cards, g.width, g.height, np.random.default_rng(seed + k)) for k in range(variations)]
 
     def _with_layout(self, model: DiT, plan, seed: int, variations: int, plain, whole: bool, frame: int = 0):
         """`model`'s denoiser for `plan`. A model that reads a layout (layout.py) is told one per variation
@@ -284,13 +287,13 @@ class ToyBackend:
         from engine.backends.toy.layout import frame_times, story_layout
         if not model.cfg.layout or float(plan.start_level[0]) < self.layout_from:
             return plain
-        if whole and len(self._cards(plan)) > 1 and not self.plan_stories:
+        stories = self._stories(plan, seed, variations, whole)
+        if whole and len(stories[0]) > 1 and not self.plan_stories:
             return plain
         g, factor = plan.grid, self.spec.spatial_factor
         times = frame_times(self.spec, g.latent_frames, g.fps)
-        lay = torch.stack([torch.from_numpy(story_layout(
-            self._spans(plan, seed + k, whole), g.width, g.height, factor, times, model.cfg.layout))
-            for k in range(variations)]).to(self.device)   # (V, K, F, h, w)
+        lay = torch.stack([torch.from_numpy(story_layout(spans, g.width, g.height, factor, times, model.cfg.layout))
+                           for spans in stories]).to(self.device)   # (V, K, F, h, w)
 
         def denoise(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
             """As `plain`, with this plan's layouts over x's frames in the cond rows -> (B, C, F', h, w)."""
