@@ -104,8 +104,9 @@ def jobs(tmp_path, toy_pool):
 
 def test_two_jobs_really_run_at_once_on_two_workers(jobs):
     lib = jobs.library
-    a = jobs.submit("generate", dict(TOY, steps=16))
-    b = jobs.submit("generate", dict(TOY, steps=16, prompt="a blue square moving right on gray"))
+    long = dict(TOY, duration_s=2, resolution=64)    # long enough to overlap on a loaded machine (as below)
+    a = jobs.submit("generate", dict(long, steps=16))
+    b = jobs.submit("generate", dict(long, steps=16, prompt="a blue square moving right on gray"))
     assert wait_for(lambda: both_sampling(lib, a, b)), (lib.job(a), lib.job(b))
     for job in (a, b):
         row = jobs.wait(job, BOUND_S)
@@ -141,8 +142,9 @@ def test_cancel_while_queued_and_while_running(jobs, monkeypatch):
 
 def test_a_killed_worker_interrupts_its_job_and_the_queue_goes_on(jobs, toy_pool):
     lib = jobs.library
-    a = jobs.submit("generate", dict(TOY, steps=40))
-    b = jobs.submit("generate", dict(TOY, steps=40, seed=2))   # as long as a: a short b could end before a samples
+    # 2 s, 64 px jobs (a 0.5 s, 32 px one lasts milliseconds once its second pass refines a guide): both must still be
+    # sampling when one read of the library sees them, on a loaded machine too; b as long as a, which it must outlive
+    a, b = (jobs.submit("generate", dict(TOY, steps=40, seed=s, duration_s=2, resolution=64)) for s in (1, 2))
     assert wait_for(lambda: both_sampling(lib, a, b))
     victim = next(w for w in toy_pool.workers if w.job == a)
     os.kill(victim.pid, signal.SIGKILL)                          # as a crash or a lost node would
