@@ -11,9 +11,11 @@ text encoder's package (90 MB of fp32 weights) nor imageio-ffmpeg. So:
     cp <files_at>/toy_dit_i2v.safetensors assets/                   # here: eval it, ship it, or go on from it
 
 The default recipe (RECIPE, "i2v") goes on with the shipped image-to-video model, the run every session since 22
-has continued on the CPU (gi1, gi2, ...): a LoRA on assets/toy_dit_i2v.safetensors, read where it lies in the
-carried working tree (nothing to pack), with a GPU's batch. It sends back the fine-tune stored as the assets store
-it (adapter --svd, a LoRA of assets/toy_dit.safetensors), so it ships, or seeds the next run (--init), as it is.
+has continued on the CPU (gi1, gi2, ...): a LoRA on assets/toy_dit.safetensors (since session 25 the image-to-video
+model itself), read where it lies in the carried working tree (nothing to pack), with a GPU's batch. It sends back
+the fine-tune as a LoRA of that file (adapter --svd), which the backend loads beside it as its image-to-video model,
+or seeds the next run (--init); the 25 MB of assets/ leave no room for it beside the keyframe model, so it ships
+merged into toy_dit.safetensors.
 The pack holds a run's last kept EMA weights (fp16) where one is named, and all-MiniLM-L6-v2 slimmed to what the
 world's captions use: its layers in fp16 and only the word-embedding rows of the tokens the world's
 captions are made of (fp32). The encoder rebuilt there gives NaN for any other token, and the train
@@ -44,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPES = {
     # the shipped image-to-video model continued as sessions 23-24 did on the CPU (gi2, gi3), at a GPU's batch
     "i2v": (["--lora", "8", "--i2v", "1.0", "--grounded", "--layout-lr", "10", "--batch", "32",
-             "--fresh", "8", "--bf16", "--probe-every", "0", "--seed", "31"], "assets/toy_dit_i2v.safetensors", "i2v"),
+             "--fresh", "8", "--bf16", "--probe-every", "0", "--seed", "31"], "assets/toy_dit.safetensors", "i2v"),
     # session 21's candidate: a keyframe model of 1x1 latent patches from scratch (runs/kz_p1 on the CPU), 32 x 4
     # frames a step, told the grounded layout the shipped keyframe model reads (session 23): since session 25 the
     # keyframe's drawing is carried into the whole shot, so this model is where a GPU's minutes go next

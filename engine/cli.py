@@ -304,13 +304,13 @@ def cmd_probe(a):
     weights = a.weights or ASSETS / "toy_dit.safetensors"
     print(f"probe of {weights}: loss(swapped caption) / loss(true caption), {a.clips} clips; 1.00 = the word is ignored")
     print(table(probe_weights(weights, a.vae, a.clips, a.seed)))
-    # the shipped model draws all but the keyframe with the first LoRA, and the keyframe with the second
+    # beside the DiT (since session 25 the image-to-video model itself) the shipped model may have an image-to-video
+    # LoRA, and has a keyframe model (a LoRA of the DiT, or a model of its own)
     for path, role in ((ASSETS / I2V_NAME, "image-to-video model"), (ASSETS / KEY_NAME, "keyframe model")):
         if a.weights is None and path.exists():
-            from engine.backends.toy.adapter import load_adapter
-            from engine.backends.toy.backend import load_dit
-            print(f"probe of the {role} ({path}, merged into {weights})")
-            print(table(probe_weights(load_adapter(load_dit(weights), path), a.vae, a.clips, a.seed)))
+            from engine.backends.toy.backend import load_dit, load_model
+            print(f"probe of the {role} ({path}, beside {weights})")
+            print(table(probe_weights(load_model(load_dit(weights), path), a.vae, a.clips, a.seed)))
 
 
 def cmd_demo(a):

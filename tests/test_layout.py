@@ -304,20 +304,34 @@ def test_a_layout_lora_round_trips_through_its_file_with_the_layout_input_stored
         torch.testing.assert_close(loaded(x, t, txt, gate, layout=lay), want, atol=2e-3, rtol=2e-3)   # fp16 file
 
 
-def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_trains_the_layout_input(tmp_path):
-    """train dit --lora 8 --init-lora assets/toy_dit_key.safetensors --layout: at step 0 the model is the shipped
-    keyframe model (its layout input too, where it has one); the optimiser holds the LoRA factors and the layout
-    input."""
+@pytest.fixture(scope="module")
+def key_lora(tmp_path_factory):
+    """A keyframe LoRA of the shipped DiT with a grounded layout input, as sessions 22-24 shipped one (the shipped
+    keyframe model is a model of its own since session 25): one exported training step."""
+    from engine.backends.toy.backend import ASSETS, KEY_NAME
+    from engine.backends.toy.train import main
+    import shutil
+    folder = tmp_path_factory.mktemp("key_lora")
+    shutil.copy(ASSETS / "toy_dit.safetensors", folder / "toy_dit.safetensors")   # the DiT a LoRA file sits beside
+    main(["dit", "--run", str(folder / "run"), "--init", str(ASSETS / "toy_dit.safetensors"), "--max-steps", "1",
+          "--batch", "2", "--probe-every", "0", "--eval-every", "1e6", "--lora", "8", "--keyframe-share", "1.0",
+          "--layout", "--grounded", "--layout-lr", "10", "--lr", "1e-2", "--export", "--out", str(folder / KEY_NAME)])
+    return folder / KEY_NAME
+
+
+def test_a_layout_run_from_a_keyframe_lora_starts_as_that_model_and_trains_the_layout_input(tmp_path, key_lora):
+    """train dit --lora 8 --init-lora <a keyframe LoRA file> --layout: at step 0 the model is that file's keyframe
+    model (its layout input too); the optimiser holds the LoRA factors and the layout input."""
     import argparse
 
-    from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
+    from engine.backends.toy.backend import ASSETS, load_dit, load_model
     from engine.backends.toy.train import Run
     from engine.backends.toy.layout import GROUNDED, SILHOUETTE
     from engine.backends.toy.train_dit import build_models
-    shipped = ToyBackend.load().keyframe   # its layout plain or grounded: the run's is the same
+    shipped = load_model(load_dit(), key_lora)
     args = argparse.Namespace(patch=0, pooled_text=False, lr=1e-3, init=ASSETS / "toy_dit.safetensors", lora=8,
                               layout=True, grounded=shipped.cfg.layout >= GROUNDED,
-                              silhouette=shipped.cfg.layout == SILHOUETTE, init_lora=ASSETS / KEY_NAME, layout_lr=10.0)
+                              silhouette=shipped.cfg.layout == SILHOUETTE, init_lora=key_lora, layout_lr=10.0)
     cfg, model, opt, ema = build_models(args, Run(str(tmp_path), 1), "cpu")
     held = {id(p) for g in opt.param_groups for p in g["params"]}
     assert cfg.layout == (shipped.cfg.layout or CHANNELS) and held == {
@@ -332,7 +346,7 @@ def test_a_layout_run_from_the_shipped_keyframe_lora_starts_as_that_model_and_tr
         torch.testing.assert_close(ema.eval()(x, t, text, gate, layout=lay), want, atol=1e-5, rtol=1e-5)
 
 
-def test_a_layout_keyframe_run_exports_a_file_the_backend_loads_and_samples_with_layouts(tmp_path):
+def test_a_layout_keyframe_run_exports_a_file_the_backend_loads_and_samples_with_layouts(tmp_path, key_lora):
     """train dit --lora 8 --layout --init-lora ... --export: a few steps write a keyframe LoRA with the layout input
     inside; ToyBackend.load merges it into a keyframe model that reads layouts, and text-to-video plans one.
     The adapter CLI stores the run's checkpoint the same way."""
@@ -343,12 +357,12 @@ def test_a_layout_keyframe_run_exports_a_file_the_backend_loads_and_samples_with
     from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend
     from engine.backends.toy.layout import GROUNDED
     from engine.backends.toy.train import main
-    grounded = ToyBackend.load().keyframe.cfg.layout == GROUNDED   # the shipped LoRA's layout: the run's too
+    grounded = True                                                # key_lora's layout: the run's too
     for name in ("toy_dit.safetensors", "toy_vae.safetensors"):
         shutil.copy(ASSETS / name, tmp_path / name)
     main(["dit", "--run", str(tmp_path / "run"), "--init", str(ASSETS / "toy_dit.safetensors"), "--max-steps", "3",
           "--batch", "2", "--probe-every", "0", "--eval-every", "1e6", "--lora", "8", "--keyframe-share", "1.0",
-          "--init-lora", str(ASSETS / KEY_NAME), "--layout", "--layout-lr", "10", "--keep-every", "3",
+          "--init-lora", str(key_lora), "--layout", "--layout-lr", "10", "--keep-every", "3",
           "--lr", "1e-2", "--export", "--out", str(tmp_path / KEY_NAME)] + ["--grounded"] * grounded)
     b = ToyBackend.load(tmp_path)
     assert b.keyframe.cfg.layout == (GROUNDED if grounded else CHANNELS) and b.keyframe.layout_in.weight.abs().max() > 0 and b.keyframe_frames == 1
@@ -410,13 +424,15 @@ def test_a_fine_tune_with_a_layout_input_is_stored_by_svd_with_the_input_whole()
         torch.testing.assert_close(rebuilt.state_dict()[k], v, atol=2e-3, rtol=2e-3)
 
 
-def test_a_shipped_lora_file_loads_as_weights_merged_into_the_dit_beside_it():
-    """probe.load_weights (train --init, probe, adapter) reads assets/toy_dit_i2v.safetensors as the image-to-video
-    model the backend samples with, so a LoRA can be trained on top of it from the shipped files alone."""
-    from engine.backends.toy.backend import ASSETS, I2V_NAME, ToyBackend
+def test_a_lora_file_loads_as_weights_merged_into_the_dit_beside_it(key_lora):
+    """probe.load_weights (train --init, probe, adapter) reads a LoRA file as the model the backend samples with
+    (merged into the DiT beside it), and the shipped keyframe file, a model of its own, whole, as the backend does."""
+    from engine.backends.toy.backend import ASSETS, KEY_NAME, ToyBackend, load_dit, load_model
     from engine.probe import load_weights
-    m, b = load_weights(ASSETS / I2V_NAME), ToyBackend.load()
-    assert m.cfg == b.i2v.cfg and all(torch.equal(v, b.i2v.state_dict()[k]) for k, v in m.state_dict().items())
+    b = ToyBackend.load()
+    for path, want in ((ASSETS / KEY_NAME, b.keyframe), (key_lora, load_model(load_dit(), key_lora))):
+        m = load_weights(path)
+        assert m.cfg == want.cfg and all(torch.equal(v, want.state_dict()[k]) for k, v in m.state_dict().items())
 
 
 def test_a_storyboard_keyframe_is_placed_from_its_first_card_and_its_clip_only_where_stories_are_planned(toy_parts):

@@ -116,14 +116,15 @@ def test_probe_verb_on_damaged_weights_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_the_shipped_probe_reads_every_shipped_model(capsys):
-    """`cinepatch probe` on the shipped weights probes the DiT and, merged from their LoRAs, the image-to-video
-    model that draws all but the keyframe and the keyframe model; each reads direction differently."""
-    from engine.backends.toy.backend import ASSETS, KEY_NAME
+    """`cinepatch probe` on the shipped weights probes the DiT (since session 25 the image-to-video model itself) and
+    each model shipped beside it (an image-to-video LoRA, the keyframe model); each reads direction differently."""
+    from engine.backends.toy.backend import ASSETS, I2V_NAME, KEY_NAME
     from engine.cli import main
     assert main(["probe", "--clips", "2"]) == 0
     out = capsys.readouterr().out
-    assert "probe of the image-to-video model" in out
-    assert ("probe of the keyframe model" in out) == (ASSETS / KEY_NAME).exists()
+    beside = [(ASSETS / name).exists() for name in (I2V_NAME, KEY_NAME)]
+    assert ("probe of the image-to-video model" in out) == beside[0]
+    assert ("probe of the keyframe model" in out) == beside[1] and any(beside)
     rows = [tuple(line.split()[2:]) for line in out.splitlines() if line.split()[:2] == ["i2v", "direction"]]
-    n = 2 + (ASSETS / KEY_NAME).exists()
+    n = 1 + sum(beside)
     assert len(rows) == n and len(set(rows)) == n                # one table each, different models

@@ -146,3 +146,42 @@ def test_the_adapter_cli_stores_a_lora_checkpoint_as_it_is(tmp_path):
     assert meta["keyframe_frames"] == "1" and meta["source"].endswith("ckpt.pt")
     assert set(json.loads(meta["lora"])["ranks"].values()) == {4} and not any(k.startswith("full.") for k in tensors)
     torch.testing.assert_close(load_adapter(base, out)(x, t, text, gate), want, atol=5e-3, rtol=5e-3)
+
+
+def test_a_whole_model_with_factored_adaln_loads_and_draws_as_the_model_it_was(tmp_path):
+    """adapter --whole RANK: every tensor as it was but the adaLN weights, stored as two factors on the timestep
+    embedding's top RANK directions; load_dit multiplies them back, and the model's velocity moves by less than
+    what fp16 storage moves it; the shipped keyframe file is stored so."""
+    import dataclasses
+
+    from safetensors import safe_open
+
+    from engine.backends.toy.adapter import factor_adaln, main
+    from engine.backends.toy.backend import ASSETS, KEY_NAME, load_dit, unfactor
+    from engine.backends.toy.model import DiT, DiTConfig
+    from engine.backends.toy.train import Run
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(in_channels=16, patch=1, width=64, depth=2, heads=2, text_dim=384)).eval()
+    for blk in model.blocks:                                   # adaLN-Zero starts at zero: give it something to keep
+        torch.nn.init.normal_(blk.ada[-1].weight, std=0.05)
+    tensors, err = factor_adaln(model, 32)                    # an untrained embedding's curve spans every direction:
+    assert err > factor_adaln(model, 48)[1] > factor_adaln(model, 64)[1] and factor_adaln(model, 64)[1] < 1e-4
+    assert "blocks.0.ada.1.weight:u" in tensors and "blocks.0.ada.1.weight" not in tensors
+    assert tensors["blocks.0.ada.1.weight:u"].shape == (6 * 64, 32)
+    back = unfactor(tensors)
+    assert back.keys() == model.state_dict().keys()
+    assert torch.equal(back["blocks.0.ada.1.weight"], tensors["blocks.0.ada.1.weight:u"] @ tensors["blocks.0.ada.1.weight:v"])
+    Run(str(tmp_path / "run"), 1).keep(model.state_dict(), dataclasses.asdict(model.cfg))
+    [kept] = (tmp_path / "run").glob("ckpt_*.pt")
+    main([str(kept), "--whole", "64", "--keyframe-frames", "1", "--out", str(tmp_path / "key.safetensors")])
+    loaded = load_dit(tmp_path / "key.safetensors")
+    x, t = torch.randn(2, 16, 1, 4, 6), torch.rand(2, 1)
+    text, gate = torch.randn(2, 5, 384), torch.ones(2, 1, 5)
+    with torch.no_grad():
+        want, got = model(x, t, text, gate), loaded(x, t, text, gate)
+        half = DiT(model.cfg).eval()
+        half.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+        rounding = (half(x, t, text, gate) - want).abs().max()
+    assert (got - want).abs().max() < 4 * rounding + 1e-4
+    with safe_open(str(ASSETS / KEY_NAME), "pt") as f:
+        assert any(k.endswith(":u") for k in f.keys()) and f.metadata()["keyframe_frames"] == "1"

@@ -12,6 +12,12 @@ as it is: it draws keyframe-first's first latent frame, and the DiT keeps remix.
 
     python -m engine.backends.toy.adapter runs/ft_stage2b/ckpt_007200.pt     # writes assets/toy_dit_i2v.safetensors
     python -m engine.backends.toy.adapter runs/key/ckpt_001000.pt --out assets/toy_dit_key.safetensors --keyframe-frames 1
+
+Since session 25 the image-to-video model ships merged as toy_dit.safetensors, and the keyframe model is a DiT of
+its own (1x1 patches), stored whole (`--whole RANK`): its adaLN weights, which only ever see a function of the
+timestep, as two factors of that rank (factor_adaln), so that the three files fit in 25 MB.
+
+    python -m engine.backends.toy.adapter runs/kg1/ckpt_002500.pt --whole 128 --keyframe-frames 1 --out assets/toy_dit_key.safetensors
 """
 from __future__ import annotations
 
@@ -166,6 +172,25 @@ def load_adapter(base: DiT, path: Path = ASSETS / I2V_NAME) -> DiT:
     return apply(base, tensors, DiTConfig(**json.loads(meta["config"])) if "config" in meta else None)
 
 
+@torch.no_grad()
+def factor_adaln(model: DiT, rank: int, n_times: int = 2001) -> tuple[dict[str, torch.Tensor], float]:
+    """(model's state dict with each adaLN weight stored as two factors, `name:u` (out, rank) and `name:v` (rank, in),
+    which backend.unfactor multiplies back; the largest relative change of an adaLN output). An adaLN layer only
+    ever sees SiLU(t_embed(t)), a curve in the model's width: its weight is kept on that curve's top `rank`
+    directions over `n_times` timesteps in [0, 1]."""
+    from engine.backends.toy.model import timestep_embedding
+    t = torch.linspace(0, 1, n_times)
+    c = torch.nn.functional.silu(model.t_embed(timestep_embedding(t, model.cfg.width)))     # (T, D)
+    directions = torch.linalg.svd(c.T @ c)[0][:, :rank]                                     # (D, rank)
+    state, err = dict(model.state_dict()), 0.0
+    for name in [f"blocks.{i}.ada.1.weight" for i in range(len(model.blocks))] + ["ada_out.1.weight"]:
+        w, bias = state.pop(name), state[name[:-len("weight")] + "bias"]                    # (out, D), (out,)
+        state[name + ":u"], state[name + ":v"] = w @ directions, directions.T.contiguous()
+        kept = c @ directions @ directions.T @ w.T                                            # (T, out)
+        err = max(err, float(((kept - c @ w.T).norm(dim=1) / (c @ w.T + bias).norm(dim=1)).max()))
+    return state, err
+
+
 def main(argv=None):
     from engine.backends.toy.backend import load_dit
     from engine.probe import load_weights, read_checkpoint
@@ -179,9 +204,14 @@ def main(argv=None):
                          "fine-tune, e.g. the image-to-video model, is not a LoRA of --base)")
     ap.add_argument("--keyframe-frames", type=int, default=0,
                     help="the fine-tune draws keyframes of this many latent frames: say so in the file's metadata")
+    ap.add_argument("--whole", type=int, default=0, metavar="RANK",
+                    help="store the model whole, not as a LoRA of --base (a model of its own, e.g. a keyframe model "
+                         "of 1x1 patches), its adaLN weights as factors of this rank (factor_adaln)")
     args = ap.parse_args(argv)
-    base = load_dit(Path(args.base))
     tuned = read_checkpoint(args.tuned) if args.tuned.endswith(".pt") else load_weights(args.tuned)
+    if args.whole:
+        return write_whole(tuned, args)
+    base = load_dit(Path(args.base))
     # a LoRA trained as one (train --lora) is stored as it is; any other fine-tune by its delta's SVD
     if hasattr(tuned, "merge_and_unload") and not args.svd:
         (tensors, meta), tuned = lora_tensors(tuned), tuned.merge_and_unload()
@@ -197,6 +227,18 @@ def main(argv=None):
               for k, v in tuned.state_dict().items())
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB); largest relative error of a "
           f"merged tensor {err:.4f}", file=sys.stderr)
+
+
+def write_whole(tuned: DiT, args) -> None:
+    """Write `tuned` (merged where a LoRA) whole to args.out with its adaLN factored, and say how far it moved."""
+    tuned = (tuned.merge_and_unload() if hasattr(tuned, "merge_and_unload") else tuned).eval()
+    meta = {"config": json.dumps(dataclasses.asdict(tuned.cfg)), "source": str(args.tuned)}
+    if args.keyframe_frames:
+        meta["keyframe_frames"] = str(args.keyframe_frames)
+    tensors, err = factor_adaln(tuned, args.whole)
+    write_weights(tensors, meta, Path(args.out))
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB); largest relative change of an adaLN "
+          f"output {err:.4f}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -70,8 +70,26 @@ def load_vae(path: Path = ASSETS / "toy_vae.safetensors") -> VideoAE:
 def load_dit(path: Path = ASSETS / "toy_dit.safetensors") -> DiT:
     tensors, meta = _read_weights(Path(path), "dit")
     model = DiT(DiTConfig(**json.loads(meta["config"])))
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model.load_state_dict(unfactor(tensors))
     return model.eval()
+
+
+def unfactor(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp32 tensors, each one stored as two factors (`name:u` (out, k) and `name:v` (k, in), adapter.factor_adaln)
+    multiplied back into `name`."""
+    out = {k: v.float() for k, v in tensors.items() if not k.endswith((":u", ":v"))}
+    for k in tensors:
+        if k.endswith(":u"):
+            out[k[:-2]] = tensors[k].float() @ tensors[k[:-2] + ":v"].float()
+    return out
+
+
+def load_model(base: DiT, path: Path) -> DiT:
+    """A second model beside the DiT: a LoRA of `base` (its header says so) merged into a copy, or a whole DiT."""
+    from engine.backends.toy.adapter import load_adapter
+    if "lora" in _read_weights(Path(path), "dit", tensors=False)[1]:
+        return load_adapter(base, path)
+    return load_dit(path)
 
 
 def keyframe_first(path: Path = ASSETS / "toy_dit.safetensors") -> tuple[bool, int]:
@@ -173,11 +191,10 @@ class ToyBackend:
         """The shipped model; with toy_dit_i2v.safetensors beside it (a LoRA of the DiT), keyframe first, and
         with toy_dit_key.safetensors (another LoRA) its keyframes drawn by that model, over the latent frames
         its metadata names."""
-        from engine.backends.toy.adapter import load_adapter
         dit_path, i2v_path, key_path = (Path(assets) / n for n in ("toy_dit.safetensors", I2V_NAME, KEY_NAME))
         dit = load_dit(dit_path)
-        i2v = load_adapter(dit, i2v_path) if i2v_path.exists() else None
-        key = load_adapter(dit, key_path) if key_path.exists() else None
+        i2v = load_model(dit, i2v_path) if i2v_path.exists() else None
+        key = load_model(dit, key_path) if key_path.exists() else None
         first, frames = keyframe_first(key_path if key is not None else dit_path)
         return cls(load_vae(Path(assets) / "toy_vae.safetensors"), dit, MiniLM(device), device, bf16,
                    first or key is not None, i2v, frames, key)
