@@ -141,8 +141,9 @@ def test_pooled_text_can_be_added_to_shipped_weights_and_starts_as_no_change(tmp
     from engine.backends.toy.backend import ASSETS, load_dit
     from engine.backends.toy.train import Run
     from engine.backends.toy.train_dit import build_models
+    # the shipped DiT (the image-to-video model since session 25) reads a grounded layout: so does a run from it
     args = argparse.Namespace(patch=0, pooled_text=True, lr=1e-4, init=ASSETS / "toy_dit.safetensors", lora=0,
-                              layout=False, grounded=False, silhouette=False, init_lora=None, layout_lr=1.0)
+                              layout=True, grounded=True, silhouette=False, init_lora=None, layout_lr=1.0)
     cfg, model, _, ema = build_models(args, Run(str(tmp_path), 1), "cpu")
     assert cfg.pooled_text and hasattr(model, "text_pool")
     shipped = load_dit()
@@ -153,10 +154,10 @@ def test_pooled_text_can_be_added_to_shipped_weights_and_starts_as_no_change(tmp
         assert torch.equal(ema.eval()(x, t, text, gate), model(x, t, text, gate))
     # --lora 8: the same start, and the optimiser holds the LoRA factors alone
     args = argparse.Namespace(patch=0, pooled_text=False, lr=1e-3, init=ASSETS / "toy_dit.safetensors", lora=8,
-                              layout=False, grounded=False, silhouette=False, init_lora=None, layout_lr=1.0)
+                              layout=True, grounded=True, silhouette=False, init_lora=None, layout_lr=1.0)
     _, lora, opt, lema = build_models(args, Run(str(tmp_path / "lora"), 1), "cpu")
     held = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert held == {id(p) for n, p in lora.named_parameters() if "lora_" in n}
+    assert held == {id(p) for n, p in lora.named_parameters() if "lora_" in n or "layout_in" in n}
     with torch.no_grad():
         assert torch.allclose(lora.eval()(x, t, text, gate), shipped(x, t, text, gate), atol=1e-5)
         assert torch.equal(lema.eval()(x, t, text, gate), lora(x, t, text, gate))
@@ -238,12 +239,13 @@ def test_a_lora_keyframe_run_exports_the_file_the_backend_loads_as_its_keyframe_
         shutil.copy(ASSETS / name, tmp_path / name)
     main(["dit", "--run", str(tmp_path / "run"), "--init", str(ASSETS / "toy_dit.safetensors"), "--max-steps", "3",
           "--batch", "2", "--probe-every", "0", "--eval-every", "1e6", "--lora", "8", "--keyframe-share", "0.5",
-          "--lr", "1e-2", "--export", "--out", str(tmp_path / KEY_NAME)])
+          "--grounded", "--lr", "1e-2", "--export", "--out", str(tmp_path / KEY_NAME)])   # as the shipped DiT reads
     b = ToyBackend.load(tmp_path)
     assert b.keyframe is not None and b.keyframe_frames == 1 and b.i2v is None
     base, key = b.dit.state_dict(), b.keyframe.state_dict()
     assert set(base) == set(key) and any(not torch.equal(base[k], key[k]) for k in base)
-    assert all(torch.equal(base[k], key[k]) for k in base if not k.startswith("blocks."))   # LoRA: block linears only
+    # a LoRA: block linears only, and the layout input, which trains in full beside it
+    assert all(torch.equal(base[k], key[k]) for k in base if not k.startswith(("blocks.", "layout_in.")))
 
 
 def test_a_two_object_share_makes_fresh_scenes_hold_two_objects_and_share_0_draws_nothing():
