@@ -157,18 +157,15 @@ def one_line(ratios: dict[tuple[str, str], dict[float, float]], t: float = 0.9) 
 
 
 def load_weights(path) -> torch.nn.Module:
-    """The DiT from shipped fp16 safetensors (a LoRA file beside the DiT, e.g. assets/toy_dit_i2v.safetensors, merged
-    into that DiT) or a training checkpoint (runs/*/ckpt*.pt, its EMA weights; a LoRA run's merged); a missing or
+    """The DiT from shipped fp16 safetensors (whole, or a LoRA file beside the DiT merged into that DiT:
+    backend.load_model) or a training checkpoint (runs/*/ckpt*.pt, its EMA weights; a LoRA run's merged); a missing or
     damaged file is the one-line weights error."""
     from pathlib import Path
 
-    from engine.backends.toy.adapter import load_adapter
-    from engine.backends.toy.backend import _read_weights, load_dit
+    from engine.backends.toy.backend import load_model
     path = Path(path)
     if path.suffix == ".safetensors" or not path.exists():
-        if path.exists() and "lora" in _read_weights(path, "dit", tensors=False)[1]:   # its header says which
-            return load_adapter(load_dit(path.parent / "toy_dit.safetensors"), path)
-        return load_dit(path)
+        return load_model(path.parent / "toy_dit.safetensors", path)   # a LoRA of the DiT beside it, or whole
     model = read_checkpoint(path)
     return (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model).eval()
 

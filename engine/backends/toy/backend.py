@@ -84,11 +84,12 @@ def unfactor(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_model(base: DiT, path: Path) -> DiT:
-    """A second model beside the DiT: a LoRA of `base` (its header says so) merged into a copy, or a whole DiT."""
+def load_model(base: DiT | Path, path: Path) -> DiT:
+    """A model beside the DiT: a LoRA of `base` (its header says so; base a DiT, or the file to load it from) merged
+    into a copy, or a whole DiT; a missing or damaged file is the one-line weights error."""
     from engine.backends.toy.adapter import load_adapter
     if "lora" in _read_weights(Path(path), "dit", tensors=False)[1]:
-        return load_adapter(base, path)
+        return load_adapter(base if isinstance(base, DiT) else load_dit(base), path)
     return load_dit(path)
 
 
@@ -188,9 +189,10 @@ class ToyBackend:
 
     @classmethod
     def load(cls, assets: str | Path = ASSETS, device: str = "cpu", bf16: bool = False) -> "ToyBackend":
-        """The shipped model; with toy_dit_i2v.safetensors beside it (a LoRA of the DiT), keyframe first, and
-        with toy_dit_key.safetensors (another LoRA) its keyframes drawn by that model, over the latent frames
-        its metadata names."""
+        """The shipped model: the DiT (since session 25 the image-to-video model itself), keyframe first where
+        toy_dit_key.safetensors is beside it (a model of its own, or a LoRA of the DiT: load_model), its keyframes
+        drawn by that model over the latent frames its metadata names; an image-to-video model in
+        toy_dit_i2v.safetensors, where there is one, draws the rest."""
         dit_path, i2v_path, key_path = (Path(assets) / n for n in ("toy_dit.safetensors", I2V_NAME, KEY_NAME))
         dit = load_dit(dit_path)
         i2v = load_model(dit, i2v_path) if i2v_path.exists() else None
