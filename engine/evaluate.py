@@ -251,7 +251,7 @@ def small_eval(weights, n_single: int = 12, n_double: int = 6, n_images: int = 0
     """The prompt rows and coherence of a weights file or training checkpoint, at default settings, and with
     n_images the image-to-video rows: what the ablations are compared on (minutes; the full eval takes an hour).
     keyframe_first: sample text-to-video keyframe first (sampler.sample_keyframe_first); i2v: a second weights
-    file or checkpoint for the image-to-video pass (keyframe first, as shipped with assets/toy_dit_i2v);
+    file or checkpoint for the image-to-video pass (keyframe first, as the shipped models sample);
     keyframe_frames: latent frames the keyframe pass draws (0 = the whole clip)."""
     from engine.backends.toy.backend import MiniLM, ToyBackend, load_vae
     from engine.probe import load_weights
